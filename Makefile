@@ -1,0 +1,55 @@
+# Two commands for a newcomer: `make demo` and `make test`. Everything else is set up here.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_WORKERS ?= auto
+
+.PHONY: help demo test lint typecheck clean
+
+help:
+	@echo "make demo   run examples/quickstart.py on the in-process memory:// docket (no Redis needed)"
+	@echo "make test   build .venv and run the whole test suite (starts its own redis-server processes)"
+	@echo "make lint   ruff and mypy --strict on the packages"
+
+# A Python >= 3.12 that really runs: python3.13/python3.12 on PATH (pyenv shims fail unless
+# selected, so each candidate is executed, not just located), then pyenv's own versions.
+$(STAMP): pyproject.toml
+	@set -e; \
+	found=""; \
+	for cand in python3.13 python3.12 python3 \
+	    $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -r); do \
+	  if "$$cand" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; then \
+	    found="$$cand"; break; \
+	  fi; \
+	done; \
+	if [ -z "$$found" ]; then \
+	  echo "error: docket needs Python >= 3.12 and none was found (tried python3.13, python3.12, python3 and pyenv's versions)." >&2; \
+	  echo "       Install one (for example: pyenv install 3.12) and run make again." >&2; \
+	  exit 1; \
+	fi; \
+	echo "==> using $$found ($$("$$found" --version))"; \
+	if [ ! -x $(PY) ] || ! $(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; then \
+	  rm -rf $(VENV); "$$found" -m venv $(VENV); \
+	fi; \
+	echo "==> installing pydocket with its extras into $(VENV)"; \
+	$(PY) -m pip install --quiet --upgrade pip; \
+	$(PY) -m pip install --quiet -e '.[dev,django,starlette,fastapi,metrics]'; \
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/quickstart.py
+
+test: $(STAMP)
+	@command -v redis-server >/dev/null || { echo "error: redis-server is not on PATH; the suite starts its own private Redis processes with it." >&2; exit 1; }
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check docket docket_django docket_starlette tests examples
+	$(VENV)/bin/ruff format --check docket docket_django docket_starlette tests examples
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
