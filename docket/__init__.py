@@ -1,0 +1,69 @@
+"""docket: a distributed background task system for Python, async first, on Redis.
+
+Scheduling work for later is as easy as running it now.
+"""
+
+from ._version import __version__
+from .annotations import Logged
+from .dependencies import (
+    CallArgument,
+    CurrentDocket,
+    CurrentExecution,
+    CurrentWorker,
+    Depends,
+    ExponentialRetry,
+    Perpetual,
+    Progress,
+    Retry,
+    Shared,
+    TaskArgument,
+    TaskKey,
+    TaskLogger,
+    Timeout,
+)
+from .dependencies import Cron
+from .docket import Docket, DocketSnapshot, TaskHandle, WorkerInfo
+from .execution import (
+    Disposition,
+    Execution,
+    ExecutionCancelled,
+    ExecutionProgress,
+    ExecutionState,
+    TaskCall,
+)
+from .serialization import PayloadTooLarge
+from .strikes import StrikeList
+from .worker import Worker
+
+__all__ = [
+    "CallArgument",
+    "Cron",
+    "CurrentDocket",
+    "CurrentExecution",
+    "CurrentWorker",
+    "Depends",
+    "Disposition",
+    "Docket",
+    "DocketSnapshot",
+    "Execution",
+    "ExecutionCancelled",
+    "ExecutionProgress",
+    "ExecutionState",
+    "ExponentialRetry",
+    "Logged",
+    "PayloadTooLarge",
+    "Perpetual",
+    "Progress",
+    "Retry",
+    "Shared",
+    "StrikeList",
+    "TaskArgument",
+    "TaskCall",
+    "TaskHandle",
+    "TaskKey",
+    "TaskLogger",
+    "Timeout",
+    "Worker",
+    "WorkerInfo",
+    "__version__",
+]

@@ -1,0 +1,121 @@
+"""Turning a docket URL into a Redis client.
+
+``redis://``, ``rediss://`` and ``unix://`` go to a real server through one shared
+connection pool per docket. ``memory://<id>`` is an in-process Redis-compatible engine
+(fakeredis with Lua) that runs the very same scripts: one engine per URL per event loop,
+so every docket and worker in a process that names the same URL sees the same data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+
+RedisClient: TypeAlias = "aioredis.Redis"
+
+# Blocking stream reads wait at most this long, so the socket timeout must exceed it
+# (redis-py 8 defaults to 5 s, which would abort longer blocking reads).
+BLOCK_SECONDS = 2.0
+SOCKET_TIMEOUT = BLOCK_SECONDS + 10.0
+
+SUPPORTED_SCHEMES = ("redis", "rediss", "unix", "memory")
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, safe for logs and reprs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class ActivitySignal:
+    """Wakes in-process waiters when something lands in a memory:// docket.
+
+    The in-process engine does not implement blocking reads, so a worker on memory://
+    waits on this instead of polling.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        event = self._event
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+
+
+@dataclass
+class _MemoryEngine:
+    server: Any
+    activity: ActivitySignal = field(default_factory=ActivitySignal)
+
+
+_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _MemoryEngine]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _memory_engine(url: str) -> _MemoryEngine:
+    import fakeredis
+
+    loop = asyncio.get_running_loop()
+    per_loop = _engines.setdefault(loop, {})
+    engine = per_loop.get(url)
+    if engine is None:
+        engine = per_loop[url] = _MemoryEngine(server=fakeredis.FakeServer(version=(7, 2)))
+    return engine
+
+
+class Connection:
+    """One docket's client, plus what the memory engine needs to stand in for blocking."""
+
+    def __init__(self, url: str) -> None:
+        scheme = urlsplit(url).scheme
+        if scheme not in SUPPORTED_SCHEMES:
+            raise ValueError(
+                f"Unsupported docket URL {redact_url(url)!r}: the scheme must be one of "
+                + ", ".join(f"{s}://" for s in SUPPORTED_SCHEMES)
+            )
+        self.url = url
+        self.is_memory = scheme == "memory"
+        self.activity: ActivitySignal | None = None
+        if self.is_memory:
+            import fakeredis
+
+            engine = _memory_engine(url)
+            self.activity = engine.activity
+            self.client: RedisClient = fakeredis.FakeAsyncRedis(server=engine.server)
+        else:
+            self.client = aioredis.Redis.from_url(
+                url,
+                socket_timeout=SOCKET_TIMEOUT,
+                socket_connect_timeout=5.0,
+                health_check_interval=30,
+            )
+
+    def notify_activity(self) -> None:
+        if self.activity is not None:
+            self.activity.notify()
+
+    def __repr__(self) -> str:
+        return f"Connection({redact_url(self.url)!r})"
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,96 @@
+"""Where a docket keeps things in Redis.
+
+Every key and channel of a docket starts with ``{name}``: the braces make it a hash tag,
+so on Redis Cluster all of a docket lives in one slot and every script stays legal.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+GROUP = "docket-workers"
+
+# Names end up in key patterns, ACL globs and hash tags, so characters that mean
+# something to any of those are refused rather than escaped.
+_VALID_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+def validate_name(name: str, what: str = "docket name") -> str:
+    if not isinstance(name, str) or not _VALID_NAME.match(name):
+        raise ValueError(
+            f"Invalid {what} {name!r}: use 1-128 letters, digits, '_', '-' or '.' "
+            "(no spaces, ':', glob characters or braces, which would reach other "
+            "dockets' keys)"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Keys:
+    name: str
+
+    @property
+    def prefix(self) -> str:
+        return "{" + self.name + "}"
+
+    @property
+    def stream(self) -> str:
+        return f"{self.prefix}:stream"
+
+    @property
+    def queue(self) -> str:
+        return f"{self.prefix}:queue"
+
+    @property
+    def generation(self) -> str:
+        return f"{self.prefix}:generation"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}:dead-letters"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    @property
+    def strikes(self) -> str:
+        return f"{self.prefix}:strikes"
+
+    @property
+    def record_prefix(self) -> str:
+        return f"{self.prefix}:task:"
+
+    def record(self, key: str) -> str:
+        return self.record_prefix + key
+
+    def result(self, key: str) -> str:
+        return f"{self.prefix}:result:{key}"
+
+    def worker_tasks(self, worker: str) -> str:
+        return f"{self.prefix}:worker-tasks:{worker}"
+
+    # Pub/sub channels
+    @property
+    def events_prefix(self) -> str:
+        return f"{self.prefix}:events:"
+
+    def events(self, key: str) -> str:
+        return self.events_prefix + key
+
+    @property
+    def wake_channel(self) -> str:
+        return f"{self.prefix}:wake"
+
+    @property
+    def cancel_channel(self) -> str:
+        return f"{self.prefix}:cancel"
+
+    @property
+    def strikes_channel(self) -> str:
+        return f"{self.prefix}:strikes-changed"
+
+    def permanent(self) -> set[str]:
+        """Keys that legitimately outlive every task (what a leak check may ignore)."""
+        return {self.stream, self.generation, self.dead_letters, self.workers, self.strikes}

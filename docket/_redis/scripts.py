@@ -1,0 +1,63 @@
+"""The Lua scripts behind every state change, loaded once per process.
+
+Each script lives in ``scripts/<name>.lua``; ``_common.lua`` is prepended to all of them
+so helpers like the server clock are written once. redis-py's ``Script`` objects run
+``EVALSHA`` and fall back to ``EVAL`` when a server has not seen the script yet (after a
+restart, say), and they work inside pipelines.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from redis.commands.core import AsyncScript
+
+from .client import RedisClient
+
+SCRIPT_NAMES = (
+    "schedule",
+    "move_due",
+    "claim",
+    "settle",
+    "renew",
+    "reclaim",
+    "dead_letter",
+    "cancel",
+    "clear",
+    "progress",
+    "heartbeat",
+    "worker_gone",
+    "strike",
+    "ensure_group",
+)
+
+
+@cache
+def script_source(name: str) -> str:
+    folder = resources.files(__package__).joinpath("scripts")
+    common = folder.joinpath("_common.lua").read_text()
+    return common + "\n" + folder.joinpath(f"{name}.lua").read_text()
+
+
+class Scripts:
+    """The scripts registered on one client."""
+
+    def __init__(self, client: RedisClient) -> None:
+        for name in SCRIPT_NAMES:
+            setattr(self, name, client.register_script(script_source(name)))
+
+    schedule: AsyncScript
+    move_due: AsyncScript
+    claim: AsyncScript
+    settle: AsyncScript
+    renew: AsyncScript
+    reclaim: AsyncScript
+    dead_letter: AsyncScript
+    cancel: AsyncScript
+    clear: AsyncScript
+    progress: AsyncScript
+    heartbeat: AsyncScript
+    worker_gone: AsyncScript
+    strike: AsyncScript
+    ensure_group: AsyncScript

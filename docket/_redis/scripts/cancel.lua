@@ -1,0 +1,37 @@
+-- Cancel one task: withdraw a scheduled or queued copy, and tell the workers to stop a
+-- running one (best effort: its asyncio task is cancelled).
+-- KEYS: 1 stream, 2 queue, 3 record
+-- ARGV: 1 key, 2 ttl seconds, 3 events channel prefix, 4 cancel channel,
+--       5 expected generation ('' = any)
+-- Returns the state the task was in ('' when unknown or already final).
+local stream, queue, record = KEYS[1], KEYS[2], KEYS[3]
+local key, ttl = ARGV[1], tonumber(ARGV[2])
+local r = redis.call('HMGET', record, 'state', 'mid', 'gen')
+local state, mid, gen = r[1], r[2], r[3]
+if state ~= 'scheduled' and state ~= 'queued' and state ~= 'running' then
+  return ''
+end
+if ARGV[5] ~= '' and gen ~= ARGV[5] then
+  return ''
+end
+if state == 'scheduled' then
+  redis.call('ZREM', queue, key)
+elseif state == 'queued' and mid then
+  redis.call('XDEL', stream, mid)
+elseif state == 'running' then
+  redis.call('PUBLISH', ARGV[4], key)
+end
+local now = fmt_time(server_now())
+if ttl > 0 then
+  redis.call('HSET', record, 'state', 'cancelled', 'completed', now)
+  redis.call('HDEL', record, 'payload', 'sig', 'ser')
+  -- A running copy still settles its message; its record expires with the rest.
+  redis.call('PEXPIRE', record, math.floor(ttl * 1000))
+elseif state == 'running' then
+  redis.call('HSET', record, 'state', 'cancelled', 'completed', now)
+  redis.call('PEXPIRE', record, 60000)
+else
+  redis.call('DEL', record)
+end
+publish_state(ARGV[3], key, 'cancelled', {completed_at = now})
+return state

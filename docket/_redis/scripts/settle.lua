@@ -1,0 +1,47 @@
+-- Settle a batch of finished runs: ack each message and record its final state, but only
+-- for messages this worker still owns with the delivery count it was given (a worker that
+-- lost its lease must not ack or overwrite the new owner's run).
+-- KEYS: 1 stream, then per run: record, result
+-- ARGV: 1 group, 2 worker, 3 ttl seconds (0 = keep nothing), 4 events channel prefix,
+--       5 record key prefix, then per run: id, generation, deliveries, state
+--       (completed|failed|cancelled|ack), error, result bytes ('' = none)
+-- Returns per run: 1 settled, 2 acked only (superseded or already final), 0 lease lost
+local stream, group, worker = KEYS[1], ARGV[1], ARGV[2]
+local ttl = tonumber(ARGV[3])
+local now = fmt_time(server_now())
+local out = {}
+local n = (#KEYS - 1) / 2
+for i = 1, n do
+  local record, result_key = KEYS[2 + (i - 1) * 2], KEYS[3 + (i - 1) * 2]
+  local base = 5 + (i - 1) * 6
+  local mid, gen, deliveries = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3])
+  local state, err, result = ARGV[base + 4], ARGV[base + 5], ARGV[base + 6]
+  local pending = redis.call('XPENDING', stream, group, mid, mid, 1)
+  local entry = pending[1]
+  if entry == nil or entry[2] ~= worker or tonumber(entry[4]) ~= deliveries then
+    out[i] = 0
+  else
+    redis.call('XACK', stream, group, mid)
+    redis.call('XDEL', stream, mid)
+    local r = redis.call('HMGET', record, 'state', 'gen')
+    if state ~= 'ack' and r[2] == gen and r[1] == 'running' then
+      local key = string.sub(record, #ARGV[5] + 1)
+      if ttl > 0 then
+        redis.call('HSET', record, 'state', state, 'completed', now, 'error', err)
+        redis.call('HDEL', record, 'mid')
+        if result ~= '' then
+          redis.call('SET', result_key, result, 'PX', math.floor(ttl * 1000))
+          redis.call('HSET', record, 'result', '1')
+        end
+        redis.call('PEXPIRE', record, math.floor(ttl * 1000))
+      else
+        redis.call('DEL', record)
+      end
+      publish_state(ARGV[4], key, state, {completed_at = now, error = err})
+      out[i] = 1
+    else
+      out[i] = 2
+    end
+  end
+end
+return out

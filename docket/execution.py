@@ -1,0 +1,430 @@
+"""One run of a task: what it is, where it stands, and how to wait for its outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args, get_origin, get_type_hints
+
+from .annotations import Logged, logged_marker
+
+if TYPE_CHECKING:
+    from .docket import Docket
+
+TaskFunction = Callable[..., Awaitable[Any] | Any]
+
+
+class ExecutionState(StrEnum):
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = frozenset(
+    {ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED}
+)
+
+
+class Disposition(StrEnum):
+    """What an add/replace did (or, for LOADED, that the execution was read back)."""
+
+    LOADED = "loaded"
+    SCHEDULED = "scheduled"
+    ALREADY_SCHEDULED = "already_scheduled"
+    STRUCK = "struck"
+    SUPERSEDED = "superseded"
+    FAILED = "failed"
+
+
+class ExecutionCancelled(Exception):
+    """The task was cancelled before it produced a result."""
+
+
+class StateEvent(TypedDict, total=False):
+    type: Literal["state"]
+    key: str
+    state: ExecutionState
+    when: str | None
+    worker: str | None
+    started_at: str | None
+    completed_at: str | None
+    error: str | None
+
+
+class ProgressEvent(TypedDict, total=False):
+    type: Literal["progress"]
+    key: str
+    current: int | None
+    total: int
+    message: str | None
+    updated_at: str | None
+
+
+@dataclass
+class TaskCall:
+    """A task call described for ``add_many`` / ``replace_many``; touches nothing."""
+
+    function: TaskFunction | str
+    when: datetime | None
+    key: str | None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def timestamp(value: str | bytes | None) -> datetime | None:
+    if value in (None, b"", ""):
+        return None
+    return datetime.fromtimestamp(float(value), UTC)  # type: ignore[arg-type]
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@cache
+def _logged_parameters(function: Callable[..., Any]) -> tuple[tuple[str, ...], dict[str, Logged]]:
+    try:
+        signature = inspect.signature(function)
+        hints = get_type_hints(function, include_extras=True)
+    except (TypeError, ValueError, NameError):
+        return (), {}
+    logged: dict[str, Logged] = {}
+    for name, hint in hints.items():
+        if get_origin(hint) is not None and hasattr(hint, "__metadata__"):
+            marker = logged_marker(hint.__metadata__)
+            if marker is not None:
+                logged[name] = marker
+    return tuple(signature.parameters), logged
+
+
+class ExecutionProgress:
+    """Live progress of a run: ``current`` of ``total``, plus a message."""
+
+    def __init__(self, execution: Execution) -> None:
+        self._execution = execution
+        self.current: int | None = None
+        self.total: int = 100
+        self.message: str | None = None
+        self.updated_at: datetime | None = None
+
+    async def _publish(self, message_changed: bool = False) -> None:
+        execution = self._execution
+        docket = execution.docket
+        keys = docket.keys
+        await docket._scripts.progress(
+            keys=[keys.record(execution.key)],
+            args=[
+                execution.generation,
+                self.current if self.current is not None else 0,
+                self.total,
+                self.message or "",
+                1 if message_changed else 0,
+                keys.events_prefix,
+                execution.key,
+            ],
+        )
+        self.updated_at = datetime.now(UTC)
+
+    async def set_total(self, total: int) -> None:
+        if total < 1:
+            raise ValueError(f"Progress total must be at least 1, got {total}")
+        self.total = total
+        if self.current is None:
+            self.current = 0
+        await self._publish()
+
+    async def increment(self, amount: int = 1) -> None:
+        if amount < 1:
+            raise ValueError(f"Progress increment must be at least 1, got {amount}")
+        self.current = (self.current or 0) + amount
+        await self._publish()
+
+    async def set_message(self, message: str | None) -> None:
+        self.message = message
+        if self.current is None:
+            self.current = 0
+        await self._publish(message_changed=True)
+
+    def _load(self, record: dict[bytes, bytes]) -> None:
+        current = record.get(b"pcur")
+        self.current = int(current) if current is not None else None
+        self.total = int(record.get(b"ptot", b"100"))
+        self.message = _text(record.get(b"pmsg"))
+        self.updated_at = timestamp(record.get(b"pupd"))
+
+    async def sync(self) -> None:
+        await self._execution.sync()
+
+    async def subscribe(self) -> AsyncIterator[ProgressEvent]:
+        async for event in self._execution.subscribe():
+            if event["type"] == "progress":
+                yield event  # type: ignore[misc]
+
+
+class Execution:
+    """A task call with its key, time, attempt and (once loaded or run) its state."""
+
+    def __init__(
+        self,
+        docket: Docket,
+        function: TaskFunction | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: str,
+        when: datetime,
+        attempt: int = 1,
+        *,
+        function_name: str | None = None,
+        generation: int = 0,
+        redelivered: bool = False,
+        trace_context: dict[str, str] | None = None,
+        message_id: str | None = None,
+        state: ExecutionState = ExecutionState.SCHEDULED,
+        disposition: Disposition = Disposition.LOADED,
+    ) -> None:
+        self.docket = docket
+        self.function = function
+        self.function_name = function_name or getattr(function, "__name__", "<unknown>")
+        self.args = args
+        self.kwargs = kwargs
+        self.key = key
+        self.when = when
+        self.attempt = attempt
+        self.generation = generation
+        self.redelivered = redelivered
+        self.trace_context = trace_context or {}
+        self.message_id = message_id
+        self.state = state
+        self.worker: str | None = None
+        self.started_at: datetime | None = None
+        self.completed_at: datetime | None = None
+        self.error: str | None = None
+        self.result_key: str | None = None
+        self.disposition = disposition
+        self.schedule_exception: BaseException | None = None
+        self.progress = ExecutionProgress(self)
+        self.deliveries = 1
+        self._record_found = True
+
+    def __repr__(self) -> str:
+        return (
+            f"Execution({self.function_name!r}, key={self.key!r}, state={self.state.value}, "
+            f"attempt={self.attempt}, disposition={self.disposition.value})"
+        )
+
+    # -- presentation ---------------------------------------------------------------
+
+    def call_repr(self) -> str:
+        """``name(args...){key}`` with only ``Logged`` arguments shown."""
+        if self.function is None:
+            names: tuple[str, ...] = ()
+            logged: dict[str, Logged] = {}
+        else:
+            names, logged = _logged_parameters(self.function)
+        shown: list[str] = []
+        for index, value in enumerate(self.args):
+            name = names[index] if index < len(names) else None
+            marker = logged.get(name) if name else None
+            shown.append(marker.format(value) if marker else "...")
+        for name, value in self.kwargs.items():
+            marker = logged.get(name)
+            shown.append(f"{name}={marker.format(value) if marker else '...'}")
+        return f"{self.function_name}({', '.join(shown)}){{{self.key}}}"
+
+    def get_argument(self, parameter: str) -> Any:
+        """The value the task was called with for ``parameter``."""
+        if parameter in self.kwargs:
+            return self.kwargs[parameter]
+        if self.function is not None:
+            names, _ = _logged_parameters(self.function)
+            if parameter in names:
+                index = names.index(parameter)
+                if index < len(self.args):
+                    return self.args[index]
+        raise KeyError(f"{self.function_name} was not called with an argument {parameter!r}")
+
+    def arguments_by_name(self) -> dict[str, Any]:
+        """All arguments keyed by parameter name (positional ones mapped by position)."""
+        values = dict(self.kwargs)
+        if self.function is not None and self.args:
+            names, _ = _logged_parameters(self.function)
+            for index, value in enumerate(self.args):
+                if index < len(names):
+                    values[names[index]] = value
+        return values
+
+    # -- state ----------------------------------------------------------------------
+
+    def _load_record(self, record: dict[bytes, bytes]) -> None:
+        state = _text(record.get(b"state"))
+        if state:
+            self.state = ExecutionState(state)
+        if b"gen" in record:
+            self.generation = int(record[b"gen"])
+        when = timestamp(record.get(b"when"))
+        if when is not None:
+            self.when = when
+        if b"attempt" in record:
+            self.attempt = int(record[b"attempt"])
+        self.worker = _text(record.get(b"worker"))
+        self.started_at = timestamp(record.get(b"started"))
+        self.completed_at = timestamp(record.get(b"completed"))
+        self.error = _text(record.get(b"error")) or None
+        self.result_key = self.docket.keys.result(self.key) if record.get(b"result") else None
+        mid = _text(record.get(b"mid"))
+        if mid:
+            self.message_id = mid
+        self.progress._load(record)
+
+    async def sync(self) -> None:
+        """Refresh state, timings and progress from Redis."""
+        async with self.docket.redis() as redis:
+            record = await redis.hgetall(self.docket.keys.record(self.key))
+        self._record_found = bool(record)
+        if record:
+            self._load_record(record)
+
+    async def is_superseded(self) -> bool:
+        """True when the key now belongs to a newer schedule than this run's."""
+        async with self.docket.redis() as redis:
+            generation = await redis.hget(self.docket.keys.record(self.key), "gen")
+        return generation is not None and int(generation) != self.generation
+
+    # -- waiting ----------------------------------------------------------------------
+
+    async def subscribe(self) -> AsyncIterator[StateEvent | ProgressEvent]:
+        """The current state first, then every state and progress change as it happens."""
+        docket = self.docket
+        pubsub = docket._connection.client.pubsub()
+        await pubsub.subscribe(docket.keys.events(self.key))
+        try:
+            await self.sync()
+            yield self._state_event()
+            if self.progress.current is not None:
+                yield self._progress_event()
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is None:
+                    continue
+                event = json.loads(message["data"])
+                if event.get("type") == "state":
+                    event["state"] = ExecutionState(event["state"])
+                    self.state = event["state"]
+                yield event
+        finally:
+            await pubsub.aclose()
+
+    def _state_event(self) -> StateEvent:
+        return StateEvent(
+            type="state",
+            key=self.key,
+            state=self.state,
+            when=self.when.isoformat(),
+            worker=self.worker,
+            started_at=self.started_at.isoformat() if self.started_at else None,
+            completed_at=self.completed_at.isoformat() if self.completed_at else None,
+            error=self.error,
+        )
+
+    def _progress_event(self) -> ProgressEvent:
+        progress = self.progress
+        return ProgressEvent(
+            type="progress",
+            key=self.key,
+            current=progress.current,
+            total=progress.total,
+            message=progress.message,
+            updated_at=progress.updated_at.isoformat() if progress.updated_at else None,
+        )
+
+    async def get_result(
+        self, *, timeout: float | None = None, deadline: datetime | float | None = None
+    ) -> Any:
+        """Wait for the run to end: its return value, its exception re-raised,
+        ``ExecutionCancelled``, or ``TimeoutError`` when ``timeout``/``deadline`` passes."""
+        if timeout is not None and deadline is not None:
+            raise ValueError("Pass either timeout or deadline to get_result, not both")
+        limit: float | None = None
+        if timeout is not None:
+            limit = time.monotonic() + (
+                timeout.total_seconds() if hasattr(timeout, "total_seconds") else timeout  # type: ignore[union-attr]
+            )
+        elif deadline is not None:
+            target = deadline.timestamp() if isinstance(deadline, datetime) else deadline
+            limit = time.monotonic() + (target - time.time())
+
+        if self.state not in TERMINAL_STATES:
+            await self._wait_until_final(limit)
+        return await self._outcome()
+
+    async def _wait_until_final(self, limit: float | None) -> None:
+        events = self.subscribe()
+        try:
+            while True:
+                remaining = None if limit is None else limit - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(
+                        f"Task {self.key!r} did not finish in time (state: {self.state.value})"
+                    )
+                try:
+                    event = await asyncio.wait_for(anext(events), remaining)
+                except TimeoutError:
+                    raise TimeoutError(
+                        f"Task {self.key!r} did not finish in time (state: {self.state.value})"
+                    ) from None
+                if not self._record_found:
+                    # Expired, or a fire-and-forget docket (execution_ttl=0) that keeps no
+                    # record: nothing will ever report back.
+                    return
+                if event["type"] == "state" and event["state"] in TERMINAL_STATES:
+                    await self.sync()
+                    return
+        finally:
+            await events.aclose()
+
+    async def _outcome(self) -> Any:
+        if self.state == ExecutionState.CANCELLED:
+            raise ExecutionCancelled(f"Task {self.key!r} was cancelled")
+        data: bytes | None = None
+        if self.result_key is not None:
+            async with self.docket.redis() as redis:
+                data = await redis.get(self.result_key)
+        if self.state == ExecutionState.FAILED:
+            if data is not None:
+                error = self.docket._load_result(self.key, data)
+                if isinstance(error, BaseException):
+                    raise error
+            raise RuntimeError(self.error or f"Task {self.key!r} failed")
+        if self.state != ExecutionState.COMPLETED or data is None:
+            return None
+        return self.docket._load_result(self.key, data)
+
+
+def is_terminal(state: ExecutionState) -> bool:
+    return state in TERMINAL_STATES
+
+
+__all__ = [
+    "Disposition",
+    "Execution",
+    "ExecutionCancelled",
+    "ExecutionProgress",
+    "ExecutionState",
+    "ProgressEvent",
+    "StateEvent",
+    "TaskCall",
+    "TaskFunction",
+    "get_args",
+]

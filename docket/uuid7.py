@@ -1,0 +1,18 @@
+"""Time-ordered UUIDs (RFC 9562 version 7) for default task keys."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+
+def uuid7_str() -> str:
+    milliseconds = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (milliseconds & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))

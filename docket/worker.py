@@ -1,0 +1,848 @@
+"""The consumer side: claim, run, settle; leases, redelivery and the scheduler loop."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import itertools
+import logging
+import math
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from redis.exceptions import RedisError, ResponseError
+
+from . import serialization
+from ._redis.client import BLOCK_SECONDS
+from ._redis.keys import GROUP
+from .dependencies import (
+    Dependency,
+    SharedScope,
+    TaskOutcome,
+    get_perpetual,
+    resolved_dependencies,
+)
+from .dependencies._base import format_duration
+from .docket import Docket
+from .execution import Execution, ExecutionState, _text
+from .instrumentation import links_for, parse_trace_context, tracer
+
+logger = logging.getLogger("docket.worker")
+
+MOVE_BATCH = 1000
+SCHEDULER_MAX_SLEEP = 1.0
+DEFAULT_MAX_DELIVERIES = 5
+_REQUIRED_FIELDS = (b"key", b"gen", b"function", b"when", b"attempt", b"payload")
+_name_counter = itertools.count()
+
+
+class PoisonMessage(Exception):
+    """A stream entry that can never run; the reason goes to the dead-letter stream."""
+
+
+@dataclass
+class _Settlement:
+    execution: Execution
+    state: str  # completed | failed | cancelled | ack
+    error: str = ""
+    result: bytes = b""
+
+
+def _default_name() -> str:
+    base = f"{socket.gethostname()}#{os.getpid()}"
+    n = next(_name_counter)
+    return base if n == 0 else f"{base}-{n}"
+
+
+def _seconds(value: timedelta | float) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class Worker:
+    """Runs a docket's tasks: ``async with Worker(docket) as w: await w.run_forever()``."""
+
+    def __init__(
+        self,
+        docket: Docket,
+        name: str | None = None,
+        concurrency: int = 10,
+        redelivery_timeout: timedelta = timedelta(minutes=5),
+        reconnection_delay: timedelta = timedelta(seconds=5),
+        minimum_check_interval: timedelta = timedelta(milliseconds=250),
+        scheduling_resolution: timedelta = timedelta(milliseconds=250),
+        schedule_automatic_tasks: bool = True,
+        enable_internal_instrumentation: bool = False,
+        fallback_task: Callable[..., Any] | None = None,
+        dependencies: Mapping[str, Dependency[Any]] | Sequence[Dependency[Any]] | None = None,
+        message_batch: int = 1000,
+        *,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if message_batch < 1:
+            raise ValueError(f"message_batch must be at least 1, got {message_batch}")
+        if redelivery_timeout <= timedelta(0):
+            raise ValueError("redelivery_timeout must be positive")
+        self.docket = docket
+        self.name = name or _default_name()
+        self.concurrency = concurrency
+        self.redelivery_timeout = redelivery_timeout
+        self.reconnection_delay = reconnection_delay
+        self.minimum_check_interval = minimum_check_interval
+        self.scheduling_resolution = scheduling_resolution
+        self.schedule_automatic_tasks = schedule_automatic_tasks
+        self.enable_internal_instrumentation = enable_internal_instrumentation
+        self.fallback_task = fallback_task
+        self.message_batch = message_batch
+        self.max_deliveries = max_deliveries
+        from .dependencies import validate_worker_dependencies
+
+        self.dependencies = validate_worker_dependencies(dependencies)
+        self.shared_scope = SharedScope()
+
+        self._active: dict[str, tuple[Execution, asyncio.Task[None]]] = {}
+        self._slot_freed = asyncio.Event()
+        self._stopping = False
+        self._entered = False
+        self._background: list[asyncio.Task[None]] = []
+        self._settlements: list[_Settlement] = []
+        self._settle_wanted = asyncio.Event()
+        self._settle_idle = asyncio.Event()
+        self._settle_idle.set()
+        self._scheduler_wake = asyncio.Event()
+        self._user_cancelled: set[str] = set()
+        self._run_limits: dict[str, int] = {}
+        self._run_counts: dict[str, int] = {}
+        self._reclaim_cursor = "0-0"
+        self._healthy_at = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"Worker({self.name!r}, docket={self.docket.name!r}, concurrency={self.concurrency})"
+
+    def labels(self) -> dict[str, str]:
+        return {"docket.name": self.docket.name, "docket.worker": self.name}
+
+    # -- lifetime -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Worker:
+        if self._entered:
+            raise RuntimeError("A Worker is not re-entrant")
+        self._entered = True
+        self._stopping = False
+        self._background = [
+            asyncio.create_task(self._settler(), name=f"{self.name}-settle"),
+            asyncio.create_task(self._heartbeat_loop(), name=f"{self.name}-heartbeat"),
+            asyncio.create_task(self._listen(), name=f"{self.name}-listen"),
+            asyncio.create_task(self._renew_loop(), name=f"{self.name}-renew"),
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stopping = True
+        await self._drain()
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with suppress(asyncio.CancelledError, Exception):
+                await task
+        self._background = []
+        with suppress(RedisError, OSError):
+            await self.docket._scripts.worker_gone(
+                keys=[self.docket.keys.workers, self.docket.keys.worker_tasks(self.name)],
+                args=[self.name],
+            )
+        await self.shared_scope.aclose()
+        self._entered = False
+
+    async def _drain(self) -> None:
+        """Let in-flight runs finish and their outcomes reach Redis."""
+        while self._active:
+            await asyncio.gather(*(task for _, task in self._active.values()), return_exceptions=True)
+        await self._flush_settlements()
+
+    def stop(self) -> None:
+        """Stop taking new work; the run loop returns once in-flight runs have finished."""
+        self._stopping = True
+        self._slot_freed.set()
+        self._scheduler_wake.set()
+        self.docket._connection.notify_activity()
+
+    # -- run modes ------------------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        await self._run(forever=True)
+
+    async def run_until_finished(self) -> None:
+        """Run until nothing is queued or scheduled (so never, while a Perpetual lives)."""
+        await self._run(forever=False)
+
+    async def run_at_most(self, iterations_by_key: Mapping[str, int]) -> None:
+        """Like ``run_until_finished``, but each listed key runs at most n times."""
+        self._run_limits = dict(iterations_by_key)
+        self._run_counts = {}
+        try:
+            await self._run(forever=False)
+        finally:
+            self._run_limits = {}
+
+    async def _run(self, forever: bool) -> None:
+        if not self._entered:
+            async with self:
+                await self._run(forever)
+            return
+        self._stopping = False
+        await self._ensure_group()
+        if self.schedule_automatic_tasks:
+            await self._schedule_automatic_tasks()
+        loops = [
+            asyncio.create_task(self._scheduler_loop(), name=f"{self.name}-scheduler"),
+            asyncio.create_task(self._reclaim_loop(), name=f"{self.name}-reclaim"),
+        ]
+        try:
+            await self._consume(forever)
+        finally:
+            for task in loops:
+                task.cancel()
+            for task in loops:
+                with suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._drain()
+
+    async def _consume(self, forever: bool) -> None:
+        connection = self.docket._connection
+        client = connection.client
+        stream = self.docket.keys.stream
+        check = max(_seconds(self.minimum_check_interval), 0.001)
+        while not self._stopping:
+            try:
+                free = self.concurrency - len(self._active)
+                if free <= 0:
+                    self._slot_freed.clear()
+                    if self.concurrency - len(self._active) <= 0:
+                        await self._slot_freed.wait()
+                    continue
+                count = min(free, self.message_batch)
+                wait = BLOCK_SECONDS if forever else check
+                if connection.is_memory:
+                    reply = await client.xreadgroup(GROUP, self.name, {stream: ">"}, count=count)
+                else:
+                    reply = await client.xreadgroup(
+                        GROUP, self.name, {stream: ">"}, count=count, block=int(wait * 1000)
+                    )
+                self._healthy_at = time.monotonic()
+                entries = reply[0][1] if reply else []
+                if entries:
+                    await self._dispatch([(_text(mid) or "", fields, 1, False) for mid, fields in entries])
+                    continue
+                if not forever and await self._finished():
+                    return
+                if connection.is_memory and connection.activity is not None:
+                    await connection.activity.wait(wait)
+            except ResponseError as error:
+                if "NOGROUP" in str(error):
+                    logger.warning("The consumer group is gone (Redis restarted?); recreating it")
+                    await self._recover(self._ensure_group)
+                else:
+                    await self._redis_trouble(error)
+            except (RedisError, OSError) as error:
+                await self._redis_trouble(error)
+
+    async def _redis_trouble(self, error: BaseException) -> None:
+        delay = _seconds(self.reconnection_delay)
+        logger.error("Redis error in worker %s: %s; retrying in %.1fs", self.name, error, delay)
+        await asyncio.sleep(delay)
+
+    async def _recover(self, action: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            await action()
+        except (RedisError, OSError) as error:
+            await self._redis_trouble(error)
+
+    async def _ensure_group(self) -> None:
+        await self.docket._scripts.ensure_group(keys=[self.docket.keys.stream], args=[GROUP])
+
+    async def _finished(self) -> bool:
+        if self._active or self._settlements or not self._settle_idle.is_set():
+            return False
+        client = self.docket._connection.client
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.docket.keys.queue)
+            pipe.xlen(self.docket.keys.stream)
+            scheduled, queued = await pipe.execute()
+        return int(scheduled) == 0 and int(queued) == 0
+
+    # -- claiming -------------------------------------------------------------------
+
+    def _decode(self, mid: str, fields: dict[bytes, bytes], deliveries: int, redelivered: bool) -> Execution:
+        missing = [f.decode() for f in _REQUIRED_FIELDS if f not in fields]
+        if missing:
+            raise PoisonMessage(f"missing field(s): {', '.join(missing)}")
+        try:
+            key = fields[b"key"].decode()
+            function_name = fields[b"function"].decode()
+            generation = int(fields[b"gen"])
+            when_value = float(fields[b"when"])
+            attempt = int(fields[b"attempt"])
+            serializer_name = (fields.get(b"ser") or b"pickle").decode()
+        except (UnicodeDecodeError, ValueError) as error:
+            raise PoisonMessage(f"malformed field: {error}") from None
+        if not key or not function_name:
+            raise PoisonMessage("empty key or function name")
+        if not math.isfinite(when_value) or not (0 <= when_value < 253402300800):
+            raise PoisonMessage(f"'when' is not a usable time: {when_value!r}")
+        if attempt < 1:
+            raise PoisonMessage(f"'attempt' must be at least 1, got {attempt}")
+        try:
+            serializer = serialization.get_serializer(serializer_name)
+        except ValueError as error:
+            raise PoisonMessage(str(error)) from None
+
+        function = self.docket.tasks.get(function_name)
+        if function is None:
+            if self.fallback_task is None:
+                raise PoisonMessage(f"unknown task {function_name[:200]!r}")
+            function = self.fallback_task
+
+        payload = fields[b"payload"]
+        signing_key = self.docket.signing_key
+        if signing_key is not None:
+            signature = (fields.get(b"sig") or b"").decode(errors="replace")
+            if not signature:
+                raise PoisonMessage("unsigned payload (this docket requires signatures)")
+            if not serialization.verify_payload(
+                signing_key, function_name, key, serializer.name, payload, signature
+            ):
+                raise PoisonMessage("payload signature does not match (tampered or wrong key)")
+        try:
+            args, kwargs = serialization.load_call(serializer, payload)
+        except serialization.PayloadError as error:
+            raise PoisonMessage(str(error)) from None
+
+        execution = Execution(
+            self.docket,
+            function,
+            args,
+            kwargs,
+            key,
+            datetime.fromtimestamp(when_value, UTC),
+            attempt,
+            function_name=function_name,
+            generation=generation,
+            redelivered=redelivered,
+            trace_context=parse_trace_context(fields.get(b"trace")),
+            message_id=mid,
+            state=ExecutionState.QUEUED,
+        )
+        execution.deliveries = deliveries
+        return execution
+
+    async def _dispatch(self, entries: list[tuple[str, dict[bytes, bytes], int, bool]]) -> None:
+        docket = self.docket
+        keys = docket.keys
+        runnable: list[Execution] = []
+        poison: list[Any] = []
+        for mid, fields, deliveries, redelivered in entries:
+            try:
+                runnable.append(self._decode(mid, fields, deliveries, redelivered))
+            except PoisonMessage as error:
+                logger.error(
+                    "Dead-lettering message %s (delivery %d): %s", mid, deliveries, error
+                )
+                poison += [mid, str(error), deliveries]
+        if poison:
+            await docket._scripts.dead_letter(
+                keys=[keys.stream, keys.dead_letters],
+                args=[
+                    GROUP,
+                    self.name,
+                    keys.record_prefix,
+                    keys.events_prefix,
+                    docket.execution_ttl.total_seconds(),
+                    *poison,
+                ],
+            )
+        if not runnable:
+            return
+        claim_args: list[Any] = [GROUP, self.name, keys.events_prefix, keys.record_prefix]
+        for execution in runnable:
+            claim_args += [execution.message_id, execution.generation, int(execution.redelivered)]
+        started = await docket._scripts.claim(
+            keys=[keys.stream, *(keys.record(e.key) for e in runnable)], args=claim_args
+        )
+        for execution, started_at in zip(runnable, started, strict=True):
+            if not started_at or started_at == 0:
+                continue
+            execution.state = ExecutionState.RUNNING
+            execution.worker = self.name
+            execution.started_at = datetime.fromtimestamp(float(started_at), UTC)
+            self._start(execution)
+
+    def _start(self, execution: Execution) -> None:
+        assert execution.message_id is not None
+        task = asyncio.create_task(self._execute(execution), name=f"docket:{execution.key}")
+        self._active[execution.message_id] = (execution, task)
+
+    def _blocked_reason(self, execution: Execution) -> str | None:
+        if docket_strikes := self.docket.strike_list:
+            if docket_strikes.is_stricken(execution.function_name, execution.arguments_by_name()):
+                return "struck"
+        limit = self._run_limits.get(execution.key)
+        if limit is not None and self._run_counts.get(execution.key, 0) >= limit:
+            return "run limit reached"
+        return None
+
+    # -- running --------------------------------------------------------------------
+
+    async def _execute(self, execution: Execution) -> None:
+        try:
+            settlement = await self._run_task(execution)
+            if settlement is not None:
+                self._settle(settlement)
+            if execution.key in self._run_limits:
+                self._run_counts[execution.key] = self._run_counts.get(execution.key, 0) + 1
+                if self._run_counts[execution.key] >= self._run_limits[execution.key]:
+                    await self.docket._cancel(execution.key)
+        except asyncio.CancelledError:
+            # Cancelled by a hard shutdown: leave the message pending so another worker
+            # picks it up after the redelivery timeout.
+            raise
+        except Exception:
+            logger.exception("Worker %s failed to finish %s", self.name, execution.call_repr())
+        finally:
+            assert execution.message_id is not None
+            self._active.pop(execution.message_id, None)
+            self._slot_freed.set()
+
+    async def _run_task(self, execution: Execution) -> _Settlement | None:
+        blocked = self._blocked_reason(execution)
+        if blocked is not None:
+            logger.info("Skipping %s: %s", execution.call_repr(), blocked)
+            return _Settlement(execution, "cancelled", blocked)
+
+        function = execution.function
+        assert function is not None
+        call_repr = execution.call_repr()
+        started = time.perf_counter()
+        punctuality = (execution.started_at or datetime.now(UTC)) - execution.when
+        log_context = {
+            "docket": self.docket.name,
+            "worker": self.name,
+            "task": execution.function_name,
+            "key": execution.key,
+            "attempt": execution.attempt,
+        }
+        logger.info(
+            "↪ [%s] %s", format_duration(punctuality.total_seconds()), call_repr, extra=log_context
+        )
+        with tracer.start_as_current_span(
+            execution.function_name,
+            kind=SpanKind.CONSUMER,
+            links=links_for(execution.trace_context),
+            attributes={
+                "docket.name": self.docket.name,
+                "docket.task": execution.function_name,
+                "docket.key": execution.key,
+                "docket.attempt": execution.attempt,
+                "docket.worker": self.name,
+            },
+        ) as span:
+            try:
+                async with resolved_dependencies(self, execution, self.dependencies) as resolved:
+                    result: Any = None
+                    error: BaseException | None = None
+                    try:
+                        kwargs = {**execution.kwargs, **resolved.arguments}
+                        if resolved.runtime is not None:
+                            result = await resolved.runtime.run(
+                                execution, function, execution.args, kwargs
+                            )
+                        else:
+                            result = function(*execution.args, **kwargs)
+                            if inspect.isawaitable(result):
+                                result = await result
+                    except asyncio.CancelledError:
+                        if execution.key not in self._user_cancelled:
+                            raise
+                        self._user_cancelled.discard(execution.key)
+                        duration = time.perf_counter() - started
+                        logger.info(
+                            "✗ [%s] %s cancelled", format_duration(duration), call_repr,
+                            extra=log_context,
+                        )
+                        return _Settlement(execution, "cancelled", "cancelled")
+                    except Exception as exc:
+                        error = exc
+
+                    outcome = TaskOutcome(
+                        duration=timedelta(seconds=time.perf_counter() - started),
+                        result=result,
+                        exception=error,
+                    )
+                    duration_text = format_duration(outcome.duration.total_seconds())
+                    if error is not None:
+                        span.record_exception(error)
+                        span.set_status(Status(StatusCode.ERROR, str(error)))
+                        if resolved.failure_handler is not None and await resolved.failure_handler.handle_failure(
+                            execution, outcome
+                        ):
+                            return _Settlement(execution, "ack")
+                    if resolved.completion_handler is not None and await resolved.completion_handler.on_complete(
+                        execution, outcome
+                    ):
+                        return _Settlement(execution, "ack")
+                    if error is not None:
+                        logger.error(
+                            "✗ [%s] %s", duration_text, call_repr,
+                            exc_info=error, extra=log_context,
+                        )
+                        return self._failed(execution, error)
+                    logger.info("✓ [%s] %s", duration_text, call_repr, extra=log_context)
+                    return self._completed(execution, result)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                # A dependency failed to resolve or to clean up.
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, str(error)))
+                logger.error("✗ %s: %s", call_repr, error, exc_info=error, extra=log_context)
+                return self._failed(execution, error)
+
+    def _completed(self, execution: Execution, result: Any) -> _Settlement:
+        data = b""
+        if result is not None and self.docket.execution_ttl > timedelta(0):
+            try:
+                data = self.docket._dump_result(execution.key, result)
+            except TypeError as error:
+                return _Settlement(execution, "failed", str(error))
+        return _Settlement(execution, "completed", "", data)
+
+    def _failed(self, execution: Execution, error: BaseException) -> _Settlement:
+        data = b""
+        if self.docket.execution_ttl > timedelta(0):
+            with suppress(Exception):
+                data = self.docket._dump_result(execution.key, error)
+        return _Settlement(execution, "failed", f"{type(error).__name__}: {error}", data)
+
+    # -- settling -------------------------------------------------------------------
+
+    def _settle(self, settlement: _Settlement) -> None:
+        self._settlements.append(settlement)
+        self._settle_idle.clear()
+        self._settle_wanted.set()
+
+    async def _flush_settlements(self) -> None:
+        while self._settlements or not self._settle_idle.is_set():
+            if not self._background:
+                await self._settle_batch()
+                continue
+            await self._settle_idle.wait()
+
+    async def _settler(self) -> None:
+        while True:
+            await self._settle_wanted.wait()
+            self._settle_wanted.clear()
+            while self._settlements:
+                await self._settle_batch()
+            self._settle_idle.set()
+
+    async def _settle_batch(self) -> None:
+        batch, self._settlements = self._settlements, []
+        if not batch:
+            self._settle_idle.set()
+            return
+        docket = self.docket
+        keys = docket.keys
+        script_keys = [keys.stream]
+        args: list[Any] = [
+            GROUP,
+            self.name,
+            docket.execution_ttl.total_seconds(),
+            keys.events_prefix,
+            keys.record_prefix,
+        ]
+        for item in batch:
+            execution = item.execution
+            script_keys += [keys.record(execution.key), keys.result(execution.key)]
+            args += [
+                execution.message_id,
+                execution.generation,
+                execution.deliveries,
+                item.state,
+                item.error,
+                item.result,
+            ]
+        while True:
+            try:
+                outcomes = await docket._scripts.settle(keys=script_keys, args=args)
+                break
+            except (RedisError, OSError) as error:
+                if self._stopping and not self._background:
+                    raise
+                await self._redis_trouble(error)
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if int(outcome) == 0:
+                logger.warning(
+                    "Lost the lease on %s before settling it; another worker owns it now",
+                    item.execution.call_repr(),
+                )
+
+    # -- background loops -----------------------------------------------------------
+
+    async def _scheduler_loop(self) -> None:
+        docket = self.docket
+        keys = docket.keys
+        while not self._stopping:
+            try:
+                moved, delay_text = await docket._scripts.move_due(
+                    keys=[keys.queue, keys.stream],
+                    args=[keys.record_prefix, MOVE_BATCH, keys.events_prefix],
+                )
+                if int(moved):
+                    docket._connection.notify_activity()
+                if int(moved) >= MOVE_BATCH:
+                    continue
+                delay = float(delay_text)
+                sleep_for = SCHEDULER_MAX_SLEEP if delay < 0 else min(delay, SCHEDULER_MAX_SLEEP)
+                self._scheduler_wake.clear()
+                if sleep_for > 0:
+                    with suppress(TimeoutError):
+                        await asyncio.wait_for(self._scheduler_wake.wait(), sleep_for)
+            except (RedisError, OSError) as error:
+                await self._redis_trouble(error)
+
+    async def _reclaim_loop(self) -> None:
+        interval = max(min(_seconds(self.redelivery_timeout) / 4, 5.0), 0.05)
+        while not self._stopping:
+            try:
+                await self._reclaim()
+            except (RedisError, OSError) as error:
+                await self._redis_trouble(error)
+            await asyncio.sleep(interval)
+
+    async def _reclaim(self) -> None:
+        free = self.concurrency - len(self._active)
+        if free <= 0:
+            return
+        docket = self.docket
+        keys = docket.keys
+        cursor, claimed, deleted, dead = await docket._scripts.reclaim(
+            keys=[keys.stream, keys.dead_letters],
+            args=[
+                GROUP,
+                self.name,
+                int(_seconds(self.redelivery_timeout) * 1000),
+                self._reclaim_cursor,
+                min(free, self.message_batch),
+                self.max_deliveries,
+                keys.record_prefix,
+                keys.events_prefix,
+                docket.execution_ttl.total_seconds(),
+            ],
+        )
+        self._reclaim_cursor = _text(cursor) or "0-0"
+        if int(dead):
+            logger.error("Dead-lettered %d message(s) that kept failing to finish", int(dead))
+        for mid in deleted:
+            logger.debug("Pending message %s was deleted before it finished", _text(mid))
+        entries: list[tuple[str, dict[bytes, bytes], int, bool]] = []
+        for item in claimed:
+            mid, deliveries, *flat = item
+            fields = {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+            entries.append((_text(mid) or "", fields, int(deliveries), True))
+        if entries:
+            logger.warning("Redelivering %d task(s) from unresponsive workers", len(entries))
+            await self._dispatch(entries)
+
+    async def _renew_loop(self) -> None:
+        interval = max(_seconds(self.redelivery_timeout) / 4, 0.01)
+        while True:
+            await asyncio.sleep(interval)
+            if not self._active:
+                continue
+            args: list[Any] = [GROUP, self.name]
+            for mid, (execution, _) in list(self._active.items()):
+                args += [mid, execution.deliveries]
+            try:
+                lost = await self.docket._scripts.renew(keys=[self.docket.keys.stream], args=args)
+            except (RedisError, OSError) as error:
+                logger.warning("Could not renew leases: %s", error)
+                continue
+            for mid in lost:
+                entry = self._active.get(_text(mid) or "")
+                if entry is not None:
+                    logger.warning(
+                        "Lease on %s was taken over by another worker", entry[0].call_repr()
+                    )
+
+    async def _heartbeat_loop(self) -> None:
+        docket = self.docket
+        interval = max(_seconds(docket.heartbeat_interval), 0.01)
+        window = interval * docket.missed_heartbeats
+        while True:
+            try:
+                await docket._scripts.heartbeat(
+                    keys=[docket.keys.workers, docket.keys.worker_tasks(self.name)],
+                    args=[self.name, window, *sorted(docket.tasks)],
+                )
+                if self.schedule_automatic_tasks and not self._stopping:
+                    await self._schedule_automatic_tasks()
+            except (RedisError, OSError) as error:
+                logger.warning("Heartbeat failed: %s", error)
+            await asyncio.sleep(interval)
+
+    async def _schedule_automatic_tasks(self) -> None:
+        for name, function in list(self.docket.tasks.items()):
+            perpetual = get_perpetual(function)
+            if perpetual is None or not perpetual.automatic:
+                continue
+            when = perpetual.initial_when() if hasattr(perpetual, "initial_when") else None
+            await self.docket.add(function, when=when, key=name)()
+
+    async def _listen(self) -> None:
+        """Pub/sub: wake the scheduler for earlier tasks, and cancel running ones."""
+        keys = self.docket.keys
+        while True:
+            try:
+                pubsub = self.docket._connection.client.pubsub()
+                await pubsub.subscribe(keys.wake_channel, keys.cancel_channel)
+                try:
+                    while True:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=1.0
+                        )
+                        if message is None:
+                            continue
+                        channel = _text(message["channel"])
+                        if channel == keys.wake_channel:
+                            self._scheduler_wake.set()
+                        elif channel == keys.cancel_channel:
+                            self._cancel_running(_text(message["data"]) or "")
+                finally:
+                    await pubsub.aclose()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as error:
+                logger.warning("Worker %s lost its pub/sub connection: %s", self.name, error)
+                await asyncio.sleep(_seconds(self.reconnection_delay))
+
+    def _cancel_running(self, key: str) -> None:
+        for execution, task in list(self._active.values()):
+            if execution.key == key:
+                self._user_cancelled.add(key)
+                task.cancel()
+
+    # -- command-line entry ---------------------------------------------------------
+
+    @classmethod
+    async def run(
+        cls,
+        docket_name: str = "docket",
+        url: str = "redis://localhost:6379/0",
+        name: str | None = None,
+        concurrency: int = 10,
+        redelivery_timeout: timedelta = timedelta(minutes=5),
+        reconnection_delay: timedelta = timedelta(seconds=5),
+        minimum_check_interval: timedelta = timedelta(milliseconds=250),
+        scheduling_resolution: timedelta = timedelta(milliseconds=250),
+        schedule_automatic_tasks: bool = True,
+        enable_internal_instrumentation: bool = False,
+        until_finished: bool = False,
+        healthcheck_port: int | None = None,
+        metrics_port: int | None = None,
+        tasks: Sequence[str] = ("docket.tasks:standard_tasks",),
+        fallback_task: str | None = None,
+        dependencies: str | None = None,
+        message_batch: int = 1000,
+    ) -> None:
+        """Run a worker the way the CLI does, with SIGTERM/SIGINT handling: the first
+        signal stops claiming and drains, a second one exits at once."""
+        async with Docket(name=docket_name, url=url) as docket:
+            for collection in tasks:
+                docket.register_collection(collection)
+            worker = cls(
+                docket,
+                name=name,
+                concurrency=concurrency,
+                redelivery_timeout=redelivery_timeout,
+                reconnection_delay=reconnection_delay,
+                minimum_check_interval=minimum_check_interval,
+                scheduling_resolution=scheduling_resolution,
+                schedule_automatic_tasks=schedule_automatic_tasks,
+                enable_internal_instrumentation=enable_internal_instrumentation,
+                fallback_task=_import_member(fallback_task) if fallback_task else None,
+                dependencies=_import_member(dependencies) if dependencies else None,
+                message_batch=message_batch,
+            )
+            loop = asyncio.get_running_loop()
+            main = asyncio.current_task()
+            signals_seen = 0
+
+            def on_signal(signum: int) -> None:
+                nonlocal signals_seen
+                signals_seen += 1
+                if signals_seen == 1:
+                    logger.warning(
+                        "Received %s: finishing in-flight tasks (send again to exit now)",
+                        signal.Signals(signum).name,
+                    )
+                    worker.stop()
+                elif main is not None:
+                    main.cancel()
+
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, on_signal, signum)
+            health = None
+            if metrics_port is not None:
+                logger.warning(
+                    "--metrics-port is not served by this version; metrics are exported "
+                    "through OpenTelemetry only"
+                )
+            try:
+                async with worker:
+                    if healthcheck_port is not None:
+                        from .healthcheck import serve_healthcheck
+
+                        health = await serve_healthcheck(worker, healthcheck_port)
+                    if until_finished:
+                        await worker.run_until_finished()
+                    else:
+                        await worker.run_forever()
+            finally:
+                if health is not None:
+                    health.close()
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(signum)
+
+    def is_healthy(self) -> bool:
+        """The consume loop has talked to Redis recently."""
+        return time.monotonic() - self._healthy_at < BLOCK_SECONDS * 3 + _seconds(
+            self.reconnection_delay
+        )
+
+
+def _import_member(path: str) -> Any:
+    module_name, _, member = path.partition(":")
+    if not module_name or not member:
+        raise ValueError(f"{path!r} must look like 'package.module:name'")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, member)
+    except AttributeError:
+        raise ValueError(f"Module {module_name!r} has no member {member!r}") from None
+
