@@ -1,0 +1,685 @@
+"""The producer side of a docket: add, replace, cancel, strike, and look around."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from opentelemetry.trace import SpanKind
+from redis.exceptions import RedisError
+
+from . import serialization
+from ._redis.client import Connection, redact_url
+from ._redis.keys import GROUP, Keys, validate_name
+from ._redis.scripts import Scripts
+from .execution import (
+    Disposition,
+    Execution,
+    ExecutionState,
+    TaskCall,
+    TaskFunction,
+    _text,
+    timestamp,
+)
+from .instrumentation import capture_trace_context, parse_trace_context, tracer
+from .strikes import Operator, StrikeList, decode_condition, encode_condition
+from .uuid7 import uuid7_str
+
+logger = logging.getLogger("docket")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _aware(when: datetime | None) -> datetime:
+    if when is None:
+        return datetime.now(UTC)
+    if when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
+    return when
+
+
+class TaskHandle(Generic[P, R]):
+    """A registered task, callable to add it: ``await handle(*a, **kw)`` runs it now,
+    ``await handle.schedule(*a, key=..., when=..., **kw)`` with a key and/or a time."""
+
+    def __init__(
+        self,
+        docket: Docket,
+        function: Callable[P, R],
+        when: datetime | None = None,
+        key: str | None = None,
+        mode: str = "add",
+    ) -> None:
+        self.docket = docket
+        self.fn = function
+        self._when = when
+        self._key = key
+        self._mode = mode
+        self.__name__ = getattr(function, "__name__", "task")
+        self.__doc__ = getattr(function, "__doc__", None)
+        self.__wrapped__ = function
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Execution:
+        return await self.docket._schedule(
+            self._mode, self.fn, self._when, self._key, args, kwargs
+        )
+
+    async def schedule(
+        self,
+        *args: Any,
+        key: str | None = None,
+        when: datetime | None = None,
+        **kwargs: Any,
+    ) -> Execution:
+        return await self.docket._schedule(
+            self._mode, self.fn, when or self._when, key or self._key, args, kwargs
+        )
+
+    def __repr__(self) -> str:
+        return f"<docket task {self.__name__} on {self.docket.name!r}>"
+
+
+@dataclass
+class WorkerInfo:
+    name: str
+    last_seen: datetime
+    tasks: set[str] = field(default_factory=set)
+
+
+@dataclass
+class DocketSnapshot:
+    taken: datetime
+    total_tasks: int
+    future: list[Execution]
+    running: list[Execution]
+    workers: list[WorkerInfo]
+
+
+class Docket:
+    """A named, shared schedule of tasks in Redis (or in-process on ``memory://``)."""
+
+    def __init__(
+        self,
+        name: str = "docket",
+        url: str | None = None,
+        heartbeat_interval: timedelta = timedelta(seconds=2),
+        missed_heartbeats: int = 5,
+        execution_ttl: timedelta = timedelta(minutes=15),
+        result_storage: Any = None,
+        enable_internal_instrumentation: bool = False,
+        credential_provider: Any = None,
+        *,
+        signing_key: str | bytes | None = None,
+        serializer: str | serialization.Serializer = "pickle",
+        max_payload_bytes: int | None = serialization.DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        self.name = validate_name(name)
+        self.url = url or os.environ.get("DOCKET_URL") or "redis://localhost:6379/0"
+        self.heartbeat_interval = heartbeat_interval
+        self.missed_heartbeats = missed_heartbeats
+        if execution_ttl < timedelta(0):
+            raise ValueError("execution_ttl must be zero (keep nothing) or positive")
+        self.execution_ttl = execution_ttl
+        self.result_storage = result_storage
+        self.enable_internal_instrumentation = enable_internal_instrumentation
+        self.credential_provider = credential_provider
+        if signing_key is None:
+            signing_key = os.environ.get("DOCKET_SIGNING_KEY") or None
+        self.signing_key: bytes | None = (
+            signing_key.encode() if isinstance(signing_key, str) else signing_key
+        )
+        self.serializer = serialization.get_serializer(serializer)
+        if max_payload_bytes is not None and max_payload_bytes < 1:
+            raise ValueError("max_payload_bytes must be positive, or None for no limit")
+        self.max_payload_bytes = max_payload_bytes
+        self.keys = Keys(self.name)
+        self.tasks: dict[str, TaskFunction] = {}
+        self.strike_list = StrikeList()
+        self._entered = False
+        self._strikes_loaded = asyncio.Event()
+        self._strike_monitor: asyncio.Task[None] | None = None
+
+        from .tasks import standard_tasks
+
+        for task in standard_tasks:
+            self.register(task)
+
+    def __repr__(self) -> str:
+        return f"Docket(name={self.name!r}, url={redact_url(self.url)!r})"
+
+    @property
+    def prefix(self) -> str:
+        return self.keys.prefix
+
+    # -- lifetime -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Docket:
+        if self._entered:
+            raise RuntimeError("A Docket is not re-entrant; open it once with `async with`")
+        self._entered = True
+        self._connection = Connection(self.url)
+        self._scripts = Scripts(self._connection.client)
+        try:
+            await self._scripts.ensure_group(keys=[self.keys.stream], args=[GROUP])
+            await self._load_strikes()
+        except (RedisError, OSError) as error:
+            await self._connection.aclose()
+            self._entered = False
+            raise ConnectionError(
+                f"Cannot reach Redis at {redact_url(self.url)}: {error}"
+            ) from error
+        self._strike_monitor = asyncio.create_task(
+            self._monitor_strikes(), name=f"docket-strikes-{self.name}"
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._strike_monitor is not None:
+            self._strike_monitor.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await self._strike_monitor
+        await self._connection.aclose()
+        self._entered = False
+
+    @asynccontextmanager
+    async def redis(self) -> AsyncIterator[Any]:
+        """The raw redis-py client (shared connection pool)."""
+        yield self._connection.client
+
+    # -- registry -------------------------------------------------------------------
+
+    def register(self, function: TaskFunction, names: Sequence[str] | None = None) -> None:
+        """Make ``function`` runnable by name; its dependencies are checked now."""
+        if isinstance(function, TaskHandle):
+            function = function.fn
+        from .dependencies import validate_dependencies
+
+        validate_dependencies(function)
+        for name in names or [function.__name__]:
+            self.tasks[name] = function
+
+    def register_collection(self, collection_path: str) -> None:
+        """Register every task in ``"package.module:iterable"``."""
+        module_name, _, member = collection_path.partition(":")
+        if not module_name or not member:
+            raise ValueError(
+                f"Task collection {collection_path!r} must look like 'package.module:name'"
+            )
+        module = importlib.import_module(module_name)
+        try:
+            collection = getattr(module, member)
+        except AttributeError:
+            raise ValueError(
+                f"Module {module_name!r} has no task collection {member!r}"
+            ) from None
+        for function in collection:
+            self.register(function)
+
+    def _resolve(self, function: TaskFunction | str | TaskHandle[Any, Any]) -> TaskFunction:
+        if isinstance(function, TaskHandle):
+            function = function.fn
+        if isinstance(function, str):
+            try:
+                return self.tasks[function]
+            except KeyError:
+                raise KeyError(
+                    f"Task {function!r} is not registered on docket {self.name!r}"
+                ) from None
+        if self.tasks.get(function.__name__) is not function:
+            self.register(function)
+        return function
+
+    # -- adding ---------------------------------------------------------------------
+
+    @overload
+    def add(
+        self, function: Callable[P, R], when: datetime | None = None, key: str | None = None
+    ) -> TaskHandle[P, R]: ...
+
+    @overload
+    def add(
+        self, function: str, when: datetime | None = None, key: str | None = None
+    ) -> TaskHandle[..., Any]: ...
+
+    def add(
+        self,
+        function: Callable[P, R] | str,
+        when: datetime | None = None,
+        key: str | None = None,
+    ) -> TaskHandle[Any, Any]:
+        """Register ``function`` (if needed) and return a handle that adds it when called.
+
+        Used bare as a decorator, the handle replaces the function in its module.
+        """
+        return TaskHandle(self, self._resolve(function), when, key, "add")
+
+    def replace(
+        self, function: Callable[P, R] | str, when: datetime | None, key: str
+    ) -> TaskHandle[Any, Any]:
+        """Like ``add``, but whatever is scheduled under ``key`` is replaced."""
+        return TaskHandle(self, self._resolve(function), when, key, "replace")
+
+    def call(
+        self,
+        function: Callable[P, R] | str,
+        when: datetime | None = None,
+        key: str | None = None,
+    ) -> Callable[..., TaskCall]:
+        """A task call for ``add_many``/``replace_many``; touches nothing."""
+        resolved = self._resolve(function)
+
+        def build(*args: Any, **kwargs: Any) -> TaskCall:
+            return TaskCall(resolved, when, key, args, kwargs)
+
+        return build
+
+    async def add_many(
+        self, calls: Iterable[TaskCall], *, chunk_size: int | None = 1000
+    ) -> list[Execution]:
+        return await self._schedule_many("add", calls, chunk_size)
+
+    async def replace_many(
+        self, calls: Iterable[TaskCall], *, chunk_size: int | None = 1000
+    ) -> list[Execution]:
+        return await self._schedule_many("replace", calls, chunk_size)
+
+    def _prepare(
+        self,
+        mode: str,
+        function: TaskFunction,
+        when: datetime | None,
+        key: str | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        attempt: int = 1,
+    ) -> tuple[Execution, list[str], list[Any] | None]:
+        """Build the execution and the schedule script's arguments (None when struck)."""
+        execution = Execution(
+            self, function, args, kwargs, key or uuid7_str(), _aware(when), attempt
+        )
+        if self.strike_list and self.strike_list.is_stricken(
+            execution.function_name, execution.arguments_by_name()
+        ):
+            execution.disposition = Disposition.STRUCK
+            return execution, [], None
+        payload = serialization.dump_call(self.serializer, args, kwargs)
+        if self.max_payload_bytes is not None and len(payload) > self.max_payload_bytes:
+            raise serialization.PayloadTooLarge(
+                f"The arguments of task {execution.function_name!r} (key {execution.key!r}) "
+                f"serialize to {len(payload):,} bytes, over this docket's limit of "
+                f"{self.max_payload_bytes:,} bytes (Docket(max_payload_bytes=...))"
+            )
+        signature = (
+            serialization.sign_payload(
+                self.signing_key,
+                execution.function_name,
+                execution.key,
+                self.serializer.name,
+                payload,
+            )
+            if self.signing_key
+            else ""
+        )
+        trace = capture_trace_context()
+        execution.trace_context = parse_trace_context(trace)
+        keys = [
+            self.keys.stream,
+            self.keys.queue,
+            self.keys.record(execution.key),
+            self.keys.generation,
+        ]
+        argv: list[Any] = [
+            mode,
+            execution.key,
+            execution.function_name,
+            f"{execution.when.timestamp():.6f}",
+            payload,
+            signature,
+            attempt,
+            trace,
+            "",
+            self.keys.events_prefix,
+            self.keys.wake_channel,
+            self.serializer.name,
+        ]
+        return execution, keys, argv
+
+    def _apply_reply(self, execution: Execution, reply: Sequence[bytes]) -> None:
+        outcome, generation, mid = (_text(part) or "" for part in reply)
+        execution.generation = int(generation or 0)
+        if outcome == "scheduled":
+            execution.disposition = Disposition.SCHEDULED
+            if mid:
+                execution.state = ExecutionState.QUEUED
+                execution.message_id = mid
+                self._connection.notify_activity()
+            else:
+                execution.state = ExecutionState.SCHEDULED
+        elif outcome == "already_scheduled":
+            execution.disposition = Disposition.ALREADY_SCHEDULED
+        else:
+            execution.disposition = Disposition.SUPERSEDED
+
+    async def _schedule(
+        self,
+        mode: str,
+        function: TaskFunction,
+        when: datetime | None,
+        key: str | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Execution:
+        if mode == "replace" and key is None:
+            raise ValueError("replace() needs the key of the task it replaces")
+        with tracer.start_as_current_span(
+            f"docket.{mode}", kind=SpanKind.PRODUCER, attributes={"docket.name": self.name}
+        ):
+            execution, keys, argv = self._prepare(mode, function, when, key, args, kwargs)
+            if argv is None:
+                logger.info("Task %s is struck; not scheduled", execution.call_repr())
+                return execution
+            reply = await self._scripts.schedule(keys=keys, args=argv)
+        self._apply_reply(execution, reply)
+        return execution
+
+    async def _reschedule(
+        self,
+        execution: Execution,
+        when: datetime,
+        *,
+        attempt: int | None = None,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> Disposition:
+        """Schedule the same key again, but only if it still belongs to ``execution``'s
+        generation (a replace made while it ran wins). Retries and perpetual tasks use it."""
+        assert execution.function is not None
+        successor, keys, argv = self._prepare(
+            "reschedule",
+            execution.function,
+            when,
+            execution.key,
+            execution.args if args is None else args,
+            execution.kwargs if kwargs is None else kwargs,
+            attempt if attempt is not None else execution.attempt,
+        )
+        if argv is None:
+            return Disposition.STRUCK
+        argv[8] = str(execution.generation)
+        reply = await self._scripts.schedule(keys=keys, args=argv)
+        self._apply_reply(successor, reply)
+        return successor.disposition
+
+    async def _schedule_many(
+        self, mode: str, calls: Iterable[TaskCall], chunk_size: int | None
+    ) -> list[Execution]:
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1 (or None), got {chunk_size}")
+        calls = list(calls)
+        results: list[Execution] = []
+        size = chunk_size or max(len(calls), 1)
+        for start in range(0, len(calls), size):
+            prepared = []
+            for call in calls[start : start + size]:
+                if mode == "replace" and call.key is None:
+                    raise ValueError("replace_many() needs a key on every call")
+                prepared.append(
+                    self._prepare(
+                        mode,
+                        self._resolve(call.function),
+                        call.when,
+                        call.key,
+                        tuple(call.args),
+                        dict(call.kwargs),
+                    )
+                )
+            async with self._connection.client.pipeline(transaction=False) as pipe:
+                for _, keys, argv in prepared:
+                    if argv is not None:
+                        await self._scripts.schedule(keys=keys, args=argv, client=pipe)
+                replies = await pipe.execute(raise_on_error=False)
+            reply_iter = iter(replies)
+            for execution, _, argv in prepared:
+                if argv is not None:
+                    reply = next(reply_iter)
+                    if isinstance(reply, BaseException):
+                        execution.disposition = Disposition.FAILED
+                        execution.schedule_exception = reply
+                    else:
+                        self._apply_reply(execution, reply)
+                results.append(execution)
+        return results
+
+    # -- cancelling -----------------------------------------------------------------
+
+    async def cancel(self, key: str) -> None:
+        """Withdraw a scheduled or queued task; ask its worker to stop a running one."""
+        with tracer.start_as_current_span(
+            "docket.cancel", kind=SpanKind.PRODUCER, attributes={"docket.key": key}
+        ):
+            await self._cancel(key)
+
+    async def _cancel(self, key: str, generation: int | None = None) -> bool:
+        previous = await self._scripts.cancel(
+            keys=[self.keys.stream, self.keys.queue, self.keys.record(key)],
+            args=[
+                key,
+                self.execution_ttl.total_seconds(),
+                self.keys.events_prefix,
+                self.keys.cancel_channel,
+                "" if generation is None else str(generation),
+            ],
+        )
+        return bool(previous)
+
+    async def clear(self) -> int:
+        """Cancel every task that has not started yet; returns how many."""
+        with tracer.start_as_current_span("docket.clear", kind=SpanKind.PRODUCER):
+            count = await self._scripts.clear(
+                keys=[self.keys.stream, self.keys.queue],
+                args=[
+                    GROUP,
+                    self.keys.record_prefix,
+                    self.execution_ttl.total_seconds(),
+                    self.keys.events_prefix,
+                ],
+            )
+        return int(count)
+
+    # -- reading --------------------------------------------------------------------
+
+    async def get_execution(self, key: str) -> Execution | None:
+        """The execution stored under ``key``, or None when there is none (or it expired)."""
+        record = await self._connection.client.hgetall(self.keys.record(key))
+        if not record:
+            return None
+        return await self._execution_from_record(key, record)
+
+    async def _execution_from_record(self, key: str, record: dict[bytes, bytes]) -> Execution:
+        name = _text(record.get(b"function")) or "<unknown>"
+        payload: bytes | None = record.get(b"payload")
+        serializer_name = _text(record.get(b"ser")) or self.serializer.name
+        mid = _text(record.get(b"mid"))
+        if payload is None and mid:
+            entries = await self._connection.client.xrange(self.keys.stream, mid, mid)
+            if entries:
+                fields = entries[0][1]
+                payload = fields.get(b"payload")
+                serializer_name = _text(fields.get(b"ser")) or serializer_name
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] = {}
+        if payload:
+            with suppress(Exception):
+                args, kwargs = serialization.load_call(
+                    serialization.get_serializer(serializer_name), payload
+                )
+        execution = Execution(
+            self,
+            self.tasks.get(name),
+            args,
+            kwargs,
+            key,
+            timestamp(record.get(b"when")) or datetime.now(UTC),
+            function_name=name,
+            trace_context=parse_trace_context(record.get(b"trace")),
+        )
+        execution._load_record(record)
+        return execution
+
+    def _load_result(self, key: str, data: bytes) -> Any:
+        raw = serialization.open_result(self.signing_key, key, data)
+        return self.serializer.loads(raw)
+
+    def _dump_result(self, key: str, value: Any) -> bytes:
+        try:
+            raw = self.serializer.dumps(value)
+        except Exception as error:
+            if not isinstance(value, BaseException):
+                raise TypeError(f"The result of task {key!r} cannot be stored: {error}") from error
+            raw = self.serializer.dumps(RuntimeError(f"{type(value).__name__}: {value}"))
+        return serialization.seal_result(self.signing_key, key, raw)
+
+    async def snapshot(self) -> DocketSnapshot:
+        """What is scheduled, queued and running right now, and which workers are alive."""
+        client = self._connection.client
+        taken = datetime.now(UTC)
+        future: list[Execution] = []
+        running: list[Execution] = []
+        for member in await client.zrange(self.keys.queue, 0, -1):
+            key = _text(member) or ""
+            record = await client.hgetall(self.keys.record(key))
+            if record:
+                future.append(await self._execution_from_record(key, record))
+        pending_ids: set[str] = set()
+        with suppress(RedisError):
+            for entry in await client.xpending_range(self.keys.stream, GROUP, "-", "+", 10_000):
+                pending_ids.add(_text(entry["message_id"]) or "")
+        for mid, fields in await client.xrange(self.keys.stream, "-", "+"):
+            key = _text(fields.get(b"key"))
+            if key is None:
+                continue
+            record = await client.hgetall(self.keys.record(key))
+            if not record or _text(record.get(b"gen")) != _text(fields.get(b"gen")):
+                continue
+            execution = await self._execution_from_record(key, record)
+            if _text(mid) in pending_ids and execution.state == ExecutionState.RUNNING:
+                running.append(execution)
+            elif execution.state == ExecutionState.QUEUED:
+                future.append(execution)
+        future.sort(key=lambda e: e.when)
+        workers = await self.workers()
+        return DocketSnapshot(taken, len(future) + len(running), future, running, workers)
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Workers whose heartbeat is fresh (within heartbeat_interval * missed_heartbeats)."""
+        client = self._connection.client
+        seconds, micros = await client.time()
+        now = seconds + micros / 1_000_000
+        window = self.heartbeat_interval.total_seconds() * self.missed_heartbeats
+        members = await client.zrangebyscore(
+            self.keys.workers, now - window, "+inf", withscores=True
+        )
+        infos: list[WorkerInfo] = []
+        for member, score in members:
+            name = _text(member) or ""
+            tasks = {_text(t) or "" for t in await client.smembers(self.keys.worker_tasks(name))}
+            infos.append(WorkerInfo(name, datetime.fromtimestamp(score, UTC), tasks))
+        return infos
+
+    async def task_workers(self, task_name: str) -> list[WorkerInfo]:
+        """Live workers that can run ``task_name``."""
+        return [w for w in await self.workers() if task_name in w.tasks]
+
+    # -- strikes --------------------------------------------------------------------
+
+    async def strike(
+        self,
+        function: TaskFunction | str | None = None,
+        parameter: str | None = None,
+        operator: Operator | str = "==",
+        value: Any = None,
+    ) -> None:
+        """Stop a task (or any task called with a matching argument) from running."""
+        await self._change_strike("strike", function, parameter, operator, value)
+
+    async def restore(
+        self,
+        function: TaskFunction | str | None = None,
+        parameter: str | None = None,
+        operator: Operator | str = "==",
+        value: Any = None,
+    ) -> None:
+        """Lift a strike made with the same arguments."""
+        await self._change_strike("restore", function, parameter, operator, value)
+
+    async def _change_strike(
+        self,
+        action: str,
+        function: TaskFunction | str | None,
+        parameter: str | None,
+        operator: Operator | str,
+        value: Any,
+    ) -> None:
+        if function is not None and not isinstance(function, str):
+            function = getattr(function, "__name__", str(function))
+        if function is None and parameter is None:
+            raise ValueError("A strike needs a task name, a parameter, or both")
+        if action == "strike":
+            condition = self.strike_list.strike(function, parameter, Operator(operator), value)
+        else:
+            condition = self.strike_list.restore(function, parameter, Operator(operator), value)
+        with tracer.start_as_current_span(f"docket.{action}", kind=SpanKind.PRODUCER):
+            await self._scripts.strike(
+                keys=[self.keys.strikes],
+                args=[action, encode_condition(condition), self.keys.strikes_channel],
+            )
+
+    async def _load_strikes(self) -> None:
+        encoded = await self._connection.client.hkeys(self.keys.strikes)
+        conditions = []
+        for item in encoded:
+            try:
+                conditions.append(decode_condition(_text(item) or ""))
+            except ValueError as error:
+                logger.warning("Ignoring an unreadable strike %r: %s", item, error)
+        self.strike_list.replace_all(conditions)
+        self._strikes_loaded.set()
+
+    async def _monitor_strikes(self) -> None:
+        while True:
+            try:
+                pubsub = self._connection.client.pubsub()
+                await pubsub.subscribe(self.keys.strikes_channel)
+                try:
+                    # Reload after subscribing so no change slips between the two.
+                    await self._load_strikes()
+                    while True:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=1.0
+                        )
+                        if message is not None:
+                            await self._load_strikes()
+                finally:
+                    await pubsub.aclose()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                logger.warning("Strike monitor lost Redis (%s); retrying in 1s", error)
+                await asyncio.sleep(1.0)
+
+    async def wait_for_strikes_loaded(self) -> None:
+        await self._strikes_loaded.wait()
