@@ -30,7 +30,13 @@ from .execution import (
     timestamp,
 )
 from .instrumentation import capture_trace_context, parse_trace_context, tracer
-from .strikes import Operator, StrikeList, decode_condition, encode_condition
+from .strikes import (
+    Operator,
+    StrikeCondition,
+    StrikeList,
+    decode_condition,
+    encode_condition,
+)
 from .uuid7 import uuid7_str
 
 logger = logging.getLogger("docket")
@@ -638,10 +644,11 @@ class Docket:
             function = getattr(function, "__name__", str(function))
         if function is None and parameter is None:
             raise ValueError("A strike needs a task name, a parameter, or both")
+        condition = StrikeCondition(function, parameter, Operator(operator), value)
         if action == "strike":
-            condition = self.strike_list.strike(function, parameter, Operator(operator), value)
+            self.strike_list.add(condition)
         else:
-            condition = self.strike_list.restore(function, parameter, Operator(operator), value)
+            self.strike_list.discard(condition)
         with tracer.start_as_current_span(f"docket.{action}", kind=SpanKind.PRODUCER):
             await self._scripts.strike(
                 keys=[self.keys.strikes],

@@ -1,0 +1,182 @@
+"""Log output for docket processes: ``configure_logging(level, format)``.
+
+Records are rendered as ``time level logger message key=value ...``. The fields are
+a record's extras: those a ``TaskLogger`` adds (listed in ``record.docket_fields``,
+rendered first and in order), anything passed as ``extra={...}``, and the event dict
+of a structlog logger routed through the standard library.
+
+Formats: ``plain``; ``rich`` (through ``rich`` when it is installed, otherwise plain
+text with coloured levels); ``json`` (one object per line).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import IO, Any, Literal
+
+from .dependencies._task_logger import FIELDS_ATTRIBUTE, RESERVED_ATTRIBUTES
+
+LogFormat = Literal["plain", "json", "rich"]
+FORMATS: tuple[str, ...] = ("plain", "json", "rich")
+
+_HANDLER_MARK = "_docket_handler"
+
+_COLOURS = {
+    logging.DEBUG: "\x1b[2m",
+    logging.INFO: "\x1b[32m",
+    logging.WARNING: "\x1b[33m",
+    logging.ERROR: "\x1b[31m",
+    logging.CRITICAL: "\x1b[1;31m",
+}
+_RESET = "\x1b[0m"
+
+
+def record_fields(record: logging.LogRecord) -> Iterator[tuple[str, Any]]:
+    """The structured fields of ``record``: task-logger fields first, then the rest."""
+    listed: list[str] = getattr(record, FIELDS_ATTRIBUTE, None) or []
+    seen = set(listed)
+    for name in listed:
+        if name in record.__dict__:
+            yield name, record.__dict__[name]
+    others = sorted(
+        name
+        for name in record.__dict__
+        if name not in RESERVED_ATTRIBUTES and name not in seen and not name.startswith("_")
+    )
+    for name in others:
+        yield name, record.__dict__[name]
+
+
+def _structlog_event(record: logging.LogRecord) -> tuple[str, dict[str, Any]] | None:
+    # structlog's stdlib integration hands the formatter its event dict as ``msg``.
+    if isinstance(record.msg, dict):
+        event = dict(record.msg)
+        message = event.pop("event", "")
+        return str(message), {k: v for k, v in event.items() if not k.startswith("_")}
+    return None
+
+
+def _text(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    if isinstance(value, str) and (not text or any(c in text for c in ' ="\n\t')):
+        return json.dumps(value, ensure_ascii=False)
+    return text
+
+
+class DocketFormatter(logging.Formatter):
+    """``time level logger message key=value ...`` (or one JSON object per line)."""
+
+    def __init__(self, format: LogFormat = "plain", *, colours: bool = False) -> None:
+        if format not in FORMATS:
+            raise ValueError(f"Log format must be one of {', '.join(FORMATS)}, got {format!r}")
+        super().__init__()
+        self.output = format
+        self.colours = colours
+
+    def _message_and_fields(self, record: logging.LogRecord) -> tuple[str, list[tuple[str, Any]]]:
+        fields = list(record_fields(record))
+        event = _structlog_event(record)
+        if event is not None:
+            message, extra = event
+            return message, [*extra.items(), *fields]
+        return record.getMessage(), fields
+
+    def _timestamp(self, record: logging.LogRecord) -> str:
+        moment = datetime.fromtimestamp(record.created, UTC).astimezone()
+        return moment.isoformat(timespec="milliseconds")
+
+    def _exception_text(self, record: logging.LogRecord) -> str | None:
+        if record.exc_info and record.exc_info[0] is not None:
+            return "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        if record.exc_text:
+            return record.exc_text
+        if record.stack_info:
+            return self.formatStack(record.stack_info)
+        return None
+
+    def format(self, record: logging.LogRecord) -> str:
+        message, fields = self._message_and_fields(record)
+        failure = self._exception_text(record)
+        if self.output == "json":
+            document: dict[str, Any] = {
+                "time": self._timestamp(record),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": message,
+            }
+            for name, value in fields:
+                document.setdefault(name, value)
+            if failure:
+                document["exception"] = failure
+            return json.dumps(document, default=str, ensure_ascii=False)
+
+        level = f"{record.levelname:<8}"
+        if self.colours:
+            level = f"{_COLOURS.get(record.levelno, '')}{level}{_RESET}"
+        line = f"{self._timestamp(record)} {level} {record.name} {message}"
+        if fields:
+            line += " " + " ".join(f"{name}={_text(value)}" for name, value in fields)
+        if failure:
+            line += "\n" + failure
+        return line
+
+
+class _RichFieldsFormatter(DocketFormatter):
+    """For rich's handler, which draws time, level and location itself."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message, fields = self._message_and_fields(record)
+        if fields:
+            message += " " + " ".join(f"{name}={_text(value)}" for name, value in fields)
+        return message
+
+
+def _rich_handler(stream: IO[str] | None) -> logging.Handler | None:
+    try:
+        from rich.console import Console  # type: ignore[import-not-found, unused-ignore]
+        from rich.logging import RichHandler  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    console = Console(file=stream) if stream is not None else Console(stderr=True)
+    handler: logging.Handler = RichHandler(console=console, rich_tracebacks=True)
+    handler.setFormatter(_RichFieldsFormatter("plain"))
+    return handler
+
+
+def configure_logging(
+    level: str | int = "INFO",
+    format: LogFormat | str = "plain",
+    *,
+    stream: IO[str] | None = None,
+    logger: str | None = None,
+) -> logging.Handler:
+    """Send log records to ``stream`` (stderr by default) in ``format``.
+
+    Installs one handler on the root logger (or on ``logger``) and sets its level;
+    calling again replaces the handler this function installed before. Returns it.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"Log format must be one of {', '.join(FORMATS)}, got {format!r}")
+    target = logging.getLogger(logger)
+
+    handler: logging.Handler | None = None
+    if format == "rich":
+        handler = _rich_handler(stream)
+    if handler is None:
+        output: LogFormat = "json" if format == "json" else "plain"
+        handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+        handler.setFormatter(DocketFormatter(output, colours=format == "rich"))
+    setattr(handler, _HANDLER_MARK, True)
+
+    for existing in list(target.handlers):
+        if getattr(existing, _HANDLER_MARK, False):
+            target.removeHandler(existing)
+            existing.close()
+    target.addHandler(handler)
+    target.setLevel(level.upper() if isinstance(level, str) else level)
+    return handler
