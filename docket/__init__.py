@@ -7,6 +7,7 @@ from ._version import __version__
 from .annotations import Logged
 from .dependencies import (
     CallArgument,
+    Cron,
     CurrentDocket,
     CurrentExecution,
     CurrentWorker,
@@ -21,7 +22,6 @@ from .dependencies import (
     TaskLogger,
     Timeout,
 )
-from .dependencies import Cron
 from .docket import Docket, DocketSnapshot, TaskHandle, WorkerInfo
 from .execution import (
     Disposition,

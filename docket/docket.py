@@ -75,9 +75,7 @@ class TaskHandle(Generic[P, R]):
         self.__wrapped__ = function
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Execution:
-        return await self.docket._schedule(
-            self._mode, self.fn, self._when, self._key, args, kwargs
-        )
+        return await self.docket._schedule(self._mode, self.fn, self._when, self._key, args, kwargs)
 
     async def schedule(
         self,
@@ -229,9 +227,7 @@ class Docket:
         try:
             collection = getattr(module, member)
         except AttributeError:
-            raise ValueError(
-                f"Module {module_name!r} has no task collection {member!r}"
-            ) from None
+            raise ValueError(f"Module {module_name!r} has no task collection {member!r}") from None
         for function in collection:
             self.register(function)
 
@@ -575,9 +571,10 @@ class Docket:
             for entry in await client.xpending_range(self.keys.stream, GROUP, "-", "+", 10_000):
                 pending_ids.add(_text(entry["message_id"]) or "")
         for mid, fields in await client.xrange(self.keys.stream, "-", "+"):
-            key = _text(fields.get(b"key"))
-            if key is None:
+            stream_key = _text(fields.get(b"key"))
+            if stream_key is None:
                 continue
+            key = stream_key
             record = await client.hgetall(self.keys.record(key))
             if not record or _text(record.get(b"gen")) != _text(fields.get(b"gen")):
                 continue

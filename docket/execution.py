@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -196,7 +196,7 @@ class Execution:
     ) -> None:
         self.docket = docket
         self.function = function
-        self.function_name = function_name or getattr(function, "__name__", "<unknown>")
+        self.function_name: str = function_name or str(getattr(function, "__name__", "<unknown>"))
         self.args = args
         self.kwargs = kwargs
         self.key = key
@@ -304,7 +304,7 @@ class Execution:
 
     # -- waiting ----------------------------------------------------------------------
 
-    async def subscribe(self) -> AsyncIterator[StateEvent | ProgressEvent]:
+    async def subscribe(self) -> AsyncGenerator[StateEvent | ProgressEvent, None]:
         """The current state first, then every state and progress change as it happens."""
         docket = self.docket
         pubsub = docket._connection.client.pubsub()

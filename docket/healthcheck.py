@@ -20,8 +20,12 @@ async def serve_healthcheck(worker: Worker, port: int, host: str = "0.0.0.0") ->
         body = b"ok\n" if healthy else b"unhealthy\n"
         status = b"200 OK" if healthy else b"503 Service Unavailable"
         writer.write(
-            b"HTTP/1.1 " + status + b"\r\nContent-Type: text/plain\r\nContent-Length: "
-            + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+            b"HTTP/1.1 "
+            + status
+            + b"\r\nContent-Type: text/plain\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n"
+            + body
         )
         await writer.drain()
         writer.close()

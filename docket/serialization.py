@@ -107,7 +107,9 @@ def _signed_bytes(function: str, key: str, serializer: str, payload: bytes) -> b
     return head + payload
 
 
-def sign_payload(signing_key: bytes, function: str, key: str, serializer: str, payload: bytes) -> str:
+def sign_payload(
+    signing_key: bytes, function: str, key: str, serializer: str, payload: bytes
+) -> str:
     return hmac.new(
         signing_key, _signed_bytes(function, key, serializer, payload), hashlib.sha256
     ).hexdigest()

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from .annotations import Logged
 from .dependencies import TaskLogger
+from .execution import TaskFunction
 
 
 async def trace(
@@ -27,4 +28,4 @@ async def sleep(seconds: Annotated[float, Logged]) -> None:
     await asyncio.sleep(seconds)
 
 
-standard_tasks = [trace, fail, sleep]
+standard_tasks: list[TaskFunction] = [trace, fail, sleep]

@@ -173,7 +173,9 @@ class Worker:
     async def _drain(self) -> None:
         """Let in-flight runs finish and their outcomes reach Redis."""
         while self._active:
-            await asyncio.gather(*(task for _, task in self._active.values()), return_exceptions=True)
+            await asyncio.gather(
+                *(task for _, task in self._active.values()), return_exceptions=True
+            )
         await self._flush_settlements()
 
     def stop(self) -> None:
@@ -246,9 +248,11 @@ class Worker:
                         GROUP, self.name, {stream: ">"}, count=count, block=int(wait * 1000)
                     )
                 self._healthy_at = time.monotonic()
-                entries = reply[0][1] if reply else []
+                entries: list[tuple[bytes, dict[bytes, bytes]]] = reply[0][1] if reply else []
                 if entries:
-                    await self._dispatch([(_text(mid) or "", fields, 1, False) for mid, fields in entries])
+                    await self._dispatch(
+                        [(_text(mid) or "", fields, 1, False) for mid, fields in entries]
+                    )
                     continue
                 if not forever and await self._finished():
                     return
@@ -289,7 +293,9 @@ class Worker:
 
     # -- claiming -------------------------------------------------------------------
 
-    def _decode(self, mid: str, fields: dict[bytes, bytes], deliveries: int, redelivered: bool) -> Execution:
+    def _decode(
+        self, mid: str, fields: dict[bytes, bytes], deliveries: int, redelivered: bool
+    ) -> Execution:
         missing = [f.decode() for f in _REQUIRED_FIELDS if f not in fields]
         if missing:
             raise PoisonMessage(f"missing field(s): {', '.join(missing)}")
@@ -361,9 +367,7 @@ class Worker:
             try:
                 runnable.append(self._decode(mid, fields, deliveries, redelivered))
             except PoisonMessage as error:
-                logger.error(
-                    "Dead-lettering message %s (delivery %d): %s", mid, deliveries, error
-                )
+                logger.error("Dead-lettering message %s (delivery %d): %s", mid, deliveries, error)
                 poison += [mid, str(error), deliveries]
         if poison:
             await docket._scripts.dead_letter(
@@ -399,9 +403,9 @@ class Worker:
         self._active[execution.message_id] = (execution, task)
 
     def _blocked_reason(self, execution: Execution) -> str | None:
-        if docket_strikes := self.docket.strike_list:
-            if docket_strikes.is_stricken(execution.function_name, execution.arguments_by_name()):
-                return "struck"
+        strikes = self.docket.strike_list
+        if strikes and strikes.is_stricken(execution.function_name, execution.arguments_by_name()):
+            return "struck"
         limit = self._run_limits.get(execution.key)
         if limit is not None and self._run_counts.get(execution.key, 0) >= limit:
             return "run limit reached"
@@ -482,7 +486,9 @@ class Worker:
                         self._user_cancelled.discard(execution.key)
                         duration = time.perf_counter() - started
                         logger.info(
-                            "✗ [%s] %s cancelled", format_duration(duration), call_repr,
+                            "✗ [%s] %s cancelled",
+                            format_duration(duration),
+                            call_repr,
                             extra=log_context,
                         )
                         return _Settlement(execution, "cancelled", "cancelled")
@@ -498,18 +504,19 @@ class Worker:
                     if error is not None:
                         span.record_exception(error)
                         span.set_status(Status(StatusCode.ERROR, str(error)))
-                        if resolved.failure_handler is not None and await resolved.failure_handler.handle_failure(
-                            execution, outcome
-                        ):
+                        handler = resolved.failure_handler
+                        if handler is not None and await handler.handle_failure(execution, outcome):
                             return _Settlement(execution, "ack")
-                    if resolved.completion_handler is not None and await resolved.completion_handler.on_complete(
-                        execution, outcome
-                    ):
+                    completion = resolved.completion_handler
+                    if completion is not None and await completion.on_complete(execution, outcome):
                         return _Settlement(execution, "ack")
                     if error is not None:
                         logger.error(
-                            "✗ [%s] %s", duration_text, call_repr,
-                            exc_info=error, extra=log_context,
+                            "✗ [%s] %s",
+                            duration_text,
+                            call_repr,
+                            exc_info=error,
+                            extra=log_context,
                         )
                         return self._failed(execution, error)
                     logger.info("✓ [%s] %s", duration_text, call_repr, extra=log_context)
@@ -522,6 +529,9 @@ class Worker:
                 span.set_status(Status(StatusCode.ERROR, str(error)))
                 logger.error("✗ %s: %s", call_repr, error, exc_info=error, extra=log_context)
                 return self._failed(execution, error)
+        # Only reached when a dependency's cleanup swallowed the run's cancellation: leave
+        # the message unsettled so it is redelivered rather than recorded as an outcome.
+        return None
 
     def _completed(self, execution: Execution, result: Any) -> _Settlement:
         data = b""
@@ -711,8 +721,7 @@ class Worker:
             perpetual = get_perpetual(function)
             if perpetual is None or not perpetual.automatic:
                 continue
-            when = perpetual.initial_when() if hasattr(perpetual, "initial_when") else None
-            await self.docket.add(function, when=when, key=name)()
+            await self.docket.add(function, when=perpetual.initial_when, key=name)()
 
     async def _listen(self) -> None:
         """Pub/sub: wake the scheduler for earlier tasks, and cancel running ones."""
@@ -845,4 +854,3 @@ def _import_member(path: str) -> Any:
         return getattr(module, member)
     except AttributeError:
         raise ValueError(f"Module {module_name!r} has no member {member!r}") from None
-

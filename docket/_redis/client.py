@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 
-RedisClient: TypeAlias = "aioredis.Redis"
+# redis-py's own annotations are unions too broad to use (every reply may be bytes, str,
+# int, None...), so the client is typed loosely and replies are checked where decoded.
+RedisClient: TypeAlias = Any
 
 # Blocking stream reads wait at most this long, so the socket timeout must exceed it
 # (redis-py 8 defaults to 5 s, which would abort longer blocking reads).
@@ -55,10 +58,8 @@ class ActivitySignal:
 
     async def wait(self, timeout: float) -> None:
         event = self._event
-        try:
+        with suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            pass
 
 
 @dataclass

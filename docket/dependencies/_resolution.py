@@ -59,6 +59,10 @@ class FailedDependency(Exception):
         super().__init__(f"Failed to resolve dependency {parameter!r}{where}: {detail}")
         self.__cause__ = error
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Stored as a run's result: rebuild from the parts, which keeps the cause.
+        return (type(self), (self.parameter, self.error, self.task))
+
 
 # -- declarations -------------------------------------------------------------------
 
