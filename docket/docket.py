@@ -170,7 +170,7 @@ class Docket:
         if self._entered:
             raise RuntimeError("A Docket is not re-entrant; open it once with `async with`")
         self._entered = True
-        self._connection = Connection(self.url)
+        self._connection = Connection(self.url, self.credential_provider)
         self._scripts = Scripts(self._connection.client)
         try:
             await self._scripts.ensure_group(keys=[self.keys.stream], args=[GROUP])

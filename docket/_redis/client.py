@@ -87,7 +87,7 @@ def _memory_engine(url: str) -> _MemoryEngine:
 class Connection:
     """One docket's client, plus what the memory engine needs to stand in for blocking."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, credential_provider: Any = None) -> None:
         scheme = urlsplit(url).scheme
         if scheme not in SUPPORTED_SCHEMES:
             raise ValueError(
@@ -109,6 +109,7 @@ class Connection:
                 socket_timeout=SOCKET_TIMEOUT,
                 socket_connect_timeout=5.0,
                 health_check_interval=30,
+                credential_provider=credential_provider,
             )
 
     def notify_activity(self) -> None:
