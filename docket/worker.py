@@ -26,7 +26,6 @@ from . import serialization
 from ._redis.client import BLOCK_SECONDS
 from ._redis.keys import GROUP
 from .dependencies import (
-    Dependency,
     SharedScope,
     TaskOutcome,
     get_perpetual,
@@ -83,7 +82,7 @@ class Worker:
         schedule_automatic_tasks: bool = True,
         enable_internal_instrumentation: bool = False,
         fallback_task: Callable[..., Any] | None = None,
-        dependencies: Mapping[str, Dependency[Any]] | Sequence[Dependency[Any]] | None = None,
+        dependencies: Mapping[str, Any] | Sequence[Any] | None = None,
         message_batch: int = 1000,
         *,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
@@ -466,72 +465,57 @@ class Worker:
                 "docket.worker": self.name,
             },
         ) as span:
+            resolution = resolved_dependencies(self, execution, self.dependencies)
+            result: Any = None
+            error: BaseException | None = None
             try:
-                async with resolved_dependencies(self, execution, self.dependencies) as resolved:
-                    result: Any = None
-                    error: BaseException | None = None
-                    try:
-                        kwargs = {**execution.kwargs, **resolved.arguments}
-                        if resolved.runtime is not None:
-                            result = await resolved.runtime.run(
-                                execution, function, execution.args, kwargs
-                            )
-                        else:
-                            result = function(*execution.args, **kwargs)
-                            if inspect.isawaitable(result):
-                                result = await result
-                    except asyncio.CancelledError:
-                        if execution.key not in self._user_cancelled:
-                            raise
-                        self._user_cancelled.discard(execution.key)
-                        duration = time.perf_counter() - started
-                        logger.info(
-                            "✗ [%s] %s cancelled",
-                            format_duration(duration),
-                            call_repr,
-                            extra=log_context,
+                # The run's exception leaves the ``async with`` so generator dependencies
+                # see it; a FailedDependency from entering lands here too, and the
+                # resolution still holds its handlers (a Retry retries broken deps).
+                async with resolution:
+                    kwargs = {**execution.kwargs, **resolution.arguments}
+                    if resolution.runtime is not None:
+                        result = await resolution.runtime.run(
+                            execution, function, execution.args, kwargs
                         )
-                        return _Settlement(execution, "cancelled", "cancelled")
-                    except Exception as exc:
-                        error = exc
-
-                    outcome = TaskOutcome(
-                        duration=timedelta(seconds=time.perf_counter() - started),
-                        result=result,
-                        exception=error,
-                    )
-                    duration_text = format_duration(outcome.duration.total_seconds())
-                    if error is not None:
-                        span.record_exception(error)
-                        span.set_status(Status(StatusCode.ERROR, str(error)))
-                        handler = resolved.failure_handler
-                        if handler is not None and await handler.handle_failure(execution, outcome):
-                            return _Settlement(execution, "ack")
-                    completion = resolved.completion_handler
-                    if completion is not None and await completion.on_complete(execution, outcome):
-                        return _Settlement(execution, "ack")
-                    if error is not None:
-                        logger.error(
-                            "✗ [%s] %s",
-                            duration_text,
-                            call_repr,
-                            exc_info=error,
-                            extra=log_context,
-                        )
-                        return self._failed(execution, error)
-                    logger.info("✓ [%s] %s", duration_text, call_repr, extra=log_context)
-                    return self._completed(execution, result)
+                    else:
+                        result = function(*execution.args, **kwargs)
+                        if inspect.isawaitable(result):
+                            result = await result
             except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                # A dependency failed to resolve or to clean up.
+                if execution.key not in self._user_cancelled:
+                    raise
+                self._user_cancelled.discard(execution.key)
+                duration = time.perf_counter() - started
+                logger.info(
+                    "✗ [%s] %s cancelled", format_duration(duration), call_repr, extra=log_context
+                )
+                return _Settlement(execution, "cancelled", "cancelled")
+            except Exception as exc:
+                error = exc
+
+            outcome = TaskOutcome(
+                duration=timedelta(seconds=time.perf_counter() - started),
+                result=result,
+                exception=error,
+            )
+            duration_text = format_duration(outcome.duration.total_seconds())
+            if error is not None:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, str(error)))
-                logger.error("✗ %s: %s", call_repr, error, exc_info=error, extra=log_context)
+                handler = resolution.failure_handler
+                if handler is not None and await handler.handle_failure(execution, outcome):
+                    return _Settlement(execution, "ack")
+            completion = resolution.completion_handler
+            if completion is not None and await completion.on_complete(execution, outcome):
+                return _Settlement(execution, "ack")
+            if error is not None:
+                logger.error(
+                    "✗ [%s] %s", duration_text, call_repr, exc_info=error, extra=log_context
+                )
                 return self._failed(execution, error)
-        # Only reached when a dependency's cleanup swallowed the run's cancellation: leave
-        # the message unsettled so it is redelivered rather than recorded as an outcome.
-        return None
+            logger.info("✓ [%s] %s", duration_text, call_repr, extra=log_context)
+            return self._completed(execution, result)
 
     def _completed(self, execution: Execution, result: Any) -> _Settlement:
         data = b""

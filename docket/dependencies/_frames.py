@@ -141,8 +141,9 @@ def current_frame(what: str) -> Frame:
     frame = current_scope().frame
     if frame is None:
         raise RuntimeError(
-            f"{what} reads the arguments of one run, so it cannot be used by a Shared "
-            "dependency (whose value outlives the run that built it)"
+            f"{what} reads the arguments of the task being run, and there is none here: "
+            "a Shared dependency's value outlives the run that built it, so it cannot "
+            "depend on one run's arguments"
         )
     return frame
 
