@@ -35,8 +35,9 @@ $(STAMP): pyproject.toml
 	  rm -rf $(VENV); "$$found" -m venv $(VENV); \
 	fi; \
 	echo "==> installing pydocket with its extras into $(VENV)"; \
-	$(PY) -m pip install --quiet --upgrade pip; \
-	$(PY) -m pip install --quiet -e '.[dev,django,starlette,fastapi,metrics]'; \
+	$(PY) -m pip install --quiet --upgrade pip 2>&1 | grep -v 'is ignored: it is neither' || true; \
+	$(PY) -m pip install --quiet -e '.[dev,django,starlette,fastapi,metrics]' 2> $(VENV)/pip.log || \
+	  { grep -v 'is ignored: it is neither' $(VENV)/pip.log >&2; echo "error: installing the project failed (log above)" >&2; exit 1; }; \
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -30,6 +30,7 @@ from .execution import (
     timestamp,
 )
 from .instrumentation import capture_trace_context, parse_trace_context, tracer
+from .messages import PoisonMessage, open_payload
 from .strikes import (
     Operator,
     StrikeCondition,
@@ -61,12 +62,14 @@ class TaskHandle(Generic[P, R]):
         self,
         docket: Docket,
         function: Callable[P, R],
+        task_name: str,
         when: datetime | None = None,
         key: str | None = None,
         mode: str = "add",
     ) -> None:
         self.docket = docket
         self.fn = function
+        self.task_name = task_name
         self._when = when
         self._key = key
         self._mode = mode
@@ -75,7 +78,9 @@ class TaskHandle(Generic[P, R]):
         self.__wrapped__ = function
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Execution:
-        return await self.docket._schedule(self._mode, self.fn, self._when, self._key, args, kwargs)
+        return await self.docket._schedule(
+            self._mode, self.fn, self._when, self._key, args, kwargs, self.task_name
+        )
 
     async def schedule(
         self,
@@ -85,7 +90,7 @@ class TaskHandle(Generic[P, R]):
         **kwargs: Any,
     ) -> Execution:
         return await self.docket._schedule(
-            self._mode, self.fn, when or self._when, key or self._key, args, kwargs
+            self._mode, self.fn, when or self._when, key or self._key, args, kwargs, self.task_name
         )
 
     def __repr__(self) -> str:
@@ -150,6 +155,8 @@ class Docket:
         self.strike_list = StrikeList()
         self._entered = False
         self._strikes_loaded = asyncio.Event()
+        self._strike_loads = 0
+        self._strike_applied = 0
         self._strike_monitor: asyncio.Task[None] | None = None
 
         from .tasks import standard_tasks
@@ -231,19 +238,22 @@ class Docket:
         for function in collection:
             self.register(function)
 
-    def _resolve(self, function: TaskFunction | str | TaskHandle[Any, Any]) -> TaskFunction:
+    def _resolve(
+        self, function: TaskFunction | str | TaskHandle[Any, Any]
+    ) -> tuple[TaskFunction, str]:
+        """The function and the name workers will know it by."""
         if isinstance(function, TaskHandle):
-            function = function.fn
+            return function.fn, function.task_name
         if isinstance(function, str):
             try:
-                return self.tasks[function]
+                return self.tasks[function], function
             except KeyError:
                 raise KeyError(
                     f"Task {function!r} is not registered on docket {self.name!r}"
                 ) from None
         if self.tasks.get(function.__name__) is not function:
             self.register(function)
-        return function
+        return function, function.__name__
 
     # -- adding ---------------------------------------------------------------------
 
@@ -267,13 +277,13 @@ class Docket:
 
         Used bare as a decorator, the handle replaces the function in its module.
         """
-        return TaskHandle(self, self._resolve(function), when, key, "add")
+        return TaskHandle(self, *self._resolve(function), when, key, "add")
 
     def replace(
         self, function: Callable[P, R] | str, when: datetime | None, key: str
     ) -> TaskHandle[Any, Any]:
         """Like ``add``, but whatever is scheduled under ``key`` is replaced."""
-        return TaskHandle(self, self._resolve(function), when, key, "replace")
+        return TaskHandle(self, *self._resolve(function), when, key, "replace")
 
     def call(
         self,
@@ -282,10 +292,10 @@ class Docket:
         key: str | None = None,
     ) -> Callable[..., TaskCall]:
         """A task call for ``add_many``/``replace_many``; touches nothing."""
-        resolved = self._resolve(function)
+        resolved, name = self._resolve(function)
 
         def build(*args: Any, **kwargs: Any) -> TaskCall:
-            return TaskCall(resolved, when, key, args, kwargs)
+            return TaskCall(resolved, when, key, args, kwargs, name)
 
         return build
 
@@ -308,10 +318,18 @@ class Docket:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         attempt: int = 1,
+        function_name: str | None = None,
     ) -> tuple[Execution, list[str], list[Any] | None]:
         """Build the execution and the schedule script's arguments (None when struck)."""
         execution = Execution(
-            self, function, args, kwargs, key or uuid7_str(), _aware(when), attempt
+            self,
+            function,
+            args,
+            kwargs,
+            key or uuid7_str(),
+            _aware(when),
+            attempt,
+            function_name=function_name,
         )
         if self.strike_list and self.strike_list.is_stricken(
             execution.function_name, execution.arguments_by_name()
@@ -384,13 +402,16 @@ class Docket:
         key: str | None,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        function_name: str | None = None,
     ) -> Execution:
         if mode == "replace" and key is None:
             raise ValueError("replace() needs the key of the task it replaces")
         with tracer.start_as_current_span(
             f"docket.{mode}", kind=SpanKind.PRODUCER, attributes={"docket.name": self.name}
         ):
-            execution, keys, argv = self._prepare(mode, function, when, key, args, kwargs)
+            execution, keys, argv = self._prepare(
+                mode, function, when, key, args, kwargs, function_name=function_name
+            )
             if argv is None:
                 logger.info("Task %s is struck; not scheduled", execution.call_repr())
                 return execution
@@ -418,6 +439,7 @@ class Docket:
             execution.args if args is None else args,
             execution.kwargs if kwargs is None else kwargs,
             attempt if attempt is not None else execution.attempt,
+            function_name=execution.function_name,
         )
         if argv is None:
             return Disposition.STRUCK
@@ -439,14 +461,16 @@ class Docket:
             for call in calls[start : start + size]:
                 if mode == "replace" and call.key is None:
                     raise ValueError("replace_many() needs a key on every call")
+                function, name = self._resolve(call.function)
                 prepared.append(
                     self._prepare(
                         mode,
-                        self._resolve(call.function),
+                        function,
                         call.when,
                         call.key,
                         tuple(call.args),
                         dict(call.kwargs),
+                        function_name=call.name or name,
                     )
                 )
             async with self._connection.client.pipeline(transaction=False) as pipe:
@@ -513,21 +537,27 @@ class Docket:
 
     async def _execution_from_record(self, key: str, record: dict[bytes, bytes]) -> Execution:
         name = _text(record.get(b"function")) or "<unknown>"
-        payload: bytes | None = record.get(b"payload")
-        serializer_name = _text(record.get(b"ser")) or self.serializer.name
+        # A scheduled task keeps its payload in its record; a queued or running one, in
+        # its stream entry.
+        source: dict[bytes, bytes] = record
         mid = _text(record.get(b"mid"))
-        if payload is None and mid:
+        if b"payload" not in record and mid:
             entries = await self._connection.client.xrange(self.keys.stream, mid, mid)
             if entries:
-                fields = entries[0][1]
-                payload = fields.get(b"payload")
-                serializer_name = _text(fields.get(b"ser")) or serializer_name
+                source = entries[0][1]
         args: tuple[Any, ...] = ()
         kwargs: dict[str, Any] = {}
-        if payload:
-            with suppress(Exception):
-                args, kwargs = serialization.load_call(
-                    serialization.get_serializer(serializer_name), payload
+        if source.get(b"payload"):
+            # Verified exactly as a worker would before anything is deserialized; an
+            # entry that fails is shown without its arguments.
+            with suppress(PoisonMessage):
+                args, kwargs = open_payload(
+                    self,
+                    name,
+                    key,
+                    _text(source.get(b"ser")) or "pickle",
+                    source[b"payload"],
+                    _text(source.get(b"sig")) or "",
                 )
         execution = Execution(
             self,
@@ -651,9 +681,17 @@ class Docket:
                 keys=[self.keys.strikes],
                 args=[action, encode_condition(condition), self.keys.strikes_channel],
             )
+        await self._load_strikes()
 
     async def _load_strikes(self) -> None:
+        # Loads may overlap (the monitor's and one after our own strike); a load that
+        # started earlier must not overwrite what a later one found.
+        self._strike_loads += 1
+        ticket = self._strike_loads
         encoded = await self._connection.client.hkeys(self.keys.strikes)
+        if ticket < self._strike_applied:
+            return
+        self._strike_applied = ticket
         conditions = []
         for item in encoded:
             try:

@@ -79,6 +79,7 @@ class TaskCall:
     key: str | None
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
 
 
 def timestamp(value: str | bytes | None) -> datetime | None:
@@ -223,6 +224,11 @@ class Execution:
             f"Execution({self.function_name!r}, key={self.key!r}, state={self.state.value}, "
             f"attempt={self.attempt}, disposition={self.disposition.value})"
         )
+
+    @property
+    def started(self) -> datetime | None:
+        """When the current run started (the name snapshots use for running tasks)."""
+        return self.started_at
 
     # -- presentation ---------------------------------------------------------------
 

@@ -87,8 +87,12 @@ def load_call(serializer: Serializer, data: bytes) -> tuple[tuple[Any, ...], dic
             f"payload cannot be deserialized ({type(error).__name__}: {error})"
         ) from error
     if serializer.name == "json":
-        if not isinstance(value, dict) or set(value) != {"args", "kwargs"}:
-            raise PayloadError("payload is not a JSON object with 'args' and 'kwargs'")
+        if (
+            not isinstance(value, dict)
+            or set(value) != {"args", "kwargs"}
+            or not isinstance(value["args"], list)
+        ):
+            raise PayloadError("payload is not a JSON object with an 'args' list and 'kwargs'")
         value = (tuple(value["args"]), value["kwargs"])
     if (
         not isinstance(value, tuple)

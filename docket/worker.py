@@ -7,13 +7,12 @@ import importlib
 import inspect
 import itertools
 import logging
-import math
 import os
 import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import suppress
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -22,12 +21,13 @@ from typing import Any
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from redis.exceptions import RedisError, ResponseError
 
-from . import serialization
 from ._redis.client import BLOCK_SECONDS
 from ._redis.keys import GROUP
 from .dependencies import (
+    AdmissionBlocked,
     SharedScope,
     TaskOutcome,
+    declared_dependencies,
     get_perpetual,
     resolved_dependencies,
 )
@@ -35,18 +35,14 @@ from .dependencies._base import format_duration
 from .docket import Docket
 from .execution import Execution, ExecutionState, _text
 from .instrumentation import links_for, parse_trace_context, tracer
+from .messages import PoisonMessage, open_payload, parse_fields
 
 logger = logging.getLogger("docket.worker")
 
 MOVE_BATCH = 1000
-SCHEDULER_MAX_SLEEP = 1.0
 DEFAULT_MAX_DELIVERIES = 5
-_REQUIRED_FIELDS = (b"key", b"gen", b"function", b"when", b"attempt", b"payload")
+ADMISSION_RETRY_DELAY = timedelta(milliseconds=100)
 _name_counter = itertools.count()
-
-
-class PoisonMessage(Exception):
-    """A stream entry that can never run; the reason goes to the dead-letter stream."""
 
 
 @dataclass
@@ -125,6 +121,9 @@ class Worker:
         self._run_counts: dict[str, int] = {}
         self._reclaim_cursor = "0-0"
         self._healthy_at = time.monotonic()
+        self._aborting = False
+        self._reader_id: int | None = None
+        self._unblocking = False
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, docket={self.docket.name!r}, concurrency={self.concurrency})"
@@ -171,6 +170,9 @@ class Worker:
 
     async def _drain(self) -> None:
         """Let in-flight runs finish and their outcomes reach Redis."""
+        if self._aborting:
+            for _, task in list(self._active.values()):
+                task.cancel()
         while self._active:
             await asyncio.gather(
                 *(task for _, task in self._active.values()), return_exceptions=True
@@ -183,6 +185,28 @@ class Worker:
         self._slot_freed.set()
         self._scheduler_wake.set()
         self.docket._connection.notify_activity()
+        if self._reader_id is not None and not self._unblocking:
+            self._unblocking = True
+            asyncio.get_running_loop().create_task(self._unblock_reader(self._reader_id))
+
+    async def _unblock_reader(self, reader_id: int) -> None:
+        # Ends a blocking XREADGROUP early, as if it had timed out, so no delivered message
+        # is dropped. Best effort: a least-privilege ACL may forbid CLIENT; then the read
+        # simply runs out its block time.
+        try:
+            await self.docket._connection.client.client_unblock(reader_id)
+        except (RedisError, OSError):
+            pass
+        finally:
+            self._unblocking = False
+
+    def abort(self) -> None:
+        """Stop now: in-flight runs are cancelled and left unsettled, so other workers
+        run them again after the redelivery timeout."""
+        self._aborting = True
+        self.stop()
+        for _, task in list(self._active.values()):
+            task.cancel()
 
     # -- run modes ------------------------------------------------------------------
 
@@ -211,23 +235,52 @@ class Worker:
         await self._ensure_group()
         if self.schedule_automatic_tasks:
             await self._schedule_automatic_tasks()
-        loops = [
-            asyncio.create_task(self._scheduler_loop(), name=f"{self.name}-scheduler"),
-            asyncio.create_task(self._reclaim_loop(), name=f"{self.name}-reclaim"),
-        ]
-        try:
-            await self._consume(forever)
-        finally:
-            for task in loops:
-                task.cancel()
-            for task in loops:
-                with suppress(asyncio.CancelledError, Exception):
-                    await task
-            await self._drain()
+        async with AsyncExitStack() as lifecycles:
+            for cls in self._lifecycle_classes():
+                manager = cls.worker_lifecycle(self.docket, self)  # type: ignore[attr-defined]
+                if manager is not None:
+                    await lifecycles.enter_async_context(manager)
+            loops = [
+                asyncio.create_task(self._scheduler_loop(), name=f"{self.name}-scheduler"),
+                asyncio.create_task(self._reclaim_loop(), name=f"{self.name}-reclaim"),
+            ]
+            try:
+                await self._consume(forever)
+            finally:
+                for task in loops:
+                    task.cancel()
+                for task in loops:
+                    with suppress(asyncio.CancelledError, Exception):
+                        await task
+                await self._drain()
+
+    def _lifecycle_classes(self) -> list[type[Any]]:
+        """Dependency classes, used by a registered task or the worker, that want a
+        ``worker_lifecycle(docket, worker)`` context around the worker's run (background
+        subscribers and the like); each is entered once."""
+        seen: dict[type[Any], None] = {}
+        dependencies: list[Any] = list(self.dependencies.values())
+        for function in self.docket.tasks.values():
+            dependencies += declared_dependencies(function)
+        for dependency in dependencies:
+            cls = type(dependency)
+            if hasattr(cls, "worker_lifecycle"):
+                seen.setdefault(cls, None)
+        return list(seen)
 
     async def _consume(self, forever: bool) -> None:
         connection = self.docket._connection
-        client = connection.client
+        client = connection.dedicated()
+        try:
+            await self._consume_with(client, forever)
+        finally:
+            self._reader_id = None
+            if client is not connection.client:
+                with suppress(RedisError, OSError):
+                    await client.aclose()
+
+    async def _consume_with(self, client: Any, forever: bool) -> None:
+        connection = self.docket._connection
         stream = self.docket.keys.stream
         check = max(_seconds(self.minimum_check_interval), 0.001)
         while not self._stopping:
@@ -240,6 +293,8 @@ class Worker:
                     continue
                 count = min(free, self.message_batch)
                 wait = BLOCK_SECONDS if forever else check
+                if forever and not connection.is_memory and self._reader_id is None:
+                    self._reader_id = int(await client.client_id())
                 if connection.is_memory:
                     reply = await client.xreadgroup(GROUP, self.name, {stream: ">"}, count=count)
                 else:
@@ -264,6 +319,7 @@ class Worker:
                 else:
                     await self._redis_trouble(error)
             except (RedisError, OSError) as error:
+                self._reader_id = None
                 await self._redis_trouble(error)
 
     async def _redis_trouble(self, error: BaseException) -> None:
@@ -295,62 +351,32 @@ class Worker:
     def _decode(
         self, mid: str, fields: dict[bytes, bytes], deliveries: int, redelivered: bool
     ) -> Execution:
-        missing = [f.decode() for f in _REQUIRED_FIELDS if f not in fields]
-        if missing:
-            raise PoisonMessage(f"missing field(s): {', '.join(missing)}")
-        try:
-            key = fields[b"key"].decode()
-            function_name = fields[b"function"].decode()
-            generation = int(fields[b"gen"])
-            when_value = float(fields[b"when"])
-            attempt = int(fields[b"attempt"])
-            serializer_name = (fields.get(b"ser") or b"pickle").decode()
-        except (UnicodeDecodeError, ValueError) as error:
-            raise PoisonMessage(f"malformed field: {error}") from None
-        if not key or not function_name:
-            raise PoisonMessage("empty key or function name")
-        if not math.isfinite(when_value) or not (0 <= when_value < 253402300800):
-            raise PoisonMessage(f"'when' is not a usable time: {when_value!r}")
-        if attempt < 1:
-            raise PoisonMessage(f"'attempt' must be at least 1, got {attempt}")
-        try:
-            serializer = serialization.get_serializer(serializer_name)
-        except ValueError as error:
-            raise PoisonMessage(str(error)) from None
-
-        function = self.docket.tasks.get(function_name)
+        message = parse_fields(fields)
+        function = self.docket.tasks.get(message.function_name)
         if function is None:
             if self.fallback_task is None:
-                raise PoisonMessage(f"unknown task {function_name[:200]!r}")
+                raise PoisonMessage(f"unknown task {message.function_name[:200]!r}")
             function = self.fallback_task
-
-        payload = fields[b"payload"]
-        signing_key = self.docket.signing_key
-        if signing_key is not None:
-            signature = (fields.get(b"sig") or b"").decode(errors="replace")
-            if not signature:
-                raise PoisonMessage("unsigned payload (this docket requires signatures)")
-            if not serialization.verify_payload(
-                signing_key, function_name, key, serializer.name, payload, signature
-            ):
-                raise PoisonMessage("payload signature does not match (tampered or wrong key)")
-        try:
-            args, kwargs = serialization.load_call(serializer, payload)
-        except serialization.PayloadError as error:
-            raise PoisonMessage(str(error)) from None
-
+        args, kwargs = open_payload(
+            self.docket,
+            message.function_name,
+            message.key,
+            message.serializer,
+            message.payload,
+            message.signature,
+        )
         execution = Execution(
             self.docket,
             function,
             args,
             kwargs,
-            key,
-            datetime.fromtimestamp(when_value, UTC),
-            attempt,
-            function_name=function_name,
-            generation=generation,
+            message.key,
+            datetime.fromtimestamp(message.when, UTC),
+            message.attempt,
+            function_name=message.function_name,
+            generation=message.generation,
             redelivered=redelivered,
-            trace_context=parse_trace_context(fields.get(b"trace")),
+            trace_context=parse_trace_context(message.trace),
             message_id=mid,
             state=ExecutionState.QUEUED,
         )
@@ -365,9 +391,15 @@ class Worker:
         for mid, fields, deliveries, redelivered in entries:
             try:
                 runnable.append(self._decode(mid, fields, deliveries, redelivered))
-            except PoisonMessage as error:
-                logger.error("Dead-lettering message %s (delivery %d): %s", mid, deliveries, error)
-                poison += [mid, str(error), deliveries]
+            except Exception as error:
+                # Whatever goes wrong decoding one entry is that entry's problem alone.
+                reason = (
+                    str(error)
+                    if isinstance(error, PoisonMessage)
+                    else f"cannot decode ({type(error).__name__}: {error})"
+                )
+                logger.error("Dead-lettering message %s (delivery %d): %s", mid, deliveries, reason)
+                poison += [mid, reason, deliveries]
         if poison:
             await docket._scripts.dead_letter(
                 keys=[keys.stream, keys.dead_letters],
@@ -384,12 +416,21 @@ class Worker:
             return
         claim_args: list[Any] = [GROUP, self.name, keys.events_prefix, keys.record_prefix]
         for execution in runnable:
-            claim_args += [execution.message_id, execution.generation, int(execution.redelivered)]
+            claim_args += [
+                execution.message_id,
+                execution.generation,
+                int(execution.redelivered),
+                execution.deliveries,
+            ]
         started = await docket._scripts.claim(
             keys=[keys.stream, *(keys.record(e.key) for e in runnable)], args=claim_args
         )
         for execution, started_at in zip(runnable, started, strict=True):
-            if not started_at or started_at == 0:
+            if isinstance(started_at, int):
+                if started_at < 0:
+                    logger.warning(
+                        "Lost %s to another worker before starting it", execution.call_repr()
+                    )
                 continue
             execution.state = ExecutionState.RUNNING
             execution.worker = self.name
@@ -491,6 +532,8 @@ class Worker:
                     "✗ [%s] %s cancelled", format_duration(duration), call_repr, extra=log_context
                 )
                 return _Settlement(execution, "cancelled", "cancelled")
+            except AdmissionBlocked as refusal:
+                return await self._admission_blocked(execution, refusal, log_context)
             except Exception as exc:
                 error = exc
 
@@ -516,6 +559,26 @@ class Worker:
                 return self._failed(execution, error)
             logger.info("✓ [%s] %s", duration_text, call_repr, extra=log_context)
             return self._completed(execution, result)
+
+    async def _admission_blocked(
+        self, execution: Execution, blocked: AdmissionBlocked, log_context: dict[str, Any]
+    ) -> _Settlement | None:
+        if blocked.handled:
+            # The dependency already dealt with the message (parked it, say).
+            return None
+        if blocked.reschedule:
+            delay = blocked.retry_delay or ADMISSION_RETRY_DELAY
+            logger.debug(
+                "⏳ %s blocked by %s; trying again in %s",
+                execution.call_repr(),
+                blocked.reason,
+                delay,
+                extra=log_context,
+            )
+            await self.docket._reschedule(execution, datetime.now(UTC) + delay)
+            return _Settlement(execution, "ack")
+        logger.info("⏭ %s dropped: %s", execution.call_repr(), blocked.reason, extra=log_context)
+        return _Settlement(execution, "cancelled", f"dropped: {blocked.reason}")
 
     def _completed(self, execution: Execution, result: Any) -> _Settlement:
         data = b""
@@ -612,7 +675,10 @@ class Worker:
                 if int(moved) >= MOVE_BATCH:
                     continue
                 delay = float(delay_text)
-                sleep_for = SCHEDULER_MAX_SLEEP if delay < 0 else min(delay, SCHEDULER_MAX_SLEEP)
+                # Pub/sub wakes the scheduler for earlier tasks; the resolution bounds how
+                # late a task can be if such a wake-up is ever missed.
+                cap = max(_seconds(self.scheduling_resolution), 0.001)
+                sleep_for = cap if delay < 0 else min(delay, cap)
                 self._scheduler_wake.clear()
                 if sleep_for > 0:
                     with suppress(TimeoutError):
@@ -795,8 +861,11 @@ class Worker:
                         signal.Signals(signum).name,
                     )
                     worker.stop()
-                elif main is not None:
-                    main.cancel()
+                else:
+                    logger.warning("Received %s again: exiting now", signal.Signals(signum).name)
+                    worker.abort()
+                    if main is not None:
+                        main.cancel()
 
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, on_signal, signum)

@@ -130,6 +130,8 @@ class RedisServer:
     ) -> None:
         self.executable = find_redis_server()
         self.extra_args = tuple(extra_args)
+        # With --requirepass the helper's own probes must authenticate too.
+        self.password: str | None = _option_value(self.extra_args, "--requirepass")
         self.startup_timeout = startup_timeout
         self._fixed_port = port is not None
         self._port: int | None = port
@@ -361,10 +363,15 @@ class RedisServer:
         Simple strings come back as ``str``, bulk strings as ``bytes``; an error
         reply raises. For test set-up and checks, not for the code under test.
         """
-        with socket.create_connection((self.host, self.port), timeout=timeout) as conn:
+        with (
+            socket.create_connection((self.host, self.port), timeout=timeout) as conn,
+            conn.makefile("rb") as stream,
+        ):
+            if self.password is not None:
+                conn.sendall(_encode_command(("AUTH", self.password)))
+                _read_reply(stream)
             conn.sendall(_encode_command(args))
-            with conn.makefile("rb") as stream:
-                return _read_reply(stream)
+            return _read_reply(stream)
 
     def ping(self, timeout: float = 1.0) -> bool:
         try:
@@ -378,6 +385,14 @@ class RedisServer:
             with contextlib.suppress(OSError):
                 text += (self.directory / name).read_text(errors="replace")
         return text[-limit:] or "(empty)"
+
+
+def _option_value(args: Sequence[str], option: str) -> str | None:
+    """The value given for ``option`` in redis-server arguments, if any."""
+    for index, arg in enumerate(args[:-1]):
+        if arg == option:
+            return args[index + 1]
+    return None
 
 
 def _can_tie_to_parent() -> bool:

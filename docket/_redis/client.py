@@ -16,6 +16,9 @@ from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 # redis-py's own annotations are unions too broad to use (every reply may be bytes, str,
 # int, None...), so the client is typed loosely and replies are checked where decoded.
@@ -110,7 +113,24 @@ class Connection:
                 socket_connect_timeout=5.0,
                 health_check_interval=30,
                 credential_provider=credential_provider,
+                # A pooled connection the server closed while idle fails on first use;
+                # a few quick retries on a fresh connection hide that. Only connection
+                # errors are retried: every script is safe to run again after one.
+                retry=Retry(
+                    ExponentialWithJitterBackoff(cap=0.5, base=0.01),
+                    3,
+                    supported_errors=(RedisConnectionError,),
+                ),
             )
+
+    def dedicated(self) -> RedisClient:
+        """A client holding one connection of the pool, for blocking reads that another
+        connection may need to interrupt (``CLIENT UNBLOCK``)."""
+        if self.is_memory:
+            return self.client
+        return aioredis.Redis(
+            connection_pool=self.client.connection_pool, single_connection_client=True
+        )
 
     def notify_activity(self) -> None:
         if self.activity is not None:

@@ -13,11 +13,11 @@ GROUP = "docket-workers"
 
 # Names end up in key patterns, ACL globs and hash tags, so characters that mean
 # something to any of those are refused rather than escaped.
-_VALID_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+_VALID_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 
 
 def validate_name(name: str, what: str = "docket name") -> str:
-    if not isinstance(name, str) or not _VALID_NAME.match(name):
+    if not isinstance(name, str) or not _VALID_NAME.fullmatch(name):
         raise ValueError(
             f"Invalid {what} {name!r}: use 1-128 letters, digits, '_', '-' or '.' "
             "(no spaces, ':', glob characters or braces, which would reach other "

@@ -2,19 +2,30 @@
 -- or, when it is a stale copy (replaced, cancelled, superseded), is acked away.
 -- KEYS: 1 stream, 2.. one record per message
 -- ARGV: 1 group, 2 worker, 3 events channel prefix, 4 record key prefix, then per
---       message: id, generation, redelivered (0|1)
--- Returns one entry per message: the started time (string) or 0 when stale.
+--       message: id, generation, redelivered (0|1), deliveries
+-- Returns one entry per message: the started time (string), 0 when stale (acked away) or
+-- -1 when this worker no longer owns the message (left alone).
 local stream, group, worker = KEYS[1], ARGV[1], ARGV[2]
 local now = fmt_time(server_now())
 local out = {}
 local n = #KEYS - 1
 for i = 1, n do
   local record = KEYS[i + 1]
-  local base = 4 + (i - 1) * 3
-  local mid, gen, redelivered = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
-  local r = redis.call('HMGET', record, 'state', 'gen', 'key')
-  local ok = r[2] == gen and (r[1] == 'queued' or (r[1] == 'running' and redelivered == '1'))
-  if ok then
+  local base = 4 + (i - 1) * 4
+  local mid, gen, redelivered, deliveries =
+    ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
+  -- Only the message's current owner may claim it: a worker that stalled between reading
+  -- and claiming must not touch a run another worker has since taken over.
+  local entry = redis.call('XPENDING', stream, group, mid, mid, 1)[1]
+  local owned = entry ~= nil and entry[2] == worker and tonumber(entry[4]) == tonumber(deliveries)
+  local r = redis.call('HMGET', record, 'state', 'gen', 'worker', 'mid')
+  -- A redelivered copy may take over a run whose worker died; a retried claim (the reply
+  -- to the first one was lost) finds its own claim already in place.
+  local ok = r[2] == gen and (r[1] == 'queued' or (r[1] == 'running' and
+    (redelivered == '1' or (r[3] == worker and r[4] == mid))))
+  if not owned then
+    out[i] = -1
+  elseif ok then
     redis.call('HSET', record, 'state', 'running', 'worker', worker, 'started', now, 'mid', mid)
     local key = string.sub(record, #ARGV[4] + 1)
     publish_state(ARGV[3], key, 'running', {worker = worker, started_at = now})
