@@ -1,11 +1,15 @@
-"""Dependency injection through the public API: Docket, Worker, docket.add, on memory://."""
+"""Dependency injection through the public API: Docket, Worker, docket.add.
+
+Every test runs on both backends: the module uses the ``url`` fixture, so conftest's
+``docket`` is built on a private real redis-server and on ``memory://`` in turn.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from typing import Annotated, Any
-from uuid import uuid4
 
 import pytest
 
@@ -27,16 +31,18 @@ from docket import (
 )
 from docket.dependencies import FailedDependency, TaskLoggerAdapter
 
+# Every test gets conftest's ``docket`` on each backend in turn.
+pytestmark = pytest.mark.usefixtures("url")
 
-@pytest.fixture
-async def docket() -> AsyncIterator[Docket]:
-    name = f"t-{uuid4()}"
-    async with Docket(name=name, url=f"memory://{name}") as docket:
-        yield docket
+# Poll often so runs on a real Redis finish as quickly as on memory://.
+FAST: dict[str, Any] = {
+    "minimum_check_interval": timedelta(milliseconds=5),
+    "scheduling_resolution": timedelta(milliseconds=5),
+}
 
 
 async def run_all(docket: Docket, **options: Any) -> Worker:
-    async with Worker(docket, **options) as worker:
+    async with Worker(docket, **{**FAST, **options}) as worker:
         await worker.run_until_finished()
     return worker
 
@@ -333,7 +339,7 @@ async def test_context_dependencies(docket: Docket) -> None:
         seen.update(key=key, docket=current_docket, worker=worker, execution=execution)
 
     await docket.add(task, key="ctx")()
-    async with Worker(docket, name="ctx-worker") as worker:
+    async with Worker(docket, name="ctx-worker", **FAST) as worker:
         await worker.run_until_finished()
 
     assert seen["key"] == "ctx"
@@ -355,7 +361,7 @@ async def test_task_logger_in_a_run(docket: Docket, caplog: pytest.LogCaptureFix
 
     await docket.add(report, key="log-key")("up")
     with caplog.at_level(logging.INFO, logger="docket.task.report"):
-        async with Worker(docket, name="log-worker") as worker:
+        async with Worker(docket, name="log-worker", **FAST) as worker:
             await worker.run_until_finished()
 
     records = [r for r in caplog.records if r.name == "docket.task.report"]

@@ -1,13 +1,15 @@
-"""Retry, Timeout, Perpetual and Cron through the public API, on memory://."""
+"""Retry, Timeout, Perpetual and Cron through the public API.
+
+Every test runs on both backends: the module uses the ``url`` fixture, so conftest's
+``docket`` is built on a private real redis-server and on ``memory://`` in turn.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import uuid4
 
 import pytest
 
@@ -23,17 +25,14 @@ from docket import (
 )
 from docket.dependencies import Cron, ForcedRetry
 
-FAST = {
-    "minimum_check_interval": timedelta(milliseconds=10),
-    "scheduling_resolution": timedelta(milliseconds=10),
+FAST: dict[str, Any] = {
+    "minimum_check_interval": timedelta(milliseconds=5),
+    "scheduling_resolution": timedelta(milliseconds=5),
 }
 
 
-@pytest.fixture
-async def docket() -> AsyncIterator[Docket]:
-    name = f"t-{uuid4()}"
-    async with Docket(name=name, url=f"memory://{name}") as docket:
-        yield docket
+# Every test gets conftest's ``docket`` on each backend in turn.
+pytestmark = pytest.mark.usefixtures("url")
 
 
 async def run_all(docket: Docket, **options: Any) -> None:
