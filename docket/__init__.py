@@ -4,18 +4,23 @@ Scheduling work for later is as easy as running it now.
 """
 
 from ._version import __version__
+from .agenda import Agenda
 from .annotations import Logged
 from .dependencies import (
     CallArgument,
+    ConcurrencyLimit,
+    Cooldown,
     Cron,
     CurrentDocket,
     CurrentExecution,
     CurrentWorker,
     CycleError,
+    Debounce,
     Depends,
     ExponentialRetry,
     Perpetual,
     Progress,
+    RateLimit,
     Retry,
     Shared,
     TaskArgument,
@@ -37,13 +42,16 @@ from .strikes import StrikeList
 from .worker import Worker
 
 __all__ = [
+    "Agenda",
     "CallArgument",
+    "ConcurrencyLimit",
+    "Cooldown",
     "Cron",
     "CurrentDocket",
     "CurrentExecution",
     "CurrentWorker",
     "CycleError",
-    "CycleError",
+    "Debounce",
     "Depends",
     "Disposition",
     "Docket",
@@ -57,6 +65,7 @@ __all__ = [
     "PayloadTooLarge",
     "Perpetual",
     "Progress",
+    "RateLimit",
     "Retry",
     "Shared",
     "StrikeList",

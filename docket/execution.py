@@ -98,9 +98,17 @@ def _text(value: bytes | str | None) -> str | None:
 def _logged_parameters(function: Callable[..., Any]) -> tuple[tuple[str, ...], dict[str, Logged]]:
     try:
         signature = inspect.signature(function)
-        hints = get_type_hints(function, include_extras=True)
-    except (TypeError, ValueError, NameError):
+    except (TypeError, ValueError):
         return (), {}
+    try:
+        hints: dict[str, Any] = get_type_hints(function, include_extras=True)
+    except Exception:
+        # One unresolvable annotation (a name imported only for type checking, say) must
+        # not hide the others, nor the parameter names themselves.
+        hints = {
+            name: _resolve_annotation(function, parameter.annotation)
+            for name, parameter in signature.parameters.items()
+        }
     logged: dict[str, Logged] = {}
     for name, hint in hints.items():
         if get_origin(hint) is not None and hasattr(hint, "__metadata__"):
@@ -108,6 +116,15 @@ def _logged_parameters(function: Callable[..., Any]) -> tuple[tuple[str, ...], d
             if marker is not None:
                 logged[name] = marker
     return tuple(signature.parameters), logged
+
+
+def _resolve_annotation(function: Callable[..., Any], annotation: Any) -> Any:
+    if not isinstance(annotation, str):
+        return annotation
+    try:
+        return eval(annotation, getattr(function, "__globals__", {}))
+    except Exception:
+        return None
 
 
 class ExecutionProgress:

@@ -343,8 +343,10 @@ class Worker:
         async with client.pipeline(transaction=False) as pipe:
             pipe.zcard(self.docket.keys.queue)
             pipe.xlen(self.docket.keys.stream)
-            scheduled, queued = await pipe.execute()
-        return int(scheduled) == 0 and int(queued) == 0
+            # Runs parked behind a concurrency limit are neither scheduled nor queued.
+            pipe.scard(self.docket.keys.concurrency_registry)
+            scheduled, queued, limited = await pipe.execute()
+        return int(scheduled) == 0 and int(queued) == 0 and int(limited) == 0
 
     # -- claiming -------------------------------------------------------------------
 
@@ -456,8 +458,9 @@ class Worker:
     async def _execute(self, execution: Execution) -> None:
         try:
             settlement = await self._run_task(execution)
-            if settlement is not None:
-                self._settle(settlement)
+            if settlement is None:
+                return
+            self._settle(settlement)
             if execution.key in self._run_limits:
                 self._run_counts[execution.key] = self._run_counts.get(execution.key, 0) + 1
                 if self._run_counts[execution.key] >= self._run_limits[execution.key]:

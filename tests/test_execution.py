@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pytest
 
@@ -22,6 +22,11 @@ from docket import (
     Worker,
 )
 
+if TYPE_CHECKING:
+    # Only type checkers see this name, so annotations using it cannot be resolved at
+    # run time (a common pattern; it must not hide the task's parameters).
+    from decimal import Decimal as OnlyForTypeCheckers
+
 TERMINAL = {ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED}
 WAIT = timedelta(seconds=5)
 
@@ -35,19 +40,22 @@ def later(hours: float = 1) -> datetime:
 
 
 @asynccontextmanager
-async def in_background(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
-    """Run ``worker.run_until_finished()`` alongside the test; add work before entering."""
+async def in_background(worker: Worker, *gates: asyncio.Event) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``worker.run_until_finished()`` alongside the test; add work before entering.
+
+    On the way out every gate is opened, so a task held on one cannot keep the worker
+    draining forever when the test failed before releasing it."""
     run = asyncio.create_task(worker.run_until_finished())
     try:
         yield run
     finally:
+        for gate in gates:
+            gate.set()
         if not run.done():
             worker.stop()
             run.cancel()
-        try:
+        with suppress(asyncio.CancelledError):
             await run
-        except asyncio.CancelledError:
-            pass
 
 
 async def double(x: int) -> int:
@@ -83,7 +91,7 @@ async def test_get_result_waits_for_a_task_that_is_still_running(
         return x * 2
 
     execution = await docket.add(slow_double)(8)
-    async with in_background(worker):
+    async with in_background(worker, release):
         await asyncio.wait_for(started.wait(), 5)
         waiting = asyncio.create_task(execution.get_result(timeout=WAIT))
         await asyncio.sleep(0.05)
@@ -166,7 +174,7 @@ async def test_sync_refreshes_state_worker_and_times(docket: Docket, worker: Wor
     assert execution.worker is None
     assert execution.started_at is None
 
-    async with in_background(worker) as run:
+    async with in_background(worker, release) as run:
         await asyncio.wait_for(started.wait(), 5)
         await execution.sync()
 
@@ -275,7 +283,7 @@ async def test_progress_reported_by_a_task_is_visible_after_sync(
     execution = await docket.add(importer)(10)
     assert execution.progress.current is None
 
-    async with in_background(worker) as run:
+    async with in_background(worker, release) as run:
         await asyncio.wait_for(reported.wait(), 5)
         await execution.sync()
 
@@ -286,6 +294,23 @@ async def test_progress_reported_by_a_task_is_visible_after_sync(
 
         release.set()
         await asyncio.wait_for(run, 5)
+
+
+async def bad_total(progress: ExecutionProgress = Progress()) -> None:
+    await progress.set_total(0)
+
+
+async def bad_increment(progress: ExecutionProgress = Progress()) -> None:
+    await progress.increment(0)
+
+
+@pytest.mark.parametrize("task", [bad_total, bad_increment])
+async def test_progress_refuses_counts_below_one(docket: Docket, worker: Worker, task: Any) -> None:
+    execution = await docket.add(task)()
+    await worker.run_until_finished()
+
+    with pytest.raises(ValueError):
+        await execution.get_result(timeout=WAIT)
 
 
 # --- is_superseded --------------------------------------------------------------------
@@ -350,3 +375,15 @@ async def test_get_argument_by_parameter_name(docket: Docket) -> None:
     assert execution.get_argument("secret") == "hunter2"
     assert execution.get_argument("token") == "tok"
     assert execution.get_argument("shown") == 9
+
+
+async def transfer(source: str, target: OnlyForTypeCheckers, *, note: str = "") -> None:
+    pass
+
+
+async def test_get_argument_when_annotations_cannot_be_resolved(docket: Docket) -> None:
+    execution = await docket.add(transfer)("from-account", "to-account", note="rent")
+
+    assert execution.get_argument("source") == "from-account"
+    assert execution.get_argument("target") == "to-account"
+    assert execution.get_argument("note") == "rent"

@@ -14,10 +14,10 @@ import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from _redis_server import RedisServer
@@ -34,6 +34,11 @@ from docket import (
 )
 from docket import tasks as builtin_tasks
 from docket.strikes import StrikeCondition
+
+if TYPE_CHECKING:
+    # Only type checkers see this name, so the annotation below cannot be resolved at
+    # run time: a common pattern that must not stop strikes from matching arguments.
+    from decimal import Decimal as OnlyForTypeCheckers
 
 FAST: dict[str, Any] = {
     "minimum_check_interval": timedelta(milliseconds=5),
@@ -78,19 +83,22 @@ async def wait_for_state(
 
 
 @asynccontextmanager
-async def in_background(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
-    """Run ``worker.run_until_finished()`` alongside the test; add work before entering."""
+async def in_background(worker: Worker, *gates: asyncio.Event) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``worker.run_until_finished()`` alongside the test; add work before entering.
+
+    On the way out every gate is opened, so a task held on one cannot keep the worker
+    draining forever when the test failed before releasing it."""
     run = asyncio.create_task(worker.run_until_finished())
     try:
         yield run
     finally:
+        for gate in gates:
+            gate.set()
         if not run.done():
             worker.stop()
             run.cancel()
-        try:
+        with suppress(asyncio.CancelledError):
             await run
-        except asyncio.CancelledError:
-            pass
 
 
 async def keys_matching(client: Redis, pattern: str) -> list[bytes]:
@@ -223,7 +231,7 @@ async def test_add_same_key_while_running_writes_nothing(docket: Docket, worker:
         await release.wait()
 
     await docket.add(hold, key="dup")(1)
-    async with in_background(worker) as run:
+    async with in_background(worker, release) as run:
         await asyncio.wait_for(started.wait(), 5)
         again = await docket.add(hold, key="dup")(2)
         assert again.disposition == Disposition.ALREADY_SCHEDULED
@@ -385,6 +393,7 @@ async def test_cancel_a_scheduled_task(docket: Docket, worker: Worker) -> None:
     await docket.cancel("doomed")
 
     assert await state_of(docket, "doomed") == ExecutionState.CANCELLED
+    assert (await docket.snapshot()).total_tasks == 0
     await worker.run_until_finished()
     assert recorder.calls == []
     assert await state_of(docket, "doomed") == ExecutionState.CANCELLED
@@ -398,25 +407,26 @@ async def test_cancel_a_queued_task(docket: Docket, worker: Worker) -> None:
     await docket.cancel("doomed")
 
     assert await state_of(docket, "doomed") == ExecutionState.CANCELLED
+    assert (await docket.snapshot()).total_tasks == 0
     await worker.run_until_finished()
     assert recorder.calls == []
     assert await state_of(docket, "doomed") == ExecutionState.CANCELLED
 
 
 async def test_cancel_a_running_task_stops_it(docket: Docket, worker: Worker) -> None:
-    started, stopped = asyncio.Event(), asyncio.Event()
+    started, stopped, never = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def long_haul() -> str:
         started.set()
         try:
-            await asyncio.sleep(30)
+            await never.wait()
         except asyncio.CancelledError:
             stopped.set()
             raise
         return "finished anyway"
 
     execution = await docket.add(long_haul, key="long")()
-    async with in_background(worker) as run:
+    async with in_background(worker, never) as run:
         await asyncio.wait_for(started.wait(), 5)
         await docket.cancel("long")
         await asyncio.wait_for(stopped.wait(), 5)
@@ -549,9 +559,7 @@ async def test_built_in_tasks_run_by_name(docket: Docket, worker: Worker) -> Non
         await failed.get_result(timeout=timedelta(seconds=5))
 
 
-@pytest.mark.parametrize(
-    "path", ["no_colon_here", "json:", ":member", "json:no_such_member_here"]
-)
+@pytest.mark.parametrize("path", ["no_colon_here", "json:", ":member", "json:no_such_member_here"])
 async def test_register_collection_with_a_bad_path_raises_value_error(
     docket: Docket, path: str
 ) -> None:
@@ -654,6 +662,20 @@ async def test_strike_by_parameter_value(
     assert by_keyword.disposition == Disposition.STRUCK
 
 
+async def charge(amount: int, memo: OnlyForTypeCheckers | None = None) -> None:
+    pass
+
+
+async def test_strike_by_parameter_matches_positional_arguments_of_any_task(
+    docket: Docket,
+) -> None:
+    await strike_settled(docket, None, "amount", "==", 5)
+
+    assert (await docket.add(charge)(5)).disposition == Disposition.STRUCK
+    assert (await docket.add(charge)(amount=5)).disposition == Disposition.STRUCK
+    assert (await docket.add(charge)(6)).disposition == Disposition.SCHEDULED
+
+
 async def test_strike_a_task_and_parameter_pair(docket: Docket) -> None:
     await strike_settled(docket, pay, "amount", "==", 1)
 
@@ -733,7 +755,7 @@ async def test_clear_cancels_what_has_not_started(docket: Docket) -> None:
 
     async with Worker(docket, concurrency=1, **FAST) as worker:
         running = await docket.add(hold)()
-        async with in_background(worker) as run:
+        async with in_background(worker, release) as run:
             await asyncio.wait_for(started.wait(), 5)
             queued = await docket.add(record)(1)
             scheduled = await docket.add(record, when=later())(2)
@@ -772,7 +794,7 @@ async def one_running_one_queued_one_scheduled(
     record = Recorder().task()
     async with Worker(docket, concurrency=1, **FAST) as worker:
         running = await docket.add(hold)()
-        async with in_background(worker) as run:
+        async with in_background(worker, release) as run:
             await asyncio.wait_for(started.wait(), 5)
             queued = await docket.add(record)(1)
             scheduled = await docket.add(record, when=later())(2)
@@ -784,9 +806,7 @@ async def one_running_one_queued_one_scheduled(
 
 async def test_snapshot_shows_future_running_and_workers(docket: Docket) -> None:
     async with one_running_one_queued_one_scheduled(docket) as (worker, running, queued, scheduled):
-        await eventually(
-            lambda: _listed(docket, worker.name), what="the worker's first heartbeat"
-        )
+        await eventually(lambda: _listed(docket, worker.name), what="the worker's first heartbeat")
         snapshot = await docket.snapshot()
 
     future = {execution.key: execution for execution in snapshot.future}
@@ -999,9 +1019,7 @@ async def test_add_many_in_chunks(docket: Docket, chunk_size: int | None) -> Non
 
 
 @pytest.mark.parametrize("chunk_size", [0, -1])
-async def test_add_many_with_a_chunk_size_below_one_raises(
-    docket: Docket, chunk_size: int
-) -> None:
+async def test_add_many_with_a_chunk_size_below_one_raises(docket: Docket, chunk_size: int) -> None:
     record = Recorder().task()
     with pytest.raises(ValueError):
         await docket.add_many([docket.call(record, key="never")(1)], chunk_size=chunk_size)
@@ -1010,9 +1028,7 @@ async def test_add_many_with_a_chunk_size_below_one_raises(
     assert await docket.get_execution("never") is None
 
 
-async def test_add_many_reports_a_per_call_redis_error(
-    docket: Docket, redis_client: Redis
-) -> None:
+async def test_add_many_reports_a_per_call_redis_error(docket: Docket, redis_client: Redis) -> None:
     record = Recorder().task()
     broken = f"broken-{uuid.uuid4().hex}"
     await docket.add(record, when=later(), key=broken)(0)
@@ -1072,7 +1088,7 @@ async def test_records_and_results_expire_after_the_ttl(
 async def test_records_and_results_are_gone_after_the_ttl(
     docket_name: str, redis_url: str, redis_client: Redis
 ) -> None:
-    ttl = timedelta(milliseconds=400)
+    ttl = timedelta(seconds=1)
     async with Docket(name=docket_name, url=redis_url, execution_ttl=ttl) as docket:
         execution = await docket.add(answer)(21)
         async with Worker(docket, **FAST) as worker:
@@ -1117,9 +1133,7 @@ async def test_a_unix_socket_url_reaches_the_same_server(
     assert recorder.calls == [1]
 
 
-async def test_dockets_on_the_same_memory_url_share_data(
-    docket_name: str, memory_url: str
-) -> None:
+async def test_dockets_on_the_same_memory_url_share_data(docket_name: str, memory_url: str) -> None:
     recorder = Recorder()
     record = recorder.task()
     async with (

@@ -68,6 +68,16 @@ class Keys:
     def result(self, key: str) -> str:
         return f"{self.prefix}:result:{key}"
 
+    @property
+    def concurrency_registry(self) -> str:
+        """Every concurrency limit that has holders or waiters right now."""
+        return f"{self.prefix}:concurrency-keys"
+
+    @property
+    def concurrency_limits(self) -> str:
+        """Each such limit's max_concurrent, for the sweeps that wake its waiters."""
+        return f"{self.prefix}:concurrency-limits"
+
     def worker_tasks(self, worker: str) -> str:
         return f"{self.prefix}:worker-tasks:{worker}"
 

@@ -30,6 +30,12 @@ SCRIPT_NAMES = (
     "worker_gone",
     "strike",
     "ensure_group",
+    "rate_limit",
+    "cooldown",
+    "debounce",
+    "concurrency_acquire",
+    "concurrency_release",
+    "concurrency_renew",
 )
 
 
@@ -61,3 +67,9 @@ class Scripts:
     worker_gone: AsyncScript
     strike: AsyncScript
     ensure_group: AsyncScript
+    rate_limit: AsyncScript
+    cooldown: AsyncScript
+    debounce: AsyncScript
+    concurrency_acquire: AsyncScript
+    concurrency_release: AsyncScript
+    concurrency_renew: AsyncScript

@@ -19,8 +19,11 @@ from ._base import (
     current_worker,
     format_duration,
 )
+from ._concurrency import ConcurrencyBlocked, ConcurrencyLimit
 from ._contextual import CurrentDocket, CurrentExecution, CurrentWorker, TaskKey
+from ._cooldown import Cooldown
 from ._cron import CRON_NICKNAMES, Cron, next_cron_time
+from ._debounce import Debounce
 from ._frames import CycleError
 from ._functional import DependencyFunction, Depends, Shared, SharedScope, _Depends
 from ._perpetual import Perpetual, get_perpetual
@@ -32,6 +35,7 @@ from ._plans import (
     get_dependency_parameters,
 )
 from ._progress import Progress
+from ._rate_limit import RateLimit
 from ._resolution import (
     FailedDependency,
     ResolvedDependencies,
@@ -50,11 +54,15 @@ __all__ = [
     "AdmissionBlocked",
     "CallArgument",
     "CompletionHandler",
+    "ConcurrencyBlocked",
+    "ConcurrencyLimit",
+    "Cooldown",
     "Cron",
     "CurrentDocket",
     "CurrentExecution",
     "CurrentWorker",
     "CycleError",
+    "Debounce",
     "Dependency",
     "DependencyFunction",
     "Depends",
@@ -64,6 +72,7 @@ __all__ = [
     "ForcedRetry",
     "Perpetual",
     "Progress",
+    "RateLimit",
     "ResolvedDependencies",
     "Retry",
     "Runtime",

@@ -130,7 +130,9 @@ class Perpetual(CompletionHandler["Perpetual"]):
         if self._next_when is not None:
             return self._next_when
         now = datetime.now(UTC)
-        started = execution.started_at or (now - outcome.duration)
+        # Measured on this process's clock from when the run itself began, not from the
+        # claim's server timestamp: the gap between two runs' bodies is then `every`.
+        started = now - outcome.duration
         return max(now, started + self.every)
 
     async def on_complete(self, execution: Execution, outcome: TaskOutcome) -> bool:

@@ -5,7 +5,7 @@
 -- Returns {moved, seconds until the next due task or -1 when none}
 local queue, stream = KEYS[1], KEYS[2]
 local now = server_now()
-local due = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local due = redis.call('ZRANGEBYSCORE', queue, '-inf', fmt_time(now), 'LIMIT', 0, tonumber(ARGV[2]))
 local moved = 0
 for _, key in ipairs(due) do
   local record = ARGV[1] .. key

@@ -41,7 +41,8 @@ if when <= now then
 end
 
 local earliest = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
-redis.call('ZADD', queue, when, key)
+-- The score is passed as given: Lua would round a number to 14 digits (100 µs).
+redis.call('ZADD', queue, ARGV[4], key)
 redis.call('HSET', record, 'state', 'scheduled', 'gen', gen, 'function', fn,
   'when', ARGV[4], 'attempt', ARGV[7], 'trace', ARGV[8], 'payload', ARGV[5],
   'sig', ARGV[6], 'ser', ARGV[12], 'created', fmt_time(now))

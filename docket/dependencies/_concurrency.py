@@ -1,0 +1,237 @@
+"""ConcurrencyLimit: at most n runs at once, per task or per argument value.
+
+A run that finds every slot taken is *parked*: one script moves its message into the
+task's record, puts its key in a FIFO of waiters and acks the stream message. It holds
+no worker slot and nothing polls for it; when a holder releases its slot, the release
+script reserves the slot for the longest waiter and queues its message again. Slots are
+leased for the worker's redelivery timeout and renewed while the run lasts, so the slot
+of a worker that died is freed by the next sweep once its lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from contextvars import ContextVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, overload
+
+from redis.exceptions import RedisError
+
+from ._base import AdmissionBlocked, Dependency, current_docket, current_execution, current_worker
+
+if TYPE_CHECKING:
+    from ..docket import Docket
+    from ..execution import Execution
+    from ..worker import Worker
+
+logger = logging.getLogger("docket.dependencies")
+
+GROUP = "docket-workers"
+
+# The slot held by the current run (a run declares at most one ConcurrencyLimit).
+_held: ContextVar[tuple[str, str] | None] = ContextVar("docket_concurrency_slot", default=None)
+
+# Slots each worker's running tasks hold, for lease renewal: {task key: holders key}.
+_slots_by_worker: weakref.WeakKeyDictionary[Worker, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+class ConcurrencyBlocked(AdmissionBlocked):
+    """The run was parked until a slot frees; the worker has nothing more to do."""
+
+    def __init__(self, execution: Execution, limit_key: str, max_concurrent: int) -> None:
+        self.limit_key = limit_key
+        self.max_concurrent = max_concurrent
+        super().__init__(
+            execution,
+            reason=f"concurrency limit ({max_concurrent} at once) on {limit_key}",
+            handled=True,
+        )
+
+
+class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
+    """At most ``max_concurrent`` runs at once, per value of ``argument_name`` (or per
+    task when no argument is named). Blocked runs wait in FIFO order without holding a
+    worker slot.
+
+    ::
+
+        async def sync_customer(
+            customer_id: int,
+            limit: ConcurrencyLimit = ConcurrencyLimit("customer_id", max_concurrent=1),
+        ): ...
+
+        async def sync_customer(customer_id: Annotated[int, ConcurrencyLimit(1)]): ...
+
+        async def rebuild_index(limit: ConcurrencyLimit = ConcurrencyLimit(max_concurrent=2)): ...
+
+    ``scope`` names the group of slots, so different tasks can share one limit.
+    """
+
+    single = True
+
+    @overload
+    def __init__(self, max_concurrent: int, /, *, scope: str | None = None) -> None: ...
+
+    @overload
+    def __init__(
+        self, argument_name: str, max_concurrent: int = 1, scope: str | None = None
+    ) -> None: ...
+
+    @overload
+    def __init__(self, *, max_concurrent: int = 1, scope: str | None = None) -> None: ...
+
+    def __init__(
+        self,
+        argument_name: str | int | None = None,
+        max_concurrent: int = 1,
+        scope: str | None = None,
+    ) -> None:
+        if isinstance(argument_name, int) and not isinstance(argument_name, bool):
+            max_concurrent, argument_name = argument_name, None
+        if max_concurrent < 1:
+            raise ValueError(f"ConcurrencyLimit needs max_concurrent >= 1, got {max_concurrent}")
+        if scope is not None and (not scope or any(c in scope for c in "{}*?[] \n")):
+            raise ValueError(f"Invalid ConcurrencyLimit scope {scope!r}")
+        self.argument_name = argument_name if isinstance(argument_name, str) else None
+        self.max_concurrent = max_concurrent
+        self.scope = scope
+        self._value: Any = None
+        self._bound = False
+
+    def __repr__(self) -> str:
+        return f"ConcurrencyLimit({self.argument_name!r}, max_concurrent={self.max_concurrent}" + (
+            f", scope={self.scope!r})" if self.scope else ")"
+        )
+
+    def bind_to_parameter(self, name: str, value: Any) -> ConcurrencyLimit:
+        bound = ConcurrencyLimit(self.argument_name or name, self.max_concurrent, self.scope)
+        bound._value = value
+        bound._bound = True
+        return bound
+
+    def _limit_key(self, docket: Docket, execution: Execution) -> str:
+        base = f"{docket.prefix}:concurrency:{self.scope or ''}"
+        if self.argument_name is None:
+            return f"{base}:task:{execution.function_name}"
+        if self._bound:
+            value = self._value
+        else:
+            try:
+                value = execution.get_argument(self.argument_name)
+            except KeyError:
+                raise ValueError(
+                    f"ConcurrencyLimit on {execution.function_name} names the argument "
+                    f"{self.argument_name!r}, which the task was not called with"
+                ) from None
+        return f"{base}:arg:{self.argument_name}:{value!r}"
+
+    async def __aenter__(self) -> ConcurrencyLimit:
+        execution = current_execution.get()
+        docket = current_docket.get()
+        worker = current_worker.get()
+        holders = self._limit_key(docket, execution)
+        lease = worker.redelivery_timeout.total_seconds()
+        keys = docket.keys
+        outcome = await docket._scripts.concurrency_acquire(
+            keys=[
+                holders,
+                f"{holders}:waiters",
+                keys.stream,
+                keys.record(execution.key),
+                keys.concurrency_registry,
+                keys.concurrency_limits,
+            ],
+            args=[
+                GROUP,
+                worker.name,
+                execution.key,
+                self.max_concurrent,
+                lease,
+                execution.message_id or "",
+                execution.deliveries,
+                execution.generation,
+                keys.events_prefix,
+            ],
+        )
+        if int(outcome) == 1:
+            _held.set((holders, execution.key))
+            _slots_by_worker.setdefault(worker, {})[execution.key] = holders
+            return self
+        if int(outcome) == 0:
+            logger.debug("⏳ %s parked: all %d slots taken", execution.key, self.max_concurrent)
+        raise ConcurrencyBlocked(execution, holders, self.max_concurrent)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        held = _held.get()
+        if held is None:
+            return
+        _held.set(None)
+        holders, task_key = held
+        docket = current_docket.get()
+        worker = current_worker.get()
+        _slots_by_worker.get(worker, {}).pop(task_key, None)
+        # Released even when the run was cancelled (shutdown), so the slot is not held
+        # for a whole lease by a run that is gone.
+        await asyncio.shield(_release(docket, worker, holders, task_key))
+
+    @classmethod
+    @asynccontextmanager
+    async def worker_lifecycle(cls, docket: Docket, worker: Worker) -> AsyncIterator[None]:
+        """Renew this worker's slot leases and sweep expired slots while it runs."""
+        task = asyncio.create_task(_maintain(docket, worker), name=f"{worker.name}-concurrency")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+
+async def _release(docket: Docket, worker: Worker, holders: str, task_key: str) -> int:
+    keys = docket.keys
+    woken = await docket._scripts.concurrency_release(
+        keys=[
+            holders,
+            f"{holders}:waiters",
+            keys.stream,
+            keys.concurrency_registry,
+            keys.concurrency_limits,
+        ],
+        args=[
+            task_key,
+            worker.redelivery_timeout.total_seconds(),
+            keys.record_prefix,
+            keys.events_prefix,
+        ],
+    )
+    if int(woken):
+        docket._connection.notify_activity()
+    return int(woken)
+
+
+async def _maintain(docket: Docket, worker: Worker) -> None:
+    interval = max(worker.redelivery_timeout.total_seconds() / 4, 0.05)
+    lease = worker.redelivery_timeout.total_seconds()
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            held = dict(_slots_by_worker.get(worker, {}))
+            if held:
+                await docket._scripts.concurrency_renew(
+                    keys=list(held.values()), args=[lease, *held.keys()]
+                )
+            client = docket._connection.client
+            for member in await client.smembers(docket.keys.concurrency_registry):
+                holders = member.decode() if isinstance(member, bytes) else str(member)
+                await _release(docket, worker, holders, "")
+        except (RedisError, OSError) as error:
+            logger.warning("Could not maintain concurrency slots: %s", error)

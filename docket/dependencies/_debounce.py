@@ -1,0 +1,87 @@
+"""``Debounce``: a burst of runs ends in one, after ``settle`` of quiet."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from ._base import AdmissionBlocked, Dependency, current_docket, current_execution
+from ._windows import describe, milliseconds, validate_scope, window_key
+
+_GO, _WAIT, _DROP = 1, 2, 3
+
+# How long a burst's key outlives its latest run beyond ``settle``: long enough for
+# the winner to come back even behind a small backlog. (A winner that never comes back
+# does not hold the burst: one that is no longer pending is replaced at once.)
+EXPIRY_MARGIN_MS = 1000
+
+
+class Debounce(Dependency["Debounce"]):
+    """Trailing edge: of a burst of runs of a task (or of one argument value), exactly
+    one goes, once ``settle`` has passed since the latest of them.
+
+    The first run of a burst becomes the one that goes (so it runs with its own
+    arguments): it is put back on the schedule until the burst has been quiet for
+    ``settle``. Every later run of the burst is dropped at once (logged at INFO and
+    recorded as cancelled) and pushes the quiet period back. A run after the one that
+    went starts a new burst, and so does one that finds the waiting run gone (cancelled
+    or struck).
+
+    As a parameter default it covers the task; as ``Annotated`` metadata on a parameter
+    each value of that argument is debounced separately::
+
+        async def rebuild_index(
+            debounce: Debounce = Debounce(timedelta(seconds=5)),
+        ) -> None: ...
+
+        async def sync_customer(
+            customer_id: Annotated[int, Debounce(timedelta(seconds=5))],
+        ) -> None: ...
+
+    Runs are compared when a worker takes them, on the Redis server's clock. A task
+    may declare one ``Debounce``; declare it before other admission dependencies, so
+    that a run of the burst is dropped here before it can be held up by them.
+    ``scope`` names a separate set of bursts inside the docket.
+    """
+
+    single: ClassVar[bool] = True
+
+    def __init__(self, settle: timedelta, *, scope: str | None = None) -> None:
+        self.settle = settle
+        self.scope = validate_scope(scope)
+        self._settle_ms = milliseconds(settle, "Debounce's settle")
+        self._parameter: str | None = None
+        self._value: Any = None
+
+    def __repr__(self) -> str:
+        extra = f", scope={self.scope!r}" if self.scope is not None else ""
+        return f"Debounce({self.settle!r}{extra})"
+
+    def bind_to_parameter(self, name: str, value: Any) -> Debounce:
+        bound = Debounce(self.settle, scope=self.scope)
+        bound._parameter = name
+        bound._value = value
+        return bound
+
+    async def __aenter__(self) -> Debounce:
+        execution = current_execution.get()
+        docket = current_docket.get()
+        key = window_key(docket, "debounce", self.scope, execution, self._parameter, self._value)
+        expiry_ms = 2 * self._settle_ms + EXPIRY_MARGIN_MS
+        action, wait_ms = await docket._scripts.debounce(
+            keys=[key],
+            args=[execution.key, self._settle_ms, expiry_ms, docket.keys.record_prefix],
+        )
+        action = int(action)
+        if action == _GO:
+            return self
+
+        reason = describe("debounce", self.scope, execution, self._parameter)
+        reason = f"{reason} ({self.settle})"
+        if action == _WAIT:
+            raise AdmissionBlocked(
+                execution, reason, retry_delay=timedelta(milliseconds=int(wait_ms))
+            )
+        raise AdmissionBlocked(
+            execution, f"{reason}: a run of the same burst will go", reschedule=False
+        )
