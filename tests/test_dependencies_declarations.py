@@ -321,11 +321,15 @@ async def test_exponential_retry_values_carry_their_attempts_delay() -> None:
 
 async def test_perpetual_schedules_every_after_the_start() -> None:
     execution = StubExecution(1, "a", b=2)
-    execution.started_at = datetime.now(UTC)
     perpetual = await entered(Perpetual(every=timedelta(minutes=10)), execution)
-    assert await perpetual.on_complete(execution, succeeded()) is True
+    # The run began `duration` before it completed; the next one is due `every` after that.
+    before = datetime.now(UTC)
+    assert await perpetual.on_complete(execution, succeeded(0.5)) is True
+    after = datetime.now(UTC)
     (call,) = execution.docket.calls
-    assert call["when"] == execution.started_at + timedelta(minutes=10)
+    began = timedelta(seconds=0.5)
+    assert before - began + timedelta(minutes=10) <= call["when"]
+    assert call["when"] <= after - began + timedelta(minutes=10)
     assert call["attempt"] == 1
     assert call["args"] == ("a",)
     assert call["kwargs"] == {"b": 2}
@@ -372,12 +376,14 @@ async def test_a_cancelled_perpetual_stops() -> None:
 
 async def test_every_is_mutable_per_run() -> None:
     execution = StubExecution()
-    execution.started_at = datetime.now(UTC)
     declared = Perpetual(every=timedelta(minutes=1))
     perpetual = await entered(declared, execution)
     perpetual.every = timedelta(minutes=7)
-    await perpetual.on_complete(execution, succeeded())
-    assert execution.docket.calls[0]["when"] == execution.started_at + timedelta(minutes=7)
+    before = datetime.now(UTC)
+    await perpetual.on_complete(execution, succeeded(0))
+    after = datetime.now(UTC)
+    when = execution.docket.calls[0]["when"]
+    assert before + timedelta(minutes=7) <= when <= after + timedelta(minutes=7)
     assert declared.every == timedelta(minutes=1)
 
 
