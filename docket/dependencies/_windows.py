@@ -63,7 +63,7 @@ def window_key(
     if parameter is None:
         parts += ["task", execution.function_name]
     else:
-        parts += ["arg", parameter]
+        parts += ["arg", parameter, str(value)]
     return ":".join(parts)
 
 
