@@ -1,0 +1,39 @@
+"""docket_django: the Django app of docket.
+
+Add ``"docket_django"`` to ``INSTALLED_APPS``, configure ``DOCKET``, declare tasks with
+``@docket_django.task`` in ``<app>/tasks.py`` and run ``python manage.py docket_worker``.
+``@django.tasks.task`` functions run on the same workers through
+``docket_django.backend.DocketBackend``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .dockets import get_docket
+    from .producer import aenqueue, enqueue
+    from .registry import DjangoTask, task
+    from .transactions import immediate
+
+__all__ = ["DjangoTask", "aenqueue", "enqueue", "get_docket", "immediate", "task"]
+
+_EXPORTS = {
+    "get_docket": "dockets",
+    "enqueue": "producer",
+    "aenqueue": "producer",
+    "task": "registry",
+    "DjangoTask": "registry",
+    "immediate": "transactions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that importing the package (INSTALLED_APPS) loads nothing else.
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'docket_django' has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module(f"docket_django.{module_name}")
+    return getattr(module, name)

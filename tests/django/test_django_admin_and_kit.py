@@ -1,0 +1,172 @@
+"""The admin dashboard through Django's test client, and the testing kit."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.db import transaction
+from django.test import TestCase
+
+from docket_django.portal import get_portal
+from docket_django.testing import DocketTestMixin
+
+pytest_plugins = ["docket_django.pytest_plugin"]
+
+URL = "/admin/docket_django/dashboard/"
+
+
+def _user(username: str, *, staff: bool, perms: list[str] = (), superuser: bool = False) -> User:  # type: ignore[assignment]
+    user = User.objects.create_user(username, password="pw", is_staff=staff, is_superuser=superuser)
+    for codename in perms:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    return user
+
+
+@pytest.mark.django_db
+def test_dashboard_requires_staff(client: Any, docket_setting: dict[str, Any]) -> None:
+    assert client.get(URL).status_code == 302  # to the login page
+    client.force_login(_user("plain", staff=False))
+    assert client.get(URL).status_code == 302
+    client.force_login(_user("staff", staff=True))  # staff without the view permission
+    assert client.get(URL).status_code == 403
+
+
+@pytest.mark.django_db
+def test_dashboard_lists_tasks_and_is_linked(client: Any, docket_setting: dict[str, Any]) -> None:
+    from djtestapp.tasks import mark_done, slow
+
+    mark_done.schedule(1, delay=timedelta(hours=1), key="later-one", on_commit=False)
+    key = slow.schedule(5.0, on_commit=False)
+    client.force_login(_user("viewer", staff=True, perms=["view_dashboard"]))
+    index = client.get("/admin/")
+    assert URL in index.content.decode()
+    page = client.get(URL)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "later-one" in html and key in html and "mark_done" in html
+    assert "No live workers" in html
+    assert 'name="action"' not in html  # no actions without manage permission
+
+
+@pytest.mark.django_db
+def test_dashboard_running_with_progress_and_workers(
+    client: Any, docket_setting: dict[str, Any]
+) -> None:
+    import asyncio
+
+    from djtestapp.tasks import slow
+
+    from docket import Worker
+
+    client.force_login(_user("admin", staff=True, superuser=True))
+    key = slow.schedule(1.0, on_commit=False)
+
+    async def start_worker() -> Any:
+        docket = await get_portal().docket("default")
+        worker = Worker(
+            docket,
+            schedule_automatic_tasks=False,
+            minimum_check_interval=timedelta(milliseconds=10),
+        )
+        await worker.__aenter__()
+        task = asyncio.create_task(worker.run_until_finished())
+        for _ in range(200):
+            snapshot = await docket.snapshot()
+            running = [e for e in snapshot.running if e.progress.current]
+            if running:
+                break
+            await asyncio.sleep(0.02)
+        return worker, task
+
+    worker, task = get_portal().run(start_worker())
+    try:
+        html = client.get(URL).content.decode()
+        assert key in html and "/10" in html  # progress current/total
+        assert worker.name in html
+    finally:
+
+        async def finish() -> None:
+            await task
+            await worker.__aexit__(None, None, None)
+
+        get_portal().run(finish())
+
+
+@pytest.mark.django_db
+def test_dashboard_actions_need_permission(client: Any, docket_setting: dict[str, Any]) -> None:
+    from djtestapp.tasks import mark_done
+
+    key = mark_done.schedule(1, delay=timedelta(hours=1), on_commit=False)
+    action = URL + "action/"
+    client.force_login(_user("viewer", staff=True, perms=["view_dashboard"]))
+    assert client.post(action, {"action": "cancel", "key": key}).status_code == 403
+    client.force_login(_user("manager", staff=True, perms=["view_dashboard", "manage_docket"]))
+    assert 'name="action"' in client.get(URL).content.decode()
+    assert client.post(action, {"action": "strike", "task": "mark_done"}).status_code == 302
+    assert "mark_done" in client.get(URL).content.decode().split('id="docket-strikes"')[1]
+    assert client.post(action, {"action": "restore", "task": "mark_done"}).status_code == 302
+    assert client.post(action, {"action": "cancel", "key": key}).status_code == 302
+    assert key not in client.get(URL).content.decode().split('id="docket-future"')[1]
+
+
+# -- testing kit -------------------------------------------------------------------
+
+
+class KitTests(DocketTestMixin, TestCase):
+    def test_on_commit_enqueue_and_run_in_test_transaction(self) -> None:
+        from djtestapp.models import Order
+        from djtestapp.tasks import mark_done
+
+        with self.captureOnCommitCallbacks(execute=True), transaction.atomic():
+            order = Order.objects.create(item="kit")
+            mark_done.enqueue(order.pk)
+        self.assertTaskScheduled(mark_done, args=(order.pk,))
+        ran = self.run_docket_tasks()
+        self.assertEqual([e.state.value for e in ran], ["completed"])
+        # The task ran in this thread, inside the test's transaction.
+        self.assertEqual(Order.objects.get(pk=order.pk).status, "done")
+        self.assertNoTasks()
+
+    def test_without_capture_nothing_is_enqueued(self) -> None:
+        from djtestapp.tasks import mark_done
+
+        mark_done.enqueue(1)  # TestCase is one big transaction: waits for a commit
+        self.assertNoTasks()
+
+    def test_django_tasks_backend_in_kit(self) -> None:
+        from djtestapp import jobs
+        from djtestapp.models import Order
+
+        order = Order.objects.create(item="chair")
+        with self.captureOnCommitCallbacks(execute=True):
+            result = jobs.touch_order.enqueue(order.pk)
+        self.run_docket_tasks()
+        self.assertEqual(jobs.touch_order.get_result(result.id).return_value, "chair")
+        self.assertEqual(Order.objects.get(pk=order.pk).note, "touched")
+
+
+@pytest.mark.django_db
+def test_pytest_fixture(docket_memory: Any, django_capture_on_commit_callbacks: Any) -> None:
+    from djtestapp.models import Order
+    from djtestapp.tasks import confirm
+
+    order = Order.objects.create(item="pen")
+    with django_capture_on_commit_callbacks(execute=True):
+        confirm.enqueue(order_id=order.pk)
+    docket_memory.assert_task_scheduled(confirm, key=f"confirm-{order.pk}")
+    docket_memory.run_pending()
+    assert Order.objects.get(pk=order.pk).status == "confirmed"
+
+
+def test_kit_is_not_tied_to_debug(settings: Any) -> None:
+    from docket_django.testing import memory_dockets
+
+    settings.DEBUG = True
+    from docket_django.conf import docket_settings
+
+    assert not docket_settings().url.startswith("memory://")
+    with memory_dockets():
+        assert docket_settings().url.startswith("memory://")
