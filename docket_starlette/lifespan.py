@@ -1,0 +1,299 @@
+"""``docket_lifespan``: open a docket for the life of an app, optionally with a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import sys
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar, cast
+
+from starlette.requests import HTTPConnection
+
+from docket import Docket, TaskHandle, Worker
+from docket.execution import TaskCall
+
+from ._context import (
+    BRIDGED_ATTRIBUTE,
+    SNAPSHOT_KWARG,
+    AppBinding,
+    RequestCapture,
+    bind,
+    binding_for,
+    embedded_worker_disabled,
+    get_current_connection,
+    install_log_filter,
+    set_current_connection,
+    unbind,
+)
+from ._run import RequestContext
+
+logger = logging.getLogger("docket_starlette")
+
+App = TypeVar("App")
+Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[Mapping[str, Any] | None]]
+
+STATE_KEY = "docket"
+WORKER_STATE_KEY = "docket_worker"
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """The embedded worker: ``Worker``'s options, plus how long shutdown waits.
+
+    On shutdown the worker stops claiming and in-flight runs get ``grace_period`` to
+    finish; after that they are cancelled and left unsettled, so another worker runs
+    them again after the redelivery timeout.
+    """
+
+    concurrency: int = 10
+    name: str | None = None
+    redelivery_timeout: timedelta = timedelta(minutes=5)
+    reconnection_delay: timedelta = timedelta(seconds=5)
+    minimum_check_interval: timedelta = timedelta(milliseconds=250)
+    scheduling_resolution: timedelta = timedelta(milliseconds=250)
+    schedule_automatic_tasks: bool = True
+    dependencies: Mapping[str, Any] | Sequence[Any] | None = None
+    grace_period: timedelta = timedelta(seconds=10)
+    warn_multiprocess: bool = True
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Any other ``Worker`` keyword arguments."""
+
+    def make_worker(self, docket: Docket) -> Worker:
+        dependencies: dict[str, Any] = {"docket_starlette_request_context": RequestContext()}
+        if isinstance(self.dependencies, Mapping):
+            dependencies.update(self.dependencies)
+        elif self.dependencies:
+            for index, dependency in enumerate(self.dependencies):
+                dependencies[f"docket_starlette_dependency_{index}"] = dependency
+        return Worker(
+            docket,
+            name=self.name,
+            concurrency=self.concurrency,
+            redelivery_timeout=self.redelivery_timeout,
+            reconnection_delay=self.reconnection_delay,
+            minimum_check_interval=self.minimum_check_interval,
+            scheduling_resolution=self.scheduling_resolution,
+            schedule_automatic_tasks=self.schedule_automatic_tasks,
+            dependencies=dependencies,
+            **dict(self.extra),
+        )
+
+
+# -- the app's docket: stamps the enqueuing request on bridged tasks ---------------------
+
+
+def _stamp(docket: Docket, function: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    if not getattr(function, BRIDGED_ATTRIBUTE, False) or SNAPSHOT_KWARG in kwargs:
+        return kwargs
+    connection = get_current_connection()
+    binding = binding_for(docket)
+    if connection is None or binding is None:
+        return kwargs
+    return {**kwargs, SNAPSHOT_KWARG: binding.capture.snapshot(connection)}
+
+
+class _StampingHandle(TaskHandle[Any, Any]):
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return await super().__call__(*args, **_stamp(self.docket, self.fn, kwargs))
+
+    async def schedule(self, *args: Any, **kwargs: Any) -> Any:
+        return await super().schedule(*args, **_stamp(self.docket, self.fn, kwargs))
+
+
+class AppDocket(Docket):
+    """The docket ``docket_lifespan`` opens: a ``Docket`` whose ``add``, ``replace`` and
+    ``call`` attach the allowlisted snapshot of the current request to tasks made with
+    ``@docket_starlette.task``."""
+
+    def add(self, function: Any, when: Any = None, key: str | None = None) -> Any:
+        handle = super().add(function, when, key)
+        return _StampingHandle(self, handle.fn, handle.task_name, when, key, "add")
+
+    def replace(self, function: Any, when: Any, key: str) -> Any:
+        handle = super().replace(function, when, key)
+        return _StampingHandle(self, handle.fn, handle.task_name, when, key, "replace")
+
+    def call(self, function: Any, when: Any = None, key: str | None = None) -> Any:
+        build = super().call(function, when, key)
+
+        def stamped(*args: Any, **kwargs: Any) -> TaskCall:
+            call = build(*args, **kwargs)
+            call.kwargs = _stamp(self, call.function, dict(call.kwargs))
+            return call
+
+        return stamped
+
+
+# -- looking the docket up from a request ------------------------------------------------
+
+
+def get_docket(connection: HTTPConnection) -> Docket:
+    """The app's docket, for a Starlette endpoint: ``get_docket(request)``.
+
+    Also makes ``request`` the one whose snapshot tasks enqueued now carry.
+    """
+    set_current_connection(connection)
+    state = connection.scope.get("state") or {}
+    docket = state.get(STATE_KEY)
+    if docket is None:
+        docket = getattr(connection.app.state, STATE_KEY, None)
+    if docket is None:
+        raise RuntimeError(
+            "No docket on this app: add `lifespan=docket_lifespan(...)` to the app (or enter "
+            "it from the app's own lifespan)"
+        )
+    return cast(Docket, docket)
+
+
+# -- the lifespan ------------------------------------------------------------------------
+
+
+def _multiprocess_server() -> str | None:
+    """Why this process looks like one of several server processes, if it does."""
+    try:
+        concurrency = int(os.environ.get("WEB_CONCURRENCY", "1"))
+    except ValueError:
+        concurrency = 1
+    if concurrency > 1:
+        return f"WEB_CONCURRENCY={concurrency}"
+    argv = sys.argv
+    for index, argument in enumerate(argv):
+        value = None
+        if argument == "--workers" and index + 1 < len(argv):
+            value = argv[index + 1]
+        elif argument.startswith("--workers="):
+            value = argument.partition("=")[2]
+        if value is not None and value.isdigit() and int(value) > 1:
+            return f"--workers {value}"
+    program = os.path.basename(argv[0]) if argv else ""
+    if "gunicorn" in program or os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn"):
+        return "gunicorn"
+    if multiprocessing.parent_process() is not None and "--reload" not in argv:
+        return "a server process started by another process"
+    return None
+
+
+def _warn_multiprocess() -> None:
+    reason = _multiprocess_server()
+    if reason is None:
+        return
+    message = (
+        f"docket_lifespan runs an embedded worker in every server process ({reason}): "
+        "each process adds `concurrency` runs. Run a separate `docket worker --app ...` "
+        "instead, or pass WorkerOptions(warn_multiprocess=False) if that is intended."
+    )
+    logger.warning(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+async def _stop_worker(worker: Worker, task: asyncio.Task[None], grace: timedelta) -> None:
+    worker.stop()
+    done, _ = await asyncio.wait({task}, timeout=grace.total_seconds())
+    if not done:
+        logger.warning(
+            "Embedded docket worker still busy after %.1fs; cancelling its runs",
+            grace.total_seconds(),
+        )
+        worker.abort()
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def docket_lifespan(
+    url: str | None = None,
+    name: str = "docket",
+    *,
+    worker: WorkerOptions | None = None,
+    tasks: Iterable[Callable[..., Any] | str] = (),
+    capture: RequestCapture | None = None,
+    lifespan: Lifespan | None = None,
+    docket_options: Mapping[str, Any] | None = None,
+) -> Callable[[Any], contextlib.AbstractAsyncContextManager[dict[str, Any]]]:
+    """A lifespan (``Starlette(lifespan=...)``, ``FastAPI(lifespan=...)``) that opens a
+    docket for the life of the app.
+
+    The docket is yielded into the lifespan state as ``"docket"`` (``request.state.docket``)
+    and set as ``app.state.docket``. ``tasks`` (functions or ``"pkg.mod:collection"``
+    paths) are registered on it. ``worker=WorkerOptions(...)`` also runs an embedded
+    worker (``"docket_worker"`` in the state) without signal handlers, drained on shutdown.
+
+    ``lifespan`` is the app's own lifespan, entered first; its state is merged in and
+    is what task runs see in ``request.state``. To enter the docket from inside your own
+    lifespan instead: ``async with docket_lifespan(...)(app) as state: yield {**mine,
+    **state}``.
+    """
+    options = dict(docket_options or {})
+    task_list = list(tasks)
+
+    @contextlib.asynccontextmanager
+    async def lifespan_context(app: Any) -> AsyncIterator[dict[str, Any]]:
+        async with contextlib.AsyncExitStack() as stack:
+            state: dict[str, Any] = {}
+            if lifespan is not None:
+                own = await stack.enter_async_context(lifespan(app))
+                if own:
+                    state.update(own)
+            docket = await stack.enter_async_context(AppDocket(name=name, url=url, **options))
+            register_tasks(docket, task_list)
+            state[STATE_KEY] = docket
+            binding = AppBinding(app, state, capture or RequestCapture())
+            bind(docket, binding)
+            stack.callback(unbind, docket)
+            app_state = getattr(app, "state", None)
+            if app_state is not None:
+                setattr(app_state, STATE_KEY, docket)
+            if worker is not None and not embedded_worker_disabled.get():
+                if worker.warn_multiprocess:
+                    _warn_multiprocess()
+                install_log_filter("docket.worker")
+                embedded = worker.make_worker(docket)
+                await stack.enter_async_context(embedded)
+                task = asyncio.create_task(embedded.run_forever(), name="docket-embedded-worker")
+                stack.push_async_callback(_stop_worker, embedded, task, worker.grace_period)
+                state[WORKER_STATE_KEY] = embedded
+                if app_state is not None:
+                    setattr(app_state, WORKER_STATE_KEY, embedded)
+            yield state
+
+    return lifespan_context
+
+
+def register_tasks(docket: Docket, tasks: Iterable[Callable[..., Any] | str]) -> None:
+    for item in tasks:
+        if isinstance(item, str):
+            docket.register_collection(item)
+        else:
+            docket.register(item)
+
+
+def combine_lifespans(
+    *lifespans: Lifespan,
+) -> Callable[[Any], contextlib.AbstractAsyncContextManager[dict[str, Any]]]:
+    """Enter several lifespans in order (exit in reverse), merging their states.
+
+    Task runs see the merged state when a ``docket_lifespan`` is among them.
+    """
+
+    @contextlib.asynccontextmanager
+    async def combined(app: Any) -> AsyncIterator[dict[str, Any]]:
+        async with contextlib.AsyncExitStack() as stack:
+            merged: dict[str, Any] = {}
+            for lifespan in lifespans:
+                state = await stack.enter_async_context(lifespan(app))
+                if state:
+                    merged.update(state)
+            docket = merged.get(STATE_KEY)
+            binding = binding_for(docket) if docket is not None else None
+            if binding is not None:
+                binding.state = merged
+            yield merged
+
+    return combined

@@ -1,0 +1,1 @@
+"""A FastAPI notes app whose background task reuses the route's ``get_db`` dependency."""

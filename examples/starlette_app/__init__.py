@@ -1,0 +1,1 @@
+"""A plain Starlette app that enqueues docket tasks."""
