@@ -37,6 +37,18 @@ _held: ContextVar[tuple[str, str] | None] = ContextVar("docket_concurrency_slot"
 
 # Slots each worker's running tasks hold, for lease renewal: {task key: holders key}.
 _slots_by_worker: weakref.WeakKeyDictionary[Worker, dict[str, str]] = weakref.WeakKeyDictionary()
+# The loop renewing each worker's leases and sweeping expired slots.
+_maintainers: weakref.WeakKeyDictionary[Worker, asyncio.Task[None]] = weakref.WeakKeyDictionary()
+
+
+def _ensure_maintained(docket: Docket, worker: Worker) -> None:
+    """Start the worker's maintenance loop if it is not running: from the worker's
+    lifecycle when it starts, or from the first acquire of a task registered later."""
+    task = _maintainers.get(worker)
+    if task is None or task.done():
+        _maintainers[worker] = asyncio.get_running_loop().create_task(
+            _maintain(docket, worker), name=f"{worker.name}-concurrency"
+        )
 
 
 class ConcurrencyBlocked(AdmissionBlocked):
@@ -157,6 +169,7 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
                 keys.events_prefix,
             ],
         )
+        _ensure_maintained(docket, worker)
         if int(outcome) == 1:
             _held.set((holders, execution.key))
             _slots_by_worker.setdefault(worker, {})[execution.key] = holders
@@ -187,13 +200,15 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
     @asynccontextmanager
     async def worker_lifecycle(cls, docket: Docket, worker: Worker) -> AsyncIterator[None]:
         """Renew this worker's slot leases and sweep expired slots while it runs."""
-        task = asyncio.create_task(_maintain(docket, worker), name=f"{worker.name}-concurrency")
+        _ensure_maintained(docket, worker)
         try:
             yield
         finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+            task = _maintainers.pop(worker, None)
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
 
 
 async def _release(docket: Docket, worker: Worker, holders: str, task_key: str) -> int:
@@ -221,7 +236,8 @@ async def _release(docket: Docket, worker: Worker, holders: str, task_key: str) 
 async def _maintain(docket: Docket, worker: Worker) -> None:
     interval = max(worker.redelivery_timeout.total_seconds() / 4, 0.05)
     lease = worker.redelivery_timeout.total_seconds()
-    while True:
+    # Ends with the worker: a loop started by an acquire has no lifecycle to stop it.
+    while worker._entered:
         await asyncio.sleep(interval)
         try:
             held = dict(_slots_by_worker.get(worker, {}))
