@@ -33,7 +33,10 @@ class Command(BaseCommand):
             "--schedule-automatic-tasks",
             action=__import__("argparse").BooleanOptionalAction,
             default=None,
-            help="keep automatic perpetual/cron tasks scheduled (default on)",
+            help=(
+                "keep automatic perpetual/cron tasks scheduled (default on, off with "
+                "--until-finished: they would always be scheduled)"
+            ),
         )
         parser.add_argument("--message-batch", type=int)
         parser.add_argument("--max-deliveries", type=int)
@@ -54,14 +57,25 @@ class Command(BaseCommand):
             "--reload",
             action=__import__("argparse").BooleanOptionalAction,
             default=None,
-            help="restart on code changes (default: on when DEBUG)",
+            help=(
+                "restart on code changes (default: on when DEBUG, off with "
+                "--until-finished or --max-tasks, which must exit)"
+            ),
         )
         parser.add_argument("--log-level", default="INFO")
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._configure_logging(options["log_level"])
         reload = options["reload"]
-        if reload is None:
+        exits = options["until_finished"] or options["max_tasks"] is not None
+        if exits:
+            # The autoreloader never returns: a worker that must exit cannot run under it.
+            if reload:
+                logging.getLogger("docket_django").warning(
+                    "--reload is ignored with --until-finished/--max-tasks"
+                )
+            reload = False
+        elif reload is None:
             reload = bool(settings.DEBUG)
         if reload:
             autoreload.run_with_reloader(self.inner_run, **options)
@@ -83,6 +97,10 @@ class Command(BaseCommand):
 
     def inner_run(self, **options: Any) -> None:
         alias = options["docket"]
+        schedule_automatic_tasks = options["schedule_automatic_tasks"]
+        if options["until_finished"] and schedule_automatic_tasks is None:
+            # A perpetual task is always scheduled: --until-finished would never finish.
+            schedule_automatic_tasks = False
         worker = worker_settings(
             alias,
             name=options["name"],
@@ -92,7 +110,7 @@ class Command(BaseCommand):
             reconnection_delay=seconds(options["reconnection_delay"]),
             minimum_check_interval=seconds(options["minimum_check_interval"]),
             scheduling_resolution=seconds(options["scheduling_resolution"]),
-            schedule_automatic_tasks=options["schedule_automatic_tasks"],
+            schedule_automatic_tasks=schedule_automatic_tasks,
             message_batch=options["message_batch"],
             max_deliveries=options["max_deliveries"],
             fallback_task=options["fallback_task"],
