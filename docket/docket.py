@@ -7,13 +7,13 @@ import importlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind
 from redis.exceptions import RedisError
 
 from . import serialization
@@ -29,7 +29,18 @@ from .execution import (
     _text,
     timestamp,
 )
-from .instrumentation import capture_trace_context, parse_trace_context, tracer
+from .instrumentation import (
+    TASKS_ADDED,
+    TASKS_CANCELLED,
+    TASKS_REPLACED,
+    TASKS_SCHEDULED,
+    TASKS_STRICKEN,
+    capture_trace_context,
+    internal,
+    parse_trace_context,
+    suppressed,
+    tracer,
+)
 from .messages import PoisonMessage, open_payload
 from .strikes import (
     Operator,
@@ -158,6 +169,8 @@ class Docket:
         self._strike_loads = 0
         self._strike_applied = 0
         self._strike_monitor: asyncio.Task[None] | None = None
+        self._labels: dict[str, str] = {"docket.name": self.name}
+        self._labels_by_task: dict[str, dict[str, str]] = {}
 
         from .tasks import standard_tasks
 
@@ -170,6 +183,41 @@ class Docket:
     @property
     def prefix(self) -> str:
         return self.keys.prefix
+
+    def labels(self) -> dict[str, str]:
+        """The metric labels (and span attributes) of everything this docket does."""
+        return self._labels
+
+    def _task_labels(self, task: str) -> dict[str, str]:
+        labels = self._labels_by_task.get(task)
+        if labels is None:
+            labels = self._labels_by_task[task] = {**self._labels, "docket.task": task}
+        return labels
+
+    def _count_scheduled(self, mode: str, execution: Execution, *, quiet: bool = False) -> None:
+        """The producer counters for one add or replace (``quiet``: a worker's own
+        re-add of an automatic task, counted only when it scheduled something)."""
+        disposition = execution.disposition
+        if quiet and disposition is not Disposition.SCHEDULED:
+            return
+        labels = self._task_labels(execution.function_name)
+        if disposition is Disposition.STRUCK:
+            TASKS_STRICKEN.add(1, labels)
+            return
+        if disposition in (Disposition.FAILED, Disposition.SUPERSEDED):
+            return
+        (TASKS_REPLACED if mode == "replace" else TASKS_ADDED).add(1, labels)
+        if disposition is Disposition.SCHEDULED:
+            TASKS_SCHEDULED.add(1, labels)
+
+    def _producer_span(
+        self, name: str, attributes: dict[str, str]
+    ) -> AbstractContextManager[Span | None]:
+        """A PRODUCER span, unless instrumentation is suppressed (a worker's internal
+        re-adds of automatic tasks)."""
+        if suppressed():
+            return nullcontext()
+        return tracer.start_as_current_span(name, kind=SpanKind.PRODUCER, attributes=attributes)
 
     # -- lifetime -------------------------------------------------------------------
 
@@ -403,20 +451,27 @@ class Docket:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         function_name: str | None = None,
+        *,
+        automatic: bool = False,
     ) -> Execution:
         if mode == "replace" and key is None:
             raise ValueError("replace() needs the key of the task it replaces")
-        with tracer.start_as_current_span(
-            f"docket.{mode}", kind=SpanKind.PRODUCER, attributes={"docket.name": self.name}
-        ):
+        task = function_name or str(getattr(function, "__name__", "<unknown>"))
+        with self._producer_span(f"docket.{mode}", self._task_labels(task)) as span:
             execution, keys, argv = self._prepare(
                 mode, function, when, key, args, kwargs, function_name=function_name
             )
+            if span is not None:
+                span.set_attribute("docket.key", execution.key)
+                span.set_attribute("docket.when", execution.when.isoformat())
             if argv is None:
                 logger.info("Task %s is struck; not scheduled", execution.call_repr())
-                return execution
-            reply = await self._scripts.schedule(keys=keys, args=argv)
-        self._apply_reply(execution, reply)
+            else:
+                reply = await self._scripts.schedule(keys=keys, args=argv)
+                self._apply_reply(execution, reply)
+            if span is not None:
+                span.set_attribute("docket.disposition", execution.disposition.value)
+        self._count_scheduled(mode, execution, quiet=automatic)
         return execution
 
     async def _reschedule(
@@ -442,10 +497,12 @@ class Docket:
             function_name=execution.function_name,
         )
         if argv is None:
+            execution._rescheduled = Disposition.STRUCK
             return Disposition.STRUCK
         argv[8] = str(execution.generation)
         reply = await self._scripts.schedule(keys=keys, args=argv)
         self._apply_reply(successor, reply)
+        execution._rescheduled = successor.disposition
         return successor.disposition
 
     async def _schedule_many(
@@ -454,6 +511,17 @@ class Docket:
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1 (or None), got {chunk_size}")
         calls = list(calls)
+        with self._producer_span(f"docket.{mode}_many", self._labels) as span:
+            if span is not None:
+                span.set_attribute("docket.batch.count", len(calls))
+            results = await self._schedule_chunks(mode, calls, chunk_size)
+        for execution in results:
+            self._count_scheduled(mode, execution)
+        return results
+
+    async def _schedule_chunks(
+        self, mode: str, calls: list[TaskCall], chunk_size: int | None
+    ) -> list[Execution]:
         results: list[Execution] = []
         size = chunk_size or max(len(calls), 1)
         for start in range(0, len(calls), size):
@@ -494,10 +562,14 @@ class Docket:
 
     async def cancel(self, key: str) -> None:
         """Withdraw a scheduled or queued task; ask its worker to stop a running one."""
-        with tracer.start_as_current_span(
-            "docket.cancel", kind=SpanKind.PRODUCER, attributes={"docket.key": key}
-        ):
-            await self._cancel(key)
+        with self._producer_span("docket.cancel", self._labels) as span:
+            if span is not None:
+                span.set_attribute("docket.key", key)
+            cancelled = await self._cancel(key)
+            if span is not None:
+                span.set_attribute("docket.cancelled", cancelled)
+        if cancelled:
+            TASKS_CANCELLED.add(1, self._labels)
 
     async def _cancel(self, key: str, generation: int | None = None) -> bool:
         previous = await self._scripts.cancel(
@@ -514,17 +586,23 @@ class Docket:
 
     async def clear(self) -> int:
         """Cancel every task that has not started yet; returns how many."""
-        with tracer.start_as_current_span("docket.clear", kind=SpanKind.PRODUCER):
-            count = await self._scripts.clear(
-                keys=[self.keys.stream, self.keys.queue],
-                args=[
-                    GROUP,
-                    self.keys.record_prefix,
-                    self.execution_ttl.total_seconds(),
-                    self.keys.events_prefix,
-                ],
+        with self._producer_span("docket.clear", self._labels) as span:
+            count = int(
+                await self._scripts.clear(
+                    keys=[self.keys.stream, self.keys.queue],
+                    args=[
+                        GROUP,
+                        self.keys.record_prefix,
+                        self.execution_ttl.total_seconds(),
+                        self.keys.events_prefix,
+                    ],
+                )
             )
-        return int(count)
+            if span is not None:
+                span.set_attribute("docket.cleared", count)
+        if count:
+            TASKS_CANCELLED.add(count, self._labels)
+        return count
 
     # -- reading --------------------------------------------------------------------
 
@@ -676,7 +754,14 @@ class Docket:
             self.strike_list.add(condition)
         else:
             self.strike_list.discard(condition)
-        with tracer.start_as_current_span(f"docket.{action}", kind=SpanKind.PRODUCER):
+        attributes = dict(self._labels)
+        if function is not None:
+            attributes["docket.task"] = function
+        if parameter is not None:
+            attributes["docket.strike.parameter"] = parameter
+            attributes["docket.strike.operator"] = condition.operator.value
+            attributes["docket.strike.value"] = repr(value)[:200]
+        with self._producer_span(f"docket.{action}", attributes):
             await self._scripts.strike(
                 keys=[self.keys.strikes],
                 args=[action, encode_condition(condition), self.keys.strikes_channel],
@@ -705,16 +790,20 @@ class Docket:
         while True:
             try:
                 pubsub = self._connection.client.pubsub()
-                await pubsub.subscribe(self.keys.strikes_channel)
+                with internal(self.enable_internal_instrumentation, "docket.strikes", self._labels):
+                    await pubsub.subscribe(self.keys.strikes_channel)
                 try:
                     # Reload after subscribing so no change slips between the two.
                     await self._load_strikes()
                     while True:
-                        message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=1.0
-                        )
-                        if message is not None:
-                            await self._load_strikes()
+                        with internal(
+                            self.enable_internal_instrumentation, "docket.strikes", self._labels
+                        ):
+                            message = await pubsub.get_message(
+                                ignore_subscribe_messages=True, timeout=1.0
+                            )
+                            if message is not None:
+                                await self._load_strikes()
                 finally:
                     await pubsub.aclose()
             except asyncio.CancelledError:

@@ -235,6 +235,9 @@ class Execution:
         self.progress = ExecutionProgress(self)
         self.deliveries = 1
         self._record_found = True
+        # Set when a Retry or Perpetual scheduled this run's successor: what that did
+        # (the worker counts retries, perpetuations and supersessions from it).
+        self._rescheduled: Disposition | None = None
 
     def __repr__(self) -> str:
         return (

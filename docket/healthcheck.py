@@ -1,8 +1,12 @@
-"""A tiny HTTP endpoint for probes: 200 while the worker loop talks to Redis, else 503."""
+"""A tiny HTTP endpoint for probes (``--healthcheck-port``): any GET answers 200 ``ok``
+while the worker loop is alive and Redis reachable (``Worker.is_healthy``), else 503 with
+the reason. It runs on the worker's event loop, so a loop that is stuck (a task blocking
+it) does not answer at all, which probes count as a failure too."""
 
 from __future__ import annotations
 
 import asyncio
+from contextlib import suppress
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -16,9 +20,9 @@ async def serve_healthcheck(worker: Worker, port: int, host: str = "0.0.0.0") ->
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             writer.close()
             return
-        healthy = worker.is_healthy()
-        body = b"ok\n" if healthy else b"unhealthy\n"
-        status = b"200 OK" if healthy else b"503 Service Unavailable"
+        problem = worker.health_problem()
+        body = b"ok\n" if problem is None else f"unhealthy: {problem}\n".encode()
+        status = b"200 OK" if problem is None else b"503 Service Unavailable"
         writer.write(
             b"HTTP/1.1 "
             + status
@@ -27,7 +31,8 @@ async def serve_healthcheck(worker: Worker, port: int, host: str = "0.0.0.0") ->
             + b"\r\nConnection: close\r\n\r\n"
             + body
         )
-        await writer.drain()
+        with suppress(ConnectionError):
+            await writer.drain()
         writer.close()
 
     return await asyncio.start_server(answer, host, port)

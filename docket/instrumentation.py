@@ -1,17 +1,200 @@
-"""OpenTelemetry hooks: spans that follow a task from its producer to its run.
+"""OpenTelemetry: spans that follow a task from its producer to its run, and docket's metrics.
 
-Without an SDK configured these are OpenTelemetry's no-op objects, so they cost little.
+Every instrument is created once, here, from the global providers. Until an SDK is
+configured these are OpenTelemetry's proxy objects, whose calls do nothing, so the
+instrumentation costs little when nobody collects it. See docs/observability.md.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import SpanKind
 
 tracer = trace.get_tracer("docket")
+meter = metrics.get_meter("docket")
+
+# -- counters ----------------------------------------------------------------------------
+
+
+def _counter(name: str, description: str) -> metrics.Counter:
+    return meter.create_counter(name, unit="1", description=description)
+
+
+TASKS_ADDED = _counter("docket_tasks_added", "Tasks added (add/add_many) and accepted")
+TASKS_REPLACED = _counter("docket_tasks_replaced", "Tasks replaced (replace/replace_many)")
+TASKS_SCHEDULED = _counter(
+    "docket_tasks_scheduled", "Tasks an add or replace actually put on the schedule"
+)
+TASKS_CANCELLED = _counter(
+    "docket_tasks_cancelled", "Tasks withdrawn by cancel() or clear() before they finished"
+)
+TASKS_STARTED = _counter("docket_tasks_started", "Runs a worker started")
+TASKS_REDELIVERED = _counter(
+    "docket_tasks_redelivered", "Runs started from a message taken over from another worker"
+)
+TASKS_STRICKEN = _counter(
+    "docket_tasks_stricken", "Tasks a strike kept from being scheduled or from running"
+)
+TASKS_SUPERSEDED = _counter(
+    "docket_tasks_superseded",
+    "Stale copies a worker dropped, and retries or perpetuations a newer schedule overrode",
+)
+TASKS_COMPLETED = _counter("docket_tasks_completed", "Runs that ended, whatever the outcome")
+TASKS_FAILED = _counter("docket_tasks_failed", "Runs that raised (retried or not)")
+TASKS_SUCCEEDED = _counter("docket_tasks_succeeded", "Runs that returned")
+TASKS_RETRIED = _counter("docket_tasks_retried", "Failed runs a Retry scheduled again")
+TASKS_PERPETUATED = _counter(
+    "docket_tasks_perpetuated", "Runs a Perpetual (or Cron) scheduled again"
+)
+DEAD_LETTERED = _counter(
+    "docket_dead_lettered", "Messages moved to the dead-letter stream instead of run"
+)
+
+# -- histograms --------------------------------------------------------------------------
+
+# Seconds, from a millisecond to an hour (OpenTelemetry's default buckets are for ms).
+SECONDS_BUCKETS: tuple[float, ...] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+)
+
+TASK_DURATION = meter.create_histogram(
+    "docket_task_duration",
+    unit="s",
+    description="How long runs took, from start to outcome",
+    explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+)
+TASK_PUNCTUALITY = meter.create_histogram(
+    "docket_task_punctuality",
+    unit="s",
+    description="How late runs started compared to the time they were scheduled for",
+    explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+)
+
+# -- gauges ------------------------------------------------------------------------------
+
+
+class WorkerMetrics:
+    """One worker's label sets and gauge samples.
+
+    Label dicts are built once per task name and shared by every measurement. The
+    gauges below read ``running`` and the depth samples the heartbeat loop takes, so
+    their callbacks (which may run on an exporter's thread) never touch Redis.
+    """
+
+    __slots__ = ("_by_task", "base", "docket_name", "queue_depth", "running", "schedule_depth")
+
+    def __init__(self, docket_name: str, worker_name: str) -> None:
+        self.docket_name = docket_name
+        self.base: dict[str, str] = {"docket.name": docket_name, "docket.worker": worker_name}
+        self._by_task: dict[str, dict[str, str]] = {}
+        self.running: dict[str, int] = {}
+        self.queue_depth: int | None = None
+        self.schedule_depth: int | None = None
+
+    def task_labels(self, task: str) -> dict[str, str]:
+        labels = self._by_task.get(task)
+        if labels is None:
+            labels = self._by_task[task] = {**self.base, "docket.task": task}
+        return labels
+
+
+_live_lock = threading.Lock()
+_live: dict[int, WorkerMetrics] = {}
+
+
+def register_worker(sample: WorkerMetrics) -> None:
+    with _live_lock:
+        _live[id(sample)] = sample
+
+
+def unregister_worker(sample: WorkerMetrics) -> None:
+    with _live_lock:
+        _live.pop(id(sample), None)
+
+
+def _live_workers() -> list[WorkerMetrics]:
+    with _live_lock:
+        return list(_live.values())
+
+
+def _observe_running(options: CallbackOptions) -> Iterable[Observation]:
+    for sample in _live_workers():
+        for task, count in dict(sample.running).items():
+            yield Observation(count, sample.task_labels(task))
+
+
+def _observe_depth(attribute: str) -> Any:
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
+        # One value per docket, however many workers of it live in this process.
+        latest: dict[str, int] = {}
+        for sample in _live_workers():
+            value = getattr(sample, attribute)
+            if value is not None:
+                latest[sample.docket_name] = value
+        for name, value in latest.items():
+            yield Observation(value, {"docket.name": name})
+
+    return observe
+
+
+TASKS_RUNNING = meter.create_observable_gauge(
+    "docket_tasks_running",
+    callbacks=[_observe_running],
+    unit="1",
+    description="Runs in progress on this worker",
+)
+QUEUE_DEPTH = meter.create_observable_gauge(
+    "docket_queue_depth",
+    callbacks=[_observe_depth("queue_depth")],
+    unit="1",
+    description="Tasks due now and waiting for a worker (stream entries not yet "
+    "claimed, plus scheduled ones already due), as of the last heartbeat",
+)
+SCHEDULE_DEPTH = meter.create_observable_gauge(
+    "docket_schedule_depth",
+    callbacks=[_observe_depth("schedule_depth")],
+    unit="1",
+    description="Tasks scheduled for the future, as of the last heartbeat",
+)
+
+
+def metrics_collected() -> bool:
+    """Whether a real MeterProvider is set, so gauge samples are worth a Redis call."""
+    return type(metrics.get_meter_provider()).__name__ not in (
+        "_ProxyMeterProvider",
+        "NoOpMeterProvider",
+    )
+
+
+# -- trace context -----------------------------------------------------------------------
 
 
 def capture_trace_context() -> str:
@@ -41,3 +224,42 @@ def links_for(carrier: Mapping[str, str]) -> list[trace.Link]:
     if not span_context.is_valid:
         return []
     return [trace.Link(span_context)]
+
+
+# -- internal operations -----------------------------------------------------------------
+
+# The key OpenTelemetry's instrumentations (redis among them) check before tracing a
+# call; the plain string is what older instrumentation versions look for.
+_SUPPRESS_KEY: str = getattr(otel_context, "_SUPPRESS_INSTRUMENTATION_KEY", "")
+_SUPPRESS_KEY_PLAIN = "suppress_instrumentation"
+
+
+def suppressed() -> bool:
+    """Whether the current context asks instrumentation to stay quiet."""
+    return bool(
+        (_SUPPRESS_KEY and otel_context.get_value(_SUPPRESS_KEY))
+        or otel_context.get_value(_SUPPRESS_KEY_PLAIN)
+    )
+
+
+@contextmanager
+def internal(enabled: bool, name: str, attributes: Mapping[str, str]) -> Iterator[None]:
+    """Wrap one internal Redis operation (polling, heartbeats, leases, settling).
+
+    With internal instrumentation enabled it gets an INTERNAL span named ``name``;
+    otherwise instrumentation is suppressed for it, so an instrumented Redis client
+    does not trace every poll. Keep the block to the Redis call itself: an asyncio
+    task created inside would inherit the suppression.
+    """
+    if enabled:
+        with tracer.start_as_current_span(name, kind=SpanKind.INTERNAL, attributes=attributes):
+            yield
+        return
+    quiet = otel_context.set_value(_SUPPRESS_KEY_PLAIN, True)
+    if _SUPPRESS_KEY:
+        quiet = otel_context.set_value(_SUPPRESS_KEY, True, quiet)
+    token = otel_context.attach(quiet)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)

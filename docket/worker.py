@@ -12,7 +12,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, suppress
+from contextlib import AbstractContextManager, AsyncExitStack, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -33,8 +33,29 @@ from .dependencies import (
 )
 from .dependencies._base import format_duration
 from .docket import Docket
-from .execution import Execution, ExecutionState, _text
-from .instrumentation import links_for, parse_trace_context, tracer
+from .execution import Disposition, Execution, ExecutionState, _text
+from .instrumentation import (
+    DEAD_LETTERED,
+    TASK_DURATION,
+    TASK_PUNCTUALITY,
+    TASKS_COMPLETED,
+    TASKS_FAILED,
+    TASKS_PERPETUATED,
+    TASKS_REDELIVERED,
+    TASKS_RETRIED,
+    TASKS_STARTED,
+    TASKS_STRICKEN,
+    TASKS_SUCCEEDED,
+    TASKS_SUPERSEDED,
+    WorkerMetrics,
+    internal,
+    links_for,
+    metrics_collected,
+    parse_trace_context,
+    register_worker,
+    tracer,
+    unregister_worker,
+)
 from .messages import PoisonMessage, open_payload, parse_fields
 
 logger = logging.getLogger("docket.worker")
@@ -120,7 +141,15 @@ class Worker:
         self._run_limits: dict[str, int] = {}
         self._run_counts: dict[str, int] = {}
         self._reclaim_cursor = "0-0"
-        self._healthy_at = time.monotonic()
+        self._metrics = WorkerMetrics(docket.name, self.name)
+        self._traced_internals = enable_internal_instrumentation
+        # Health (see is_healthy): the run loop is going, its last read reached Redis,
+        # and so did the last heartbeat, recently.
+        self._running_loop = False
+        self._reads_ok = True
+        self._read_since: float | None = None
+        self._heartbeat_ok = False
+        self._heartbeat_at: float | None = None
         self._aborting = False
         self._reader_id: int | None = None
         self._unblocking = False
@@ -129,7 +158,13 @@ class Worker:
         return f"Worker({self.name!r}, docket={self.docket.name!r}, concurrency={self.concurrency})"
 
     def labels(self) -> dict[str, str]:
-        return {"docket.name": self.docket.name, "docket.worker": self.name}
+        """The metric labels (and span attributes) of everything this worker does."""
+        return dict(self._metrics.base)
+
+    def _internal(self, name: str) -> AbstractContextManager[None]:
+        """Scope one internal Redis operation: traced only with internal instrumentation
+        enabled, otherwise hidden from instrumented clients."""
+        return internal(self._traced_internals, name, self._metrics.base)
 
     # -- lifetime -------------------------------------------------------------------
 
@@ -138,6 +173,12 @@ class Worker:
             raise RuntimeError("A Worker is not re-entrant")
         self._entered = True
         self._stopping = False
+        self._traced_internals = (
+            self.enable_internal_instrumentation or self.docket.enable_internal_instrumentation
+        )
+        for task_name in self.docket.tasks:
+            self._metrics.running.setdefault(task_name, 0)
+        register_worker(self._metrics)
         self._background = [
             asyncio.create_task(self._settler(), name=f"{self.name}-settle"),
             asyncio.create_task(self._heartbeat_loop(), name=f"{self.name}-heartbeat"),
@@ -166,6 +207,8 @@ class Worker:
                 args=[self.name],
             )
         await self.shared_scope.aclose()
+        unregister_worker(self._metrics)
+        self._heartbeat_ok = False
         self._entered = False
 
     async def _drain(self) -> None:
@@ -235,6 +278,13 @@ class Worker:
         await self._ensure_group()
         if self.schedule_automatic_tasks:
             await self._schedule_automatic_tasks()
+        self._running_loop = True
+        try:
+            await self._run_loops(forever)
+        finally:
+            self._running_loop = False
+
+    async def _run_loops(self, forever: bool) -> None:
         async with AsyncExitStack() as lifecycles:
             for cls in self._lifecycle_classes():
                 manager = cls.worker_lifecycle(self.docket, self)  # type: ignore[attr-defined]
@@ -293,32 +343,44 @@ class Worker:
                     continue
                 count = min(free, self.message_batch)
                 wait = BLOCK_SECONDS if forever else check
-                if forever and not connection.is_memory and self._reader_id is None:
-                    self._reader_id = int(await client.client_id())
-                if connection.is_memory:
-                    reply = await client.xreadgroup(GROUP, self.name, {stream: ">"}, count=count)
-                else:
-                    reply = await client.xreadgroup(
-                        GROUP, self.name, {stream: ">"}, count=count, block=int(wait * 1000)
-                    )
-                self._healthy_at = time.monotonic()
+                self._read_since = time.monotonic()
+                with self._internal("docket.read"):
+                    if forever and not connection.is_memory and self._reader_id is None:
+                        self._reader_id = int(await client.client_id())
+                    if connection.is_memory:
+                        reply = await client.xreadgroup(
+                            GROUP, self.name, {stream: ">"}, count=count
+                        )
+                    else:
+                        reply = await client.xreadgroup(
+                            GROUP, self.name, {stream: ">"}, count=count, block=int(wait * 1000)
+                        )
+                self._read_since = None
+                self._reads_ok = True
                 entries: list[tuple[bytes, dict[bytes, bytes]]] = reply[0][1] if reply else []
                 if entries:
                     await self._dispatch(
                         [(_text(mid) or "", fields, 1, False) for mid, fields in entries]
                     )
                     continue
-                if not forever and await self._finished():
-                    return
+                if not forever:
+                    with self._internal("docket.finished"):
+                        finished = await self._finished()
+                    if finished:
+                        return
                 if connection.is_memory and connection.activity is not None:
                     await connection.activity.wait(wait)
             except ResponseError as error:
+                self._read_since = None
                 if "NOGROUP" in str(error):
                     logger.warning("The consumer group is gone (Redis restarted?); recreating it")
                     await self._recover(self._ensure_group)
                 else:
+                    self._reads_ok = False
                     await self._redis_trouble(error)
             except (RedisError, OSError) as error:
+                self._read_since = None
+                self._reads_ok = False
                 self._reader_id = None
                 await self._redis_trouble(error)
 
@@ -403,17 +465,19 @@ class Worker:
                 logger.error("Dead-lettering message %s (delivery %d): %s", mid, deliveries, reason)
                 poison += [mid, reason, deliveries]
         if poison:
-            await docket._scripts.dead_letter(
-                keys=[keys.stream, keys.dead_letters],
-                args=[
-                    GROUP,
-                    self.name,
-                    keys.record_prefix,
-                    keys.events_prefix,
-                    docket.execution_ttl.total_seconds(),
-                    *poison,
-                ],
-            )
+            with self._internal("docket.dead_letter"):
+                await docket._scripts.dead_letter(
+                    keys=[keys.stream, keys.dead_letters],
+                    args=[
+                        GROUP,
+                        self.name,
+                        keys.record_prefix,
+                        keys.events_prefix,
+                        docket.execution_ttl.total_seconds(),
+                        *poison,
+                    ],
+                )
+            DEAD_LETTERED.add(len(poison) // 3, self._metrics.base)
         if not runnable:
             return
         claim_args: list[Any] = [GROUP, self.name, keys.events_prefix, keys.record_prefix]
@@ -424,15 +488,20 @@ class Worker:
                 int(execution.redelivered),
                 execution.deliveries,
             ]
-        started = await docket._scripts.claim(
-            keys=[keys.stream, *(keys.record(e.key) for e in runnable)], args=claim_args
-        )
+        # Scoped to the script alone: the runs started below must not inherit it.
+        with self._internal("docket.claim"):
+            started = await docket._scripts.claim(
+                keys=[keys.stream, *(keys.record(e.key) for e in runnable)], args=claim_args
+            )
         for execution, started_at in zip(runnable, started, strict=True):
             if isinstance(started_at, int):
                 if started_at < 0:
                     logger.warning(
                         "Lost %s to another worker before starting it", execution.call_repr()
                     )
+                else:
+                    # A stale copy (replaced, cancelled or superseded) was acked away.
+                    TASKS_SUPERSEDED.add(1, self._metrics.task_labels(execution.function_name))
                 continue
             execution.state = ExecutionState.RUNNING
             execution.worker = self.name
@@ -477,16 +546,36 @@ class Worker:
             self._slot_freed.set()
 
     async def _run_task(self, execution: Execution) -> _Settlement | None:
+        metric_labels = self._metrics.task_labels(execution.function_name)
         blocked = self._blocked_reason(execution)
         if blocked is not None:
             logger.info("Skipping %s: %s", execution.call_repr(), blocked)
+            if blocked == "struck":
+                TASKS_STRICKEN.add(1, metric_labels)
             return _Settlement(execution, "cancelled", blocked)
 
+        running = self._metrics.running
+        task_name = execution.function_name
+        running[task_name] = running.get(task_name, 0) + 1
+        started = time.perf_counter()
+        try:
+            return await self._run_started(execution, metric_labels, started)
+        finally:
+            running[task_name] -= 1
+            TASKS_COMPLETED.add(1, metric_labels)
+            TASK_DURATION.record(time.perf_counter() - started, metric_labels)
+
+    async def _run_started(
+        self, execution: Execution, metric_labels: dict[str, str], started: float
+    ) -> _Settlement | None:
         function = execution.function
         assert function is not None
         call_repr = execution.call_repr()
-        started = time.perf_counter()
         punctuality = (execution.started_at or datetime.now(UTC)) - execution.when
+        TASKS_STARTED.add(1, metric_labels)
+        if execution.redelivered:
+            TASKS_REDELIVERED.add(1, metric_labels)
+        TASK_PUNCTUALITY.record(punctuality.total_seconds(), metric_labels)
         log_context = {
             "docket": self.docket.name,
             "worker": self.name,
@@ -547,13 +636,18 @@ class Worker:
             )
             duration_text = format_duration(outcome.duration.total_seconds())
             if error is not None:
+                TASKS_FAILED.add(1, metric_labels)
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, str(error)))
                 handler = resolution.failure_handler
                 if handler is not None and await handler.handle_failure(execution, outcome):
+                    self._count_successor(execution, TASKS_RETRIED, metric_labels)
                     return _Settlement(execution, "ack")
+            else:
+                TASKS_SUCCEEDED.add(1, metric_labels)
             completion = resolution.completion_handler
             if completion is not None and await completion.on_complete(execution, outcome):
+                self._count_successor(execution, TASKS_PERPETUATED, metric_labels)
                 return _Settlement(execution, "ack")
             if error is not None:
                 logger.error(
@@ -562,6 +656,17 @@ class Worker:
                 return self._failed(execution, error)
             logger.info("✓ [%s] %s", duration_text, call_repr, extra=log_context)
             return self._completed(execution, result)
+
+    @staticmethod
+    def _count_successor(execution: Execution, counter: Any, labels: dict[str, str]) -> None:
+        """Count what a Retry or Perpetual did when it took a run's outcome over."""
+        rescheduled = execution._rescheduled
+        if rescheduled is Disposition.SCHEDULED:
+            counter.add(1, labels)
+        elif rescheduled is Disposition.SUPERSEDED:
+            TASKS_SUPERSEDED.add(1, labels)
+        elif rescheduled is Disposition.STRUCK:
+            TASKS_STRICKEN.add(1, labels)
 
     async def _admission_blocked(
         self, execution: Execution, blocked: AdmissionBlocked, log_context: dict[str, Any]
@@ -649,7 +754,8 @@ class Worker:
             ]
         while True:
             try:
-                outcomes = await docket._scripts.settle(keys=script_keys, args=args)
+                with self._internal("docket.settle"):
+                    outcomes = await docket._scripts.settle(keys=script_keys, args=args)
                 break
             except (RedisError, OSError) as error:
                 if self._stopping and not self._background:
@@ -669,10 +775,11 @@ class Worker:
         keys = docket.keys
         while not self._stopping:
             try:
-                moved, delay_text = await docket._scripts.move_due(
-                    keys=[keys.queue, keys.stream],
-                    args=[keys.record_prefix, MOVE_BATCH, keys.events_prefix],
-                )
+                with self._internal("docket.move_due"):
+                    moved, delay_text = await docket._scripts.move_due(
+                        keys=[keys.queue, keys.stream],
+                        args=[keys.record_prefix, MOVE_BATCH, keys.events_prefix],
+                    )
                 if int(moved):
                     docket._connection.notify_activity()
                 if int(moved) >= MOVE_BATCH:
@@ -704,22 +811,24 @@ class Worker:
             return
         docket = self.docket
         keys = docket.keys
-        cursor, claimed, deleted, dead = await docket._scripts.reclaim(
-            keys=[keys.stream, keys.dead_letters],
-            args=[
-                GROUP,
-                self.name,
-                int(_seconds(self.redelivery_timeout) * 1000),
-                self._reclaim_cursor,
-                min(free, self.message_batch),
-                self.max_deliveries,
-                keys.record_prefix,
-                keys.events_prefix,
-                docket.execution_ttl.total_seconds(),
-            ],
-        )
+        with self._internal("docket.reclaim"):
+            cursor, claimed, deleted, dead = await docket._scripts.reclaim(
+                keys=[keys.stream, keys.dead_letters],
+                args=[
+                    GROUP,
+                    self.name,
+                    int(_seconds(self.redelivery_timeout) * 1000),
+                    self._reclaim_cursor,
+                    min(free, self.message_batch),
+                    self.max_deliveries,
+                    keys.record_prefix,
+                    keys.events_prefix,
+                    docket.execution_ttl.total_seconds(),
+                ],
+            )
         self._reclaim_cursor = _text(cursor) or "0-0"
         if int(dead):
+            DEAD_LETTERED.add(int(dead), self._metrics.base)
             logger.error("Dead-lettered %d message(s) that kept failing to finish", int(dead))
         for mid in deleted:
             logger.debug("Pending message %s was deleted before it finished", _text(mid))
@@ -742,7 +851,10 @@ class Worker:
             for mid, (execution, _) in list(self._active.items()):
                 args += [mid, execution.deliveries]
             try:
-                lost = await self.docket._scripts.renew(keys=[self.docket.keys.stream], args=args)
+                with self._internal("docket.renew"):
+                    lost = await self.docket._scripts.renew(
+                        keys=[self.docket.keys.stream], args=args
+                    )
             except (RedisError, OSError) as error:
                 logger.warning("Could not renew leases: %s", error)
                 continue
@@ -759,22 +871,61 @@ class Worker:
         window = interval * docket.missed_heartbeats
         while True:
             try:
-                await docket._scripts.heartbeat(
-                    keys=[docket.keys.workers, docket.keys.worker_tasks(self.name)],
-                    args=[self.name, window, *sorted(docket.tasks)],
-                )
-                if self.schedule_automatic_tasks and not self._stopping:
-                    await self._schedule_automatic_tasks()
+                with self._internal("docket.heartbeat"):
+                    await docket._scripts.heartbeat(
+                        keys=[docket.keys.workers, docket.keys.worker_tasks(self.name)],
+                        args=[self.name, window, *sorted(docket.tasks)],
+                    )
+                    self._heartbeat_ok = True
+                    self._heartbeat_at = time.monotonic()
+                    if metrics_collected():
+                        await self._sample_depths()
+                    if self.schedule_automatic_tasks and not self._stopping:
+                        await self._schedule_automatic_tasks()
             except (RedisError, OSError) as error:
+                self._heartbeat_ok = False
                 logger.warning("Heartbeat failed: %s", error)
             await asyncio.sleep(interval)
 
+    async def _sample_depths(self) -> None:
+        """Sample the queue and schedule depths for the gauges (read on collection).
+        Best effort: a failed sample keeps the last one and never fails the heartbeat."""
+        keys = self.docket.keys
+        client = self.docket._connection.client
+        try:
+            seconds, micros = await client.time()
+            now = seconds + micros / 1_000_000
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.xlen(keys.stream)
+                pipe.xpending(keys.stream, GROUP)
+                pipe.zcount(keys.queue, "-inf", now)
+                pipe.zcount(keys.queue, f"({now}", "+inf")
+                length, pending, overdue, future = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as error:
+            logger.debug("Could not sample queue depths: %s", error)
+            return
+        if isinstance(length, Exception) or isinstance(overdue, Exception):
+            return
+        # Entries delivered but not yet settled are running, not waiting (an error here
+        # means no consumer group yet, so nothing is delivered).
+        claimed = int(pending["pending"]) if isinstance(pending, dict) else 0
+        self._metrics.queue_depth = max(int(length) - claimed, 0) + int(overdue)
+        if not isinstance(future, Exception):
+            self._metrics.schedule_depth = int(future)
+
     async def _schedule_automatic_tasks(self) -> None:
-        for name, function in list(self.docket.tasks.items()):
-            perpetual = get_perpetual(function)
-            if perpetual is None or not perpetual.automatic:
-                continue
-            await self.docket.add(function, when=perpetual.initial_when, key=name)()
+        # Internal: traced only with internal instrumentation enabled, and counted only
+        # when it scheduled something (not every time it finds the task in place).
+        with self._internal("docket.schedule_automatic"):
+            for name, function in list(self.docket.tasks.items()):
+                perpetual = get_perpetual(function)
+                if perpetual is None or not perpetual.automatic:
+                    continue
+                # What ``docket.add(function, when=..., key=name)()`` does, flagged.
+                resolved, task_name = self.docket._resolve(function)
+                await self.docket._schedule(
+                    "add", resolved, perpetual.initial_when, name, (), {}, task_name, automatic=True
+                )
 
     async def _listen(self) -> None:
         """Pub/sub: wake the scheduler for earlier tasks, and cancel running ones."""
@@ -782,12 +933,14 @@ class Worker:
         while True:
             try:
                 pubsub = self.docket._connection.client.pubsub()
-                await pubsub.subscribe(keys.wake_channel, keys.cancel_channel)
+                with self._internal("docket.listen"):
+                    await pubsub.subscribe(keys.wake_channel, keys.cancel_channel)
                 try:
                     while True:
-                        message = await pubsub.get_message(
-                            ignore_subscribe_messages=True, timeout=1.0
-                        )
+                        with self._internal("docket.listen"):
+                            message = await pubsub.get_message(
+                                ignore_subscribe_messages=True, timeout=1.0
+                            )
                         if message is None:
                             continue
                         channel = _text(message["channel"])
@@ -833,72 +986,107 @@ class Worker:
         message_batch: int = 1000,
     ) -> None:
         """Run a worker the way the CLI does, with SIGTERM/SIGINT handling: the first
-        signal stops claiming and drains, a second one exits at once."""
-        async with Docket(name=docket_name, url=url) as docket:
-            for collection in tasks:
-                docket.register_collection(collection)
-            worker = cls(
-                docket,
-                name=name,
-                concurrency=concurrency,
-                redelivery_timeout=redelivery_timeout,
-                reconnection_delay=reconnection_delay,
-                minimum_check_interval=minimum_check_interval,
-                scheduling_resolution=scheduling_resolution,
-                schedule_automatic_tasks=schedule_automatic_tasks,
+        signal stops claiming and drains, a second one exits at once.
+
+        ``healthcheck_port`` serves ``is_healthy()`` as 200/503; ``metrics_port`` serves
+        Prometheus text on ``/metrics`` and raises ``MetricsUnavailable`` (saying how to
+        install the ``metrics`` extra) when it cannot.
+        """
+        metrics = None
+        if metrics_port is not None:
+            from .metrics_server import serve_metrics
+
+            # Before connecting: a missing extra or a taken port fails at once.
+            metrics = serve_metrics(metrics_port)
+        try:
+            async with Docket(
+                name=docket_name,
+                url=url,
                 enable_internal_instrumentation=enable_internal_instrumentation,
-                fallback_task=_import_member(fallback_task) if fallback_task else None,
-                dependencies=_import_member(dependencies) if dependencies else None,
-                message_batch=message_batch,
-            )
-            loop = asyncio.get_running_loop()
-            main = asyncio.current_task()
-            signals_seen = 0
-
-            def on_signal(signum: int) -> None:
-                nonlocal signals_seen
-                signals_seen += 1
-                if signals_seen == 1:
-                    logger.warning(
-                        "Received %s: finishing in-flight tasks (send again to exit now)",
-                        signal.Signals(signum).name,
-                    )
-                    worker.stop()
-                else:
-                    logger.warning("Received %s again: exiting now", signal.Signals(signum).name)
-                    worker.abort()
-                    if main is not None:
-                        main.cancel()
-
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, on_signal, signum)
-            health = None
-            if metrics_port is not None:
-                logger.warning(
-                    "--metrics-port is not served by this version; metrics are exported "
-                    "through OpenTelemetry only"
+            ) as docket:
+                for collection in tasks:
+                    docket.register_collection(collection)
+                worker = cls(
+                    docket,
+                    name=name,
+                    concurrency=concurrency,
+                    redelivery_timeout=redelivery_timeout,
+                    reconnection_delay=reconnection_delay,
+                    minimum_check_interval=minimum_check_interval,
+                    scheduling_resolution=scheduling_resolution,
+                    schedule_automatic_tasks=schedule_automatic_tasks,
+                    enable_internal_instrumentation=enable_internal_instrumentation,
+                    fallback_task=_import_member(fallback_task) if fallback_task else None,
+                    dependencies=_import_member(dependencies) if dependencies else None,
+                    message_batch=message_batch,
                 )
-            try:
-                async with worker:
-                    if healthcheck_port is not None:
-                        from .healthcheck import serve_healthcheck
+                loop = asyncio.get_running_loop()
+                main = asyncio.current_task()
+                signals_seen = 0
 
-                        health = await serve_healthcheck(worker, healthcheck_port)
-                    if until_finished:
-                        await worker.run_until_finished()
+                def on_signal(signum: int) -> None:
+                    nonlocal signals_seen
+                    signals_seen += 1
+                    if signals_seen == 1:
+                        logger.warning(
+                            "Received %s: finishing in-flight tasks (send again to exit now)",
+                            signal.Signals(signum).name,
+                        )
+                        worker.stop()
                     else:
-                        await worker.run_forever()
-            finally:
-                if health is not None:
-                    health.close()
+                        logger.warning(
+                            "Received %s again: exiting now", signal.Signals(signum).name
+                        )
+                        worker.abort()
+                        if main is not None:
+                            main.cancel()
+
                 for signum in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(signum)
+                    loop.add_signal_handler(signum, on_signal, signum)
+                health = None
+                try:
+                    async with worker:
+                        if healthcheck_port is not None:
+                            from .healthcheck import serve_healthcheck
+
+                            health = await serve_healthcheck(worker, healthcheck_port)
+                        if until_finished:
+                            await worker.run_until_finished()
+                        else:
+                            await worker.run_forever()
+                finally:
+                    if health is not None:
+                        health.close()
+                    for signum in (signal.SIGTERM, signal.SIGINT):
+                        loop.remove_signal_handler(signum)
+        finally:
+            if metrics is not None:
+                metrics.close()
 
     def is_healthy(self) -> bool:
-        """The consume loop has talked to Redis recently."""
-        return time.monotonic() - self._healthy_at < BLOCK_SECONDS * 3 + _seconds(
-            self.reconnection_delay
-        )
+        """Whether the worker loop is alive and Redis reachable: it is running (or
+        draining), its last read from the stream succeeded and no read hangs, and its
+        last heartbeat succeeded within the window other workers judge liveness by
+        (``heartbeat_interval * missed_heartbeats``)."""
+        return self.health_problem() is None
+
+    def health_problem(self) -> str | None:
+        """Why the worker is not healthy, or None when it is."""
+        if not self._running_loop:
+            return "the worker loop is not running"
+        if not self._reads_ok:
+            return "the last read from Redis failed"
+        if not self._heartbeat_ok:
+            return "the last heartbeat failed" if self._heartbeat_at else "no heartbeat yet"
+        now = time.monotonic()
+        heartbeat = _seconds(self.docket.heartbeat_interval)
+        window = max(heartbeat * self.docket.missed_heartbeats, heartbeat + BLOCK_SECONDS)
+        if self._heartbeat_at is None or now - self._heartbeat_at > window:
+            return f"no heartbeat reached Redis in {window:g}s"
+        read_since = self._read_since
+        if read_since is not None and now - read_since > BLOCK_SECONDS * 3:
+            return f"a read from Redis has hung for {now - read_since:.0f}s"
+        return None
 
 
 def _import_member(path: str) -> Any:

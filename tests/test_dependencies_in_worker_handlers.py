@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Coroutine
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,14 +37,46 @@ FAST: dict[str, Any] = {
 pytestmark = pytest.mark.usefixtures("url")
 
 
+# Every run here takes milliseconds; a worker still going after this is stuck.
+DEADLINE = 15.0
+
+
+async def finish_within(worker: Worker, run: Coroutine[Any, Any, None]) -> None:
+    """Await one of the worker's run modes, failing the test (not hanging the suite) if
+    it has not returned by the deadline.
+
+    A run task cancelled before its first step never executes its ``finally``, so it
+    stays in the worker's active set for good: the worker then never finishes, and its
+    drain loops forever (a busy loop that no timeout interrupts). Only on that failure
+    path, and only to let teardown end, such dead entries are dropped after the
+    diagnosis has been taken.
+    """
+    task = asyncio.create_task(run)
+    done, _ = await asyncio.wait({task}, timeout=DEADLINE)
+    if task in done:
+        task.result()
+        return
+    active = worker._active
+    dead = [(mid, execution.key) for mid, (execution, t) in active.items() if t.done()]
+    for mid, _key in dead:
+        active.pop(mid, None)
+    worker.abort()
+    with suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=DEADLINE)
+    pytest.fail(
+        f"the worker did not finish within {DEADLINE:.0f}s; runs whose task had ended "
+        f"but were still counted as active (message id, key): {dead}"
+    )
+
+
 async def run_all(docket: Docket, **options: Any) -> None:
     async with Worker(docket, **{**FAST, **options}) as worker:
-        await worker.run_until_finished()
+        await finish_within(worker, worker.run_until_finished())
 
 
 async def run_bounded(docket: Docket, limits: dict[str, int], **options: Any) -> None:
     async with Worker(docket, **{**FAST, **options}) as worker:
-        await asyncio.wait_for(worker.run_at_most(limits), timeout=30)
+        await finish_within(worker, worker.run_at_most(limits))
 
 
 # -- Retry -----------------------------------------------------------------------------
@@ -259,8 +293,7 @@ async def test_cancel_ends_a_perpetual_chain(docket: Docket) -> None:
             perpetual.cancel()
 
     await docket.add(limited, key="limited")()
-    async with Worker(docket, **FAST) as worker:
-        await asyncio.wait_for(worker.run_until_finished(), timeout=30)
+    await run_all(docket)
     assert runs == [0, 1, 2]
 
 

@@ -23,6 +23,7 @@ SCRIPT_NAMES = (
     "renew",
     "reclaim",
     "dead_letter",
+    "dead_letter_requeue",
     "cancel",
     "clear",
     "progress",
@@ -60,6 +61,7 @@ class Scripts:
     renew: AsyncScript
     reclaim: AsyncScript
     dead_letter: AsyncScript
+    dead_letter_requeue: AsyncScript
     cancel: AsyncScript
     clear: AsyncScript
     progress: AsyncScript
