@@ -138,6 +138,7 @@ class Worker:
         self._settle_idle.set()
         self._scheduler_wake = asyncio.Event()
         self._user_cancelled: set[str] = set()
+        self._begun: set[str] = set()
         self._run_limits: dict[str, int] = {}
         self._run_counts: dict[str, int] = {}
         self._reclaim_cursor = "0-0"
@@ -220,6 +221,11 @@ class Worker:
             await asyncio.gather(
                 *(task for _, task in self._active.values()), return_exceptions=True
             )
+            # Gathering finished tasks does not yield, so drop those whose cleanup never
+            # ran (cancelled before their first step) here rather than spin on them.
+            for mid, (_, task) in list(self._active.items()):
+                if task.done():
+                    del self._active[mid]
         await self._flush_settlements()
 
     def stop(self) -> None:
@@ -509,11 +515,26 @@ class Worker:
             self._start(execution)
 
     def _start(self, execution: Execution) -> None:
-        assert execution.message_id is not None
+        mid = execution.message_id
+        assert mid is not None
         task = asyncio.create_task(self._execute(execution), name=f"docket:{execution.key}")
-        self._active[execution.message_id] = (execution, task)
+        self._active[mid] = (execution, task)
+        # A task cancelled before its first step (a cancel or an abort right after the
+        # claim) never runs _execute's ``finally``; without this its entry would stay
+        # and _drain would spin on it forever.
+        task.add_done_callback(lambda done: self._forget(mid, done))
+
+    def _forget(self, mid: str, task: asyncio.Task[None]) -> None:
+        self._begun.discard(mid)
+        entry = self._active.get(mid)
+        if entry is not None and entry[1] is task:
+            del self._active[mid]
+            self._slot_freed.set()
 
     def _blocked_reason(self, execution: Execution) -> str | None:
+        if execution.key in self._user_cancelled:
+            self._user_cancelled.discard(execution.key)
+            return "cancelled"
         strikes = self.docket.strike_list
         if strikes and strikes.is_stricken(execution.function_name, execution.arguments_by_name()):
             return "struck"
@@ -525,6 +546,8 @@ class Worker:
     # -- running --------------------------------------------------------------------
 
     async def _execute(self, execution: Execution) -> None:
+        assert execution.message_id is not None
+        self._begun.add(execution.message_id)
         try:
             settlement = await self._run_task(execution)
             if settlement is None:
@@ -957,10 +980,13 @@ class Worker:
                 await asyncio.sleep(_seconds(self.reconnection_delay))
 
     def _cancel_running(self, key: str) -> None:
-        for execution, task in list(self._active.values()):
+        for mid, (execution, task) in list(self._active.items()):
             if execution.key == key:
                 self._user_cancelled.add(key)
-                task.cancel()
+                # A run that has not taken its first step is not cancelled from outside:
+                # it would vanish without settling its message. It sees the mark instead.
+                if mid in self._begun:
+                    task.cancel()
 
     # -- command-line entry ---------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,31 +41,47 @@ pytestmark = pytest.mark.usefixtures("url")
 DEADLINE = 15.0
 
 
-async def finish_within(worker: Worker, run: Coroutine[Any, Any, None]) -> None:
-    """Await one of the worker's run modes, failing the test (not hanging the suite) if
-    it has not returned by the deadline.
+async def finish_within(
+    worker: Worker, run: Coroutine[Any, Any, None], keys: Iterable[str] = ()
+) -> None:
+    """Await one of the worker's run modes, failing the test (instead of hanging the
+    suite) if it has not returned by the deadline, with what the worker and the docket
+    still hold so the failure says why.
 
-    A run task cancelled before its first step never executes its ``finally``, so it
-    stays in the worker's active set for good: the worker then never finishes, and its
-    drain loops forever (a busy loop that no timeout interrupts). Only on that failure
-    path, and only to let teardown end, such dead entries are dropped after the
-    diagnosis has been taken.
+    A run cancelled right after its claim, before its task took a first step, is the
+    known way to get here: its task's ``finally`` never runs, so the entry can stay in
+    the worker's active set (and ``_drain`` then spins forever, which no timeout
+    interrupts), and its stream entry is never acknowledged (so the worker never sees
+    the docket empty). Only on this failure path, to let teardown end, are such dead
+    entries dropped, after the diagnosis has been taken.
     """
     task = asyncio.create_task(run)
     done, _ = await asyncio.wait({task}, timeout=DEADLINE)
     if task in done:
         task.result()
         return
+    docket = worker.docket
     active = worker._active
-    dead = [(mid, execution.key) for mid, (execution, t) in active.items() if t.done()]
-    for mid, _key in dead:
-        active.pop(mid, None)
+    in_worker = [
+        (mid, execution.key, "ended" if t.done() else "running")
+        for mid, (execution, t) in active.items()
+    ]
+    records: dict[str, str | None] = {}
+    for key in keys:
+        execution = await docket.get_execution(key)
+        records[key] = None if execution is None else execution.state.value
+    async with docket.redis() as redis:
+        stream_entries = await redis.xlen(docket.keys.stream)
+    for mid, _key, state in in_worker:
+        if state == "ended":
+            active.pop(mid, None)
     worker.abort()
-    with suppress(asyncio.CancelledError):
+    with suppress(asyncio.CancelledError, TimeoutError):
         await asyncio.wait_for(task, timeout=DEADLINE)
     pytest.fail(
-        f"the worker did not finish within {DEADLINE:.0f}s; runs whose task had ended "
-        f"but were still counted as active (message id, key): {dead}"
+        f"the worker did not finish within {DEADLINE:.0f}s. Still in the worker's active "
+        f"set (message id, key, task): {in_worker}; entries left in the stream: "
+        f"{stream_entries}; records: {records}"
     )
 
 
@@ -76,7 +92,7 @@ async def run_all(docket: Docket, **options: Any) -> None:
 
 async def run_bounded(docket: Docket, limits: dict[str, int], **options: Any) -> None:
     async with Worker(docket, **{**FAST, **options}) as worker:
-        await finish_within(worker, worker.run_at_most(limits))
+        await finish_within(worker, worker.run_at_most(limits), limits)
 
 
 # -- Retry -----------------------------------------------------------------------------
