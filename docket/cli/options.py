@@ -1,0 +1,204 @@
+"""What every command shares: the ``--docket`` and ``--url`` options (with their
+``DOCKET_*`` variables), turning failures into one-line errors, and importing the
+``module:name`` paths that ``--tasks``, ``--fallback-task`` and ``--dependencies`` take."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import re
+import sys
+import traceback
+from collections.abc import Coroutine
+from datetime import timedelta
+from typing import Annotated, Any, NoReturn
+from urllib.parse import urlsplit
+
+import typer
+from redis.connection import parse_url
+from redis.exceptions import RedisError
+
+from .._redis.client import SUPPORTED_SCHEMES, redact_url
+from .._redis.keys import validate_name
+from .durations import format_duration_option, parse_duration
+
+DEFAULT_URL = "redis://localhost:6379/0"
+DEFAULT_DOCKET = "docket"
+
+# Exit codes besides 0 (success) and 2 (usage errors, as click reports them).
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A failure to report as one line on stderr, then exit with ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """Print ``Error: message`` on one line of stderr and exit with ``code``."""
+    line = " ".join(message.split())
+    typer.secho(f"Error: {line}", err=True, fg="red")
+    raise typer.Exit(code)
+
+
+def run[T](main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to the end; expected failures become one-line errors."""
+    try:
+        return asyncio.run(main)
+    except CliError as error:
+        fail(str(error), error.code)
+    except ConnectionError as error:
+        # The Docket's own "Cannot reach Redis at <url>: ..." (the URL is redacted).
+        fail(str(error))
+    except RedisError as error:
+        fail(f"Redis refused the command: {error}")
+    except OSError as error:
+        fail(str(error) or type(error).__name__)
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+# -- --url and --docket ---------------------------------------------------------------
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password hidden, even when it is too malformed to parse."""
+    try:
+        return redact_url(url)
+    except ValueError:
+        return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+
+
+def check_url(url: str) -> str:
+    """Refuse URLs no separate process can use, and those that cannot be parsed."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        raise typer.BadParameter(
+            "memory:// is a docket inside one process, and this command runs in a "
+            "process of its own, so it would see an empty docket that vanishes when it "
+            "exits; use a redis://, rediss:// or unix:// URL"
+        )
+    if scheme not in SUPPORTED_SCHEMES:
+        raise typer.BadParameter(
+            f"{safe_url(url)!r} is not a Redis URL; it must start with "
+            + ", ".join(f"{s}://" for s in SUPPORTED_SCHEMES if s != "memory")
+        )
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as error:
+        raise typer.BadParameter(f"{safe_url(url)!r}: {error}") from None
+    return url
+
+
+def check_docket_name(name: str) -> str:
+    try:
+        return validate_name(name)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+URL_ENVVARS = ["DOCKET_URL", "DOCKET_REDIS_URL"]
+
+UrlOption = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        "-u",
+        help="The Redis server, e.g. redis://localhost:6379/0, rediss://..., unix:///path",
+        envvar=URL_ENVVARS,
+        callback=check_url,
+        show_envvar=True,
+    ),
+]
+
+DocketOption = Annotated[
+    str,
+    typer.Option(
+        "--docket",
+        "-d",
+        help="The name of the docket",
+        envvar="DOCKET_NAME",
+        callback=check_docket_name,
+        show_envvar=True,
+    ),
+]
+
+
+def duration_option(
+    help: str, envvar: str, default: timedelta, *names: str
+) -> Any:  # typer.models.OptionInfo
+    """An option read with ``parse_duration``, its default shown in the same syntax."""
+    return typer.Option(
+        *names,
+        parser=parse_duration,
+        help=help,
+        envvar=envvar,
+        show_envvar=True,
+        show_default=format_duration_option(default),
+        metavar="DURATION",
+    )
+
+
+# -- module:name paths ----------------------------------------------------------------
+
+
+def _importable_from_here() -> None:
+    # A console script does not put the working directory on sys.path the way
+    # ``python -m`` does; without it, ``--tasks myapp.tasks:tasks`` run from the
+    # project's root would not find ``myapp``.
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def import_member(path: str, what: str) -> Any:
+    """Import ``package.module:name``; a missing module or name is a ``CliError``."""
+    module_name, colon, member = path.partition(":")
+    if not colon or not module_name or not member:
+        raise CliError(f"{what} {path!r} must look like 'package.module:name'")
+    _importable_from_here()
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        missing = error.name or module_name
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise CliError(
+                f"cannot import {what} {path!r}: there is no module named {missing!r} "
+                f"(run from the directory that contains it, or set PYTHONPATH)"
+            ) from None
+        raise CliError(f"cannot import {what} {path!r}: {_failure(error)}") from None
+    except Exception as error:
+        raise CliError(f"cannot import {what} {path!r}: {_failure(error)}") from None
+    try:
+        return getattr(module, member)
+    except AttributeError:
+        raise CliError(
+            f"cannot import {what} {path!r}: module {module_name!r} has no {member!r}"
+        ) from None
+
+
+def _failure(error: BaseException) -> str:
+    """``Type: message (file:line)``, where the failure happened in the user's code."""
+    where = ""
+    if not isinstance(error, SyntaxError):  # whose message says where already
+        frames = traceback.extract_tb(error.__traceback__)
+        if frames:
+            where = f" ({frames[-1].filename}:{frames[-1].lineno})"
+    return f"{type(error).__name__}: {error}{where}"
+
+
+def load_collection(path: str) -> list[Any]:
+    """The task functions of the collection at ``package.module:name``."""
+    collection = import_member(path, "task collection")
+    try:
+        return list(collection)
+    except TypeError:
+        raise CliError(
+            f"task collection {path!r} is a {type(collection).__name__}, not an iterable "
+            "of task functions"
+        ) from None

@@ -1,0 +1,96 @@
+"""``docket tasks trace|fail|sleep``: add a built-in task, to try a worker out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+
+from .. import tasks as builtin
+from ..docket import Docket
+from ..execution import TaskFunction
+from .display import describe_span, say
+from .options import DEFAULT_DOCKET, DEFAULT_URL, DocketOption, UrlOption, duration_option, run
+
+app = typer.Typer(help="Add docket's built-in tasks: trace, fail and sleep", no_args_is_help=True)
+
+DelayOption = Annotated[
+    timedelta,
+    duration_option(
+        "How long from now the task is due", "DOCKET_TASKS_DELAY", timedelta(0), "--delay"
+    ),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The task's key [default: a new unique key]",
+        envvar="DOCKET_TASKS_KEY",
+        show_envvar=True,
+    ),
+]
+
+
+async def _add(
+    docket_name: str,
+    url: str,
+    function: TaskFunction,
+    delay: timedelta,
+    key: str | None,
+    *args: Any,
+) -> None:
+    async with Docket(name=docket_name, url=url) as docket:
+        when = datetime.now(UTC) + delay
+        execution = await docket.add(function, when=when, key=key)(*args)
+    name = getattr(function, "__name__", "task")
+    due = f", due in {describe_span(delay)}" if delay > timedelta(0) else ""
+    outcome = execution.disposition.value.replace("_", " ")
+    say(
+        f"Added {name} task {execution.key!r} to the docket {docket_name!r}{due}"
+        if outcome == "scheduled"
+        else f"Did not add {name} task {execution.key!r} to {docket_name!r}: {outcome}"
+    )
+    if outcome != "scheduled":
+        raise typer.Exit(1)
+
+
+@app.command()
+def trace(
+    message: Annotated[
+        str, typer.Argument(help="What the worker logs", metavar="MESSAGE")
+    ] = "Howdy!",
+    delay: DelayOption = timedelta(0),
+    key: KeyOption = None,
+    docket: DocketOption = DEFAULT_DOCKET,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Add a task that logs MESSAGE on the worker that runs it."""
+    run(_add(docket, url, builtin.trace, delay, key, message))
+
+
+@app.command()
+def fail(
+    message: Annotated[
+        str, typer.Argument(help="The error the task raises", metavar="MESSAGE")
+    ] = "Howdy!",
+    delay: DelayOption = timedelta(0),
+    key: KeyOption = None,
+    docket: DocketOption = DEFAULT_DOCKET,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Add a task that fails with MESSAGE."""
+    run(_add(docket, url, builtin.fail, delay, key, message))
+
+
+@app.command()
+def sleep(
+    seconds: Annotated[
+        float, typer.Argument(help="How long the task sleeps", min=0, metavar="SECONDS")
+    ] = 1.0,
+    delay: DelayOption = timedelta(0),
+    key: KeyOption = None,
+    docket: DocketOption = DEFAULT_DOCKET,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Add a task that sleeps for SECONDS."""
+    run(_add(docket, url, builtin.sleep, delay, key, seconds))
