@@ -59,7 +59,8 @@ def processes(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, Path, Path]
             [
                 sys.executable,
                 "-m",
-                "docket_starlette.worker",
+                "docket",
+                "worker",
                 "--app",
                 "fastapi_app.main:app",
                 "--concurrency",
@@ -120,7 +121,9 @@ def test_uvicorn_and_separate_worker(processes: tuple[str, Path, Path]) -> None:
         if "db session closed" in log:
             break
         time.sleep(0.1)
-    lines = [line.split(" INFO ", 1)[-1] for line in log.splitlines() if "fastapi_app" in line]
+    lines = [
+        line.split(" INFO ", 1)[-1].strip() for line in log.splitlines() if "fastapi_app" in line
+    ]
     assert lines[-3:] == [
         "fastapi_app.db db session opened",
         f"fastapi_app.tasks summarized note {note_id}",

@@ -231,6 +231,15 @@ def worker(
             case_sensitive=False,
         ),
     ] = LogLevel.INFO,
+    app: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the worker inside a web app's lifespan (module:attr), so tasks can use "
+            "the app's own dependencies; needs an adapter such as pydocket[fastapi]",
+            envvar="DOCKET_WORKER_APP",
+            show_envvar=True,
+        ),
+    ] = None,
     logging_format: Annotated[
         LogFormat | None,
         typer.Option(
@@ -278,6 +287,45 @@ def worker(
         "dependencies": dependencies,
         "message_batch": message_batch,
     }
+    if app is not None:
+        runner = _app_runner()
+        options.pop("healthcheck_port")
+        options.pop("metrics_port")
+        # The app's lifespan opens its own docket; only insist on one named explicitly.
+        url_given = url != DEFAULT_URL
+        docket_given = docket != DEFAULT_DOCKET
+        worker_options = {
+            k: v
+            for k, v in options.items()
+            if k
+            not in (
+                "docket_name",
+                "url",
+                "until_finished",
+                "tasks",
+                "fallback_task",
+                "dependencies",
+            )
+        }
+        if fallback_task:
+            worker_options["fallback_task"] = import_member(fallback_task, "fallback task")
+        if dependencies:
+            worker_options["dependencies"] = import_member(dependencies, "worker dependencies")
+        try:
+            run(
+                runner(
+                    app,
+                    tasks=[t for t in tasks if t not in DEFAULT_TASKS],
+                    url=url if url_given else None,
+                    docket_name=docket if docket_given else None,
+                    until_finished=until_finished,
+                    **worker_options,
+                )
+            )
+        except asyncio.CancelledError:
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        logger.info("Worker stopped")
+        return
     try:
         run(Worker.run(**options))
     except RuntimeError as error:
@@ -289,3 +337,17 @@ def worker(
         # A second SIGTERM/SIGINT: in-flight tasks were abandoned to redelivery.
         raise typer.Exit(EXIT_INTERRUPTED) from None
     logger.info("Worker stopped")
+
+
+def _app_runner() -> Any:
+    """The web adapter that knows how to enter an app's lifespan around a worker.
+
+    Adapters advertise themselves under the ``docket.app_runners`` entry point group, so
+    the core never imports a web framework itself.
+    """
+    from importlib.metadata import entry_points
+
+    found = list(entry_points(group="docket.app_runners"))
+    if not found:
+        fail("--app needs a web adapter: pip install 'pydocket[fastapi]' (or [starlette])")
+    return found[0].load()
