@@ -157,7 +157,6 @@ def test_decorator_options() -> None:
     from docket import Perpetual, Retry, Timeout
     from docket.dependencies import get_single_dependency_parameter_of_type
 
-    assert tasks.mark_done(0) if False else True  # still callable directly
     retry = get_single_dependency_parameter_of_type(tasks.confirm.runnable, Retry)
     assert retry is not None and retry.attempts == 2
     timeout = get_single_dependency_parameter_of_type(tasks.slow.runnable, Timeout)
@@ -168,6 +167,25 @@ def test_decorator_options() -> None:
         Perpetual,
     )
     assert tasks.confirm._key_for(None, (), {"order_id": 5}) == "confirm-5"
+
+
+def test_decorator_cron_option() -> None:
+    import docket_django
+    from docket import Cron
+    from docket.dependencies import get_perpetual
+    from docket_django import registry
+
+    @docket_django.task(name="every_five_minutes", cron="*/5 * * * *")
+    async def every_five_minutes() -> None: ...
+
+    try:
+        schedule = get_perpetual(every_five_minutes.runnable)
+        assert isinstance(schedule, Cron)
+        assert schedule.expression == "*/5 * * * *"
+        assert schedule.automatic
+    finally:
+        # An automatic task left registered would keep other tests' workers busy forever.
+        registry._by_alias["default"].pop("every_five_minutes", None)
 
 
 def _perpetual_of(function: Any) -> Any:
