@@ -606,9 +606,6 @@ class Worker:
             "key": execution.key,
             "attempt": execution.attempt,
         }
-        logger.info(
-            "↪ [%s] %s", format_duration(punctuality.total_seconds()), call_repr, extra=log_context
-        )
         with tracer.start_as_current_span(
             execution.function_name,
             kind=SpanKind.CONSUMER,
@@ -629,6 +626,15 @@ class Worker:
                 # see it; a FailedDependency from entering lands here too, and the
                 # resolution still holds its handlers (a Retry retries broken deps).
                 async with resolution:
+                    # Logged once admitted, inside the run's context: a run an admission
+                    # gate turns away has not started, and worker dependencies (a
+                    # restored request id, say) already apply to this line.
+                    logger.info(
+                        "↪ [%s] %s",
+                        format_duration(punctuality.total_seconds()),
+                        call_repr,
+                        extra=log_context,
+                    )
                     kwargs = {**execution.kwargs, **resolution.arguments}
                     if resolution.runtime is not None:
                         result = await resolution.runtime.run(
