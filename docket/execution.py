@@ -7,6 +7,7 @@ import inspect
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -125,6 +126,9 @@ def _resolve_annotation(function: Callable[..., Any], annotation: Any) -> Any:
         return eval(annotation, getattr(function, "__globals__", {}))
     except Exception:
         return None
+
+
+_EVENT_TIMES = ("when", "started_at", "completed_at", "updated_at")
 
 
 class ExecutionProgress:
@@ -345,6 +349,13 @@ class Execution:
                 if message is None:
                     continue
                 event = json.loads(message["data"])
+                # Scripts publish times as epoch seconds; subscribers get the ISO 8601 the
+                # first (synthesized) event uses too.
+                for field in _EVENT_TIMES:
+                    if isinstance(event.get(field), str) and event[field]:
+                        with suppress(ValueError, OverflowError, OSError):
+                            moment = timestamp(event[field])
+                            event[field] = moment.isoformat() if moment else None
                 if event.get("type") == "state":
                     event["state"] = ExecutionState(event["state"])
                     self.state = event["state"]
