@@ -136,12 +136,14 @@ class WorkerRun:
 
 
 def _serve_metrics(port: int) -> None:
+    # docket's own endpoint: it renders docket's metrics, not just the process defaults.
+    from docket.metrics_server import MetricsUnavailable, serve_metrics
+
     try:
-        from prometheus_client import start_http_server
-    except ImportError:
-        logger.warning("--metrics-port needs prometheus-client (pip install 'pydocket[metrics]')")
+        serve_metrics(port)
+    except MetricsUnavailable as error:
+        logger.warning("%s", error)
         return
-    start_http_server(port)
     logger.info("Serving Prometheus metrics on port %d", port)
 
 
