@@ -580,25 +580,30 @@ class Worker:
         running = self._metrics.running
         task_name = execution.function_name
         running[task_name] = running.get(task_name, 0) + 1
-        started = time.perf_counter()
         try:
-            return await self._run_started(execution, metric_labels, started)
+            return await self._run_started(execution, metric_labels)
         finally:
             running[task_name] -= 1
-            TASKS_COMPLETED.add(1, metric_labels)
-            TASK_DURATION.record(time.perf_counter() - started, metric_labels)
+
+    @staticmethod
+    def _count_start(execution: Execution, labels: dict[str, str], punctuality: float) -> None:
+        TASKS_STARTED.add(1, labels)
+        if execution.redelivered:
+            TASKS_REDELIVERED.add(1, labels)
+        TASK_PUNCTUALITY.record(punctuality, labels)
 
     async def _run_started(
-        self, execution: Execution, metric_labels: dict[str, str], started: float
+        self, execution: Execution, metric_labels: dict[str, str]
     ) -> _Settlement | None:
         function = execution.function
         assert function is not None
         call_repr = execution.call_repr()
+        started = time.perf_counter()
         punctuality = (execution.started_at or datetime.now(UTC)) - execution.when
-        TASKS_STARTED.add(1, metric_labels)
-        if execution.redelivered:
-            TASKS_REDELIVERED.add(1, metric_labels)
-        TASK_PUNCTUALITY.record(punctuality.total_seconds(), metric_labels)
+        # Metrics count a run as started once admitted (or once it failed on the way
+        # there), and then as completed however it ends; a run an admission gate turns
+        # away (parked, rescheduled or dropped) is neither, like the start log line.
+        admitted = False
         log_context = {
             "docket": self.docket.name,
             "worker": self.name,
@@ -606,85 +611,98 @@ class Worker:
             "key": execution.key,
             "attempt": execution.attempt,
         }
-        with tracer.start_as_current_span(
-            execution.function_name,
-            kind=SpanKind.CONSUMER,
-            links=links_for(execution.trace_context),
-            attributes={
-                "docket.name": self.docket.name,
-                "docket.task": execution.function_name,
-                "docket.key": execution.key,
-                "docket.attempt": execution.attempt,
-                "docket.worker": self.name,
-            },
-        ) as span:
-            resolution = resolved_dependencies(self, execution, self.dependencies)
-            result: Any = None
-            error: BaseException | None = None
-            try:
-                # The run's exception leaves the ``async with`` so generator dependencies
-                # see it; a FailedDependency from entering lands here too, and the
-                # resolution still holds its handlers (a Retry retries broken deps).
-                async with resolution:
-                    # Logged once admitted, inside the run's context: a run an admission
-                    # gate turns away has not started, and worker dependencies (a
-                    # restored request id, say) already apply to this line.
+        try:
+            with tracer.start_as_current_span(
+                execution.function_name,
+                kind=SpanKind.CONSUMER,
+                links=links_for(execution.trace_context),
+                attributes={
+                    "docket.name": self.docket.name,
+                    "docket.task": execution.function_name,
+                    "docket.key": execution.key,
+                    "docket.attempt": execution.attempt,
+                    "docket.worker": self.name,
+                },
+            ) as span:
+                resolution = resolved_dependencies(self, execution, self.dependencies)
+                result: Any = None
+                error: BaseException | None = None
+                try:
+                    # The run's exception leaves the ``async with`` so generator dependencies
+                    # see it; a FailedDependency from entering lands here too, and the
+                    # resolution still holds its handlers (a Retry retries broken deps).
+                    async with resolution:
+                        # Logged once admitted, inside the run's context: a run an admission
+                        # gate turns away has not started, and worker dependencies (a
+                        # restored request id, say) already apply to this line.
+                        admitted = True
+                        self._count_start(execution, metric_labels, punctuality.total_seconds())
+                        logger.info(
+                            "↪ [%s] %s",
+                            format_duration(punctuality.total_seconds()),
+                            call_repr,
+                            extra=log_context,
+                        )
+                        kwargs = {**execution.kwargs, **resolution.arguments}
+                        if resolution.runtime is not None:
+                            result = await resolution.runtime.run(
+                                execution, function, execution.args, kwargs
+                            )
+                        else:
+                            result = function(*execution.args, **kwargs)
+                            if inspect.isawaitable(result):
+                                result = await result
+                except asyncio.CancelledError:
+                    if execution.key not in self._user_cancelled:
+                        raise
+                    self._user_cancelled.discard(execution.key)
+                    duration = time.perf_counter() - started
                     logger.info(
-                        "↪ [%s] %s",
-                        format_duration(punctuality.total_seconds()),
+                        "✗ [%s] %s cancelled",
+                        format_duration(duration),
                         call_repr,
                         extra=log_context,
                     )
-                    kwargs = {**execution.kwargs, **resolution.arguments}
-                    if resolution.runtime is not None:
-                        result = await resolution.runtime.run(
-                            execution, function, execution.args, kwargs
-                        )
-                    else:
-                        result = function(*execution.args, **kwargs)
-                        if inspect.isawaitable(result):
-                            result = await result
-            except asyncio.CancelledError:
-                if execution.key not in self._user_cancelled:
-                    raise
-                self._user_cancelled.discard(execution.key)
-                duration = time.perf_counter() - started
-                logger.info(
-                    "✗ [%s] %s cancelled", format_duration(duration), call_repr, extra=log_context
-                )
-                return _Settlement(execution, "cancelled", "cancelled")
-            except AdmissionBlocked as refusal:
-                return await self._admission_blocked(execution, refusal, log_context)
-            except Exception as exc:
-                error = exc
+                    return _Settlement(execution, "cancelled", "cancelled")
+                except AdmissionBlocked as refusal:
+                    return await self._admission_blocked(execution, refusal, log_context)
+                except Exception as exc:
+                    error = exc
+                    if not admitted:
+                        admitted = True
+                        self._count_start(execution, metric_labels, punctuality.total_seconds())
 
-            outcome = TaskOutcome(
-                duration=timedelta(seconds=time.perf_counter() - started),
-                result=result,
-                exception=error,
-            )
-            duration_text = format_duration(outcome.duration.total_seconds())
-            if error is not None:
-                TASKS_FAILED.add(1, metric_labels)
-                span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, str(error)))
-                handler = resolution.failure_handler
-                if handler is not None and await handler.handle_failure(execution, outcome):
-                    self._count_successor(execution, TASKS_RETRIED, metric_labels)
-                    return _Settlement(execution, "ack")
-            else:
-                TASKS_SUCCEEDED.add(1, metric_labels)
-            completion = resolution.completion_handler
-            if completion is not None and await completion.on_complete(execution, outcome):
-                self._count_successor(execution, TASKS_PERPETUATED, metric_labels)
-                return _Settlement(execution, "ack")
-            if error is not None:
-                logger.error(
-                    "✗ [%s] %s", duration_text, call_repr, exc_info=error, extra=log_context
+                outcome = TaskOutcome(
+                    duration=timedelta(seconds=time.perf_counter() - started),
+                    result=result,
+                    exception=error,
                 )
-                return self._failed(execution, error)
-            logger.info("✓ [%s] %s", duration_text, call_repr, extra=log_context)
-            return self._completed(execution, result)
+                duration_text = format_duration(outcome.duration.total_seconds())
+                if error is not None:
+                    TASKS_FAILED.add(1, metric_labels)
+                    span.record_exception(error)
+                    span.set_status(Status(StatusCode.ERROR, str(error)))
+                    handler = resolution.failure_handler
+                    if handler is not None and await handler.handle_failure(execution, outcome):
+                        self._count_successor(execution, TASKS_RETRIED, metric_labels)
+                        return _Settlement(execution, "ack")
+                else:
+                    TASKS_SUCCEEDED.add(1, metric_labels)
+                completion = resolution.completion_handler
+                if completion is not None and await completion.on_complete(execution, outcome):
+                    self._count_successor(execution, TASKS_PERPETUATED, metric_labels)
+                    return _Settlement(execution, "ack")
+                if error is not None:
+                    logger.error(
+                        "✗ [%s] %s", duration_text, call_repr, exc_info=error, extra=log_context
+                    )
+                    return self._failed(execution, error)
+                logger.info("✓ [%s] %s", duration_text, call_repr, extra=log_context)
+                return self._completed(execution, result)
+        finally:
+            if admitted:
+                TASKS_COMPLETED.add(1, metric_labels)
+                TASK_DURATION.record(time.perf_counter() - started, metric_labels)
 
     @staticmethod
     def _count_successor(execution: Execution, counter: Any, labels: dict[str, str]) -> None:

@@ -36,7 +36,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from docket import metrics_server
-from docket.dependencies import Perpetual, Retry
+from docket.dependencies import ConcurrencyLimit, Perpetual, Retry
 from docket.docket import Docket
 from docket.worker import Worker
 
@@ -535,3 +535,33 @@ async def test_sampling_depths_never_fails_the_heartbeat(
         await worker._sample_depths()
         assert readings.value("docket_schedule_depth") == 1
         assert readings.value("docket_queue_depth") == 0
+
+
+async def test_runs_an_admission_gate_turns_away_are_not_started(
+    docket: Docket, readings: Readings
+) -> None:
+    """A run parked behind a ConcurrencyLimit counts once, when it is finally admitted."""
+    release = asyncio.Event()
+
+    async def exclusive(
+        key: str, hold: bool, limit: ConcurrencyLimit = ConcurrencyLimit("key", 1)
+    ) -> None:
+        if hold:
+            await asyncio.wait_for(release.wait(), 10)
+
+    holder = await docket.add(exclusive)("k", True)
+    async with fast_worker(docket) as worker:
+        task = asyncio.create_task(worker.run_until_finished())
+        await eventually(
+            lambda: readings.value("docket_tasks_started", task="exclusive") == 1, "the holder"
+        )
+        await docket.add(exclusive)("k", False)
+        await asyncio.sleep(0.3)  # claimed, turned away, parked
+        assert readings.value("docket_tasks_started", task="exclusive") == 1
+        release.set()
+        await asyncio.wait_for(task, 10)
+    assert holder.key
+    assert readings.value("docket_tasks_started", task="exclusive") == 2
+    assert readings.value("docket_tasks_completed", task="exclusive") == 2
+    assert readings.value("docket_tasks_succeeded", task="exclusive") == 2
+    assert readings.histogram("docket_task_duration", task="exclusive").count == 2
