@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import pytest
+from _helpers import in_background
 
 from docket import (
     Disposition,
@@ -37,25 +36,6 @@ class ReportedError(Exception):
 
 def later(hours: float = 1) -> datetime:
     return datetime.now(UTC) + timedelta(hours=hours)
-
-
-@asynccontextmanager
-async def in_background(worker: Worker, *gates: asyncio.Event) -> AsyncIterator[asyncio.Task[None]]:
-    """Run ``worker.run_until_finished()`` alongside the test; add work before entering.
-
-    On the way out every gate is opened, so a task held on one cannot keep the worker
-    draining forever when the test failed before releasing it."""
-    run = asyncio.create_task(worker.run_until_finished())
-    try:
-        yield run
-    finally:
-        for gate in gates:
-            gate.set()
-        if not run.done():
-            worker.stop()
-            run.cancel()
-        with suppress(asyncio.CancelledError):
-            await run
 
 
 async def double(x: int) -> int:

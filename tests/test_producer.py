@@ -14,12 +14,13 @@ import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _helpers import in_background
 from _redis_server import RedisServer
 from redis.asyncio import Redis
 
@@ -80,25 +81,6 @@ async def wait_for_state(
         return await state_of(docket, key) == state
 
     await eventually(reached, timeout, f"task {key!r} reaching {state.value}")
-
-
-@asynccontextmanager
-async def in_background(worker: Worker, *gates: asyncio.Event) -> AsyncIterator[asyncio.Task[None]]:
-    """Run ``worker.run_until_finished()`` alongside the test; add work before entering.
-
-    On the way out every gate is opened, so a task held on one cannot keep the worker
-    draining forever when the test failed before releasing it."""
-    run = asyncio.create_task(worker.run_until_finished())
-    try:
-        yield run
-    finally:
-        for gate in gates:
-            gate.set()
-        if not run.done():
-            worker.stop()
-            run.cancel()
-        with suppress(asyncio.CancelledError):
-            await run
 
 
 async def keys_matching(client: Redis, pattern: str) -> list[bytes]:

@@ -8,14 +8,12 @@ Faults (dead consumers, killed workers, signals, Redis restarts) live in
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
-from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
+from _helpers import fast_worker, wait_for
 from redis.asyncio import Redis
 
 from docket import (
@@ -32,29 +30,6 @@ from docket import (
 from docket._redis.keys import GROUP
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-async def wait_for(
-    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, what: str = ""
-) -> None:
-    """Poll ``condition`` until it holds; fail (not hang) if it never does."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
-        await asyncio.sleep(0.01)
-
-
-def fast_worker(docket: Docket, **options: Any) -> Worker:
-    """A worker that polls every few milliseconds, so tests need not wait for it."""
-    options.setdefault("minimum_check_interval", timedelta(milliseconds=5))
-    options.setdefault("scheduling_resolution", timedelta(milliseconds=5))
-    return Worker(docket, **options)
 
 
 async def stop(worker: Worker, runner: asyncio.Task[None]) -> None:

@@ -10,18 +10,18 @@ outside the docket's keys. Dead consumers are simulated with raw XREADGROUP/XCLA
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import fast_worker, wait_for
 from _redis_server import RedisServer
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -37,28 +37,6 @@ from docket import (
 from docket._redis.keys import GROUP
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-async def wait_for(
-    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, what: str = ""
-) -> None:
-    """Poll ``condition`` until it holds; fail (not hang) if it never does."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
-        await asyncio.sleep(0.01)
-
-
-def fast_worker(docket: Docket, **options: Any) -> Worker:
-    options.setdefault("minimum_check_interval", timedelta(milliseconds=5))
-    options.setdefault("scheduling_resolution", timedelta(milliseconds=5))
-    return Worker(docket, **options)
 
 
 async def pending_count(redis: Redis, docket: Docket) -> int:

@@ -1,0 +1,55 @@
+"""Small helpers shared by test modules (imported as a top-level module, like _redis_server)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
+from typing import Any
+
+from docket import Docket, Worker
+
+
+async def wait_for(
+    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, what: str = ""
+) -> None:
+    """Poll ``condition`` until it holds; fail (not hang) if it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        await asyncio.sleep(0.01)
+
+
+def fast_worker(docket: Docket, **options: Any) -> Worker:
+    """A worker that polls every few milliseconds, so tests need not wait for it."""
+    options.setdefault("minimum_check_interval", timedelta(milliseconds=5))
+    options.setdefault("scheduling_resolution", timedelta(milliseconds=5))
+    return Worker(docket, **options)
+
+
+@asynccontextmanager
+async def in_background(worker: Worker, *gates: asyncio.Event) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``worker.run_until_finished()`` alongside the test; add work before entering.
+
+    On the way out every gate is opened, so a task held on one cannot keep the worker
+    draining forever when the test failed before releasing it."""
+    run = asyncio.create_task(worker.run_until_finished())
+    try:
+        yield run
+    finally:
+        for gate in gates:
+            gate.set()
+        if not run.done():
+            worker.stop()
+            run.cancel()
+        with suppress(asyncio.CancelledError):
+            await run
