@@ -1,0 +1,79 @@
+"""docket: the same adapter runs ours (the project's .venv) and the released pydocket (its
+own venv), since code written for the released docket runs on ours unchanged."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, datetime
+
+from bench_common import Adapter, async_sleep_body, main, noop_body
+
+from docket import Docket
+
+DOCKET_NAME = "bench"
+
+
+async def noop(i: int, t: float = 0.0) -> None:
+    noop_body(i, t)
+
+
+async def sleeper(i: int, t: float = 0.0) -> None:
+    await async_sleep_body(i, t)
+
+
+tasks = [noop, sleeper]
+_docket: Docket | None = None
+
+
+async def setup() -> None:
+    global _docket
+    _docket = Docket(name=DOCKET_NAME, url=os.environ["BENCH_URL"])
+    await _docket.__aenter__()
+    for function in tasks:
+        _docket.register(function)
+
+
+async def teardown() -> None:
+    if _docket is not None:
+        await _docket.__aexit__(None, None, None)
+
+
+def _function(kind: str):  # type: ignore[no-untyped-def]
+    return noop if kind == "noop" else sleeper
+
+
+async def send(kind: str, i: int, t: float, when: float | None) -> None:
+    assert _docket is not None
+    at = datetime.fromtimestamp(when, UTC) if when is not None else None
+    await _docket.add(_function(kind), when=at)(i, t)
+
+
+async def send_many(kind: str, ids: list[int]) -> None:
+    assert _docket is not None
+    function = _function(kind)
+    await _docket.add_many(_docket.call(function)(i, 0.0) for i in ids)
+
+
+def worker_command(concurrency: int) -> list[str]:
+    docket_cli = os.path.join(os.path.dirname(sys.executable), "docket")
+    return [
+        docket_cli, "worker",
+        "--docket", DOCKET_NAME,
+        "--url", os.environ["BENCH_URL"],
+        "--tasks", "docket_bench:tasks",
+        "--concurrency", str(concurrency),
+    ]
+
+
+ADAPTER = Adapter(
+    name=os.environ.get("BENCH_SYSTEM", "docket"),
+    send=send,
+    send_many=send_many,
+    setup=setup,
+    teardown=teardown,
+    worker_command=worker_command,
+)
+
+if __name__ == "__main__":
+    main(ADAPTER)
