@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import inspect
 import json
 import os
@@ -168,12 +169,16 @@ class WorkerProcess:
         self._sampling = False
         self._sampler.join()
         if self.alive():
-            os.killpg(self.process.pid, signal.SIGTERM)
+            # The leader only: a supervisor (dramatiq's, say) forwards it to its children,
+            # and a second copy would read as "exit now".
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+                pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
         self._log.close()
 
     def log_tail(self, lines: int = 15) -> str:
@@ -217,9 +222,10 @@ class Records:
         return [r.i for r in self.rows if not (exclude_warmup and r.i == WARMUP_ID)]
 
 
-def wait_for_records(
+async def wait_for_records(
     records: Records, worker: WorkerProcess, want: Callable[[Records], bool], timeout: float
 ) -> bool:
+    # Polls on the event loop so an asyncio client's background work keeps going.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         records.poll()
@@ -228,7 +234,7 @@ def wait_for_records(
         if not worker.alive():
             records.poll()
             return want(records)
-        time.sleep(0.01)
+        await asyncio.sleep(0.01)
     return False
 
 
@@ -303,7 +309,7 @@ class Bench:
     async def _warm(self, worker: WorkerProcess, records: Records) -> None:
         """Wait until the worker runs a task, so the measurement starts with it idle."""
         await _call(self.adapter.send, "noop", WARMUP_ID, 0.0, None)
-        ready = wait_for_records(
+        ready = await wait_for_records(
             records, worker, lambda r: any(x.i == WARMUP_ID for x in r.rows), 60
         )
         if not ready:
@@ -335,7 +341,7 @@ class Bench:
         else:
             metrics["enqueue_per_s"] = await self._send_all("noop", ids, bulk=bulk)
         worker, records = self._start_worker(c)
-        done = wait_for_records(records, worker, count_at_least(n), self._timeout(n))
+        done = await wait_for_records(records, worker, count_at_least(n), self._timeout(n))
         ends = [r.end for r in records.rows if r.i != WARMUP_ID]
         starts = [r.start for r in records.rows if r.i != WARMUP_ID]
         if ends:
@@ -358,7 +364,7 @@ class Bench:
                 if pause > 0:
                     await asyncio.sleep(pause)
                 await _call(self.adapter.send, "noop", i, time.time(), None)
-            done = wait_for_records(records, worker, count_at_least(n), self._timeout(n))
+            done = await wait_for_records(records, worker, count_at_least(n), self._timeout(n))
         except BaseException:
             worker.stop()
             raise
@@ -379,10 +385,12 @@ class Bench:
         try:
             await self._warm(worker, records)
             base = time.time() + 2.0
+            sent_late = 0
             for i in range(n):
                 due = base + i / n
                 await _call(self.adapter.send, "noop", i, due, due)
-            done = wait_for_records(records, worker, count_at_least(n), self._timeout(n) + 3)
+                sent_late += time.time() > due
+            done = await wait_for_records(records, worker, count_at_least(n), self._timeout(n) + 3)
         except BaseException:
             worker.stop()
             raise
@@ -393,6 +401,9 @@ class Bench:
             "max_ms": max(lateness, default=float("nan")),
             "min_ms": min(lateness, default=float("nan")),
             "early": sum(1 for x in lateness if x < 0),
+            # Enqueued only after they were due (a slow enqueue): their lateness is not
+            # the scheduler's.
+            "sent_after_due": sent_late,
         }
         return {"metrics": metrics, "check": self._finish(worker, records, range(n), done)}
 
@@ -402,7 +413,7 @@ class Bench:
         ids = range(n)
         await self._prequeue("sleep", ids)
         worker, records = self._start_worker(self.args.concurrency)
-        done = wait_for_records(records, worker, count_at_least(n), self._timeout(n))
+        done = await wait_for_records(records, worker, count_at_least(n), self._timeout(n))
         metrics: dict[str, Any] = {}
         if records.rows:
             last = max(r.end for r in records.rows)

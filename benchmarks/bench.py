@@ -1,0 +1,520 @@
+"""Side-by-side benchmark: ours, the released pydocket and the Redis task-queue peers.
+
+Each system runs in its own virtualenv (``benchmarks/.venvs/<system>``, built from
+``systems/requirements/<system>.txt``; ours runs in the project's ``.venv``) against one
+private ``redis-server`` on a free port, flushed before every workload. Rounds are
+interleaved: every round runs every workload for every system, the system order rotated
+per round; the table shows medians. See ``docs/performance.md``.
+
+    python benchmarks/bench.py --mode quick      # a few minutes, one round, small N
+    python benchmarks/bench.py --mode full       # the published table: 3 rounds, full N
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SYSTEMS_DIR = HERE / "systems"
+VENVS = HERE / ".venvs"
+
+OURS = "ours"
+RELEASED = "pydocket"
+PEERS = ("taskiq", "saq", "arq", "dramatiq", "huey", "celery")
+ALL_SYSTEMS = (OURS, RELEASED, *PEERS)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    n: int
+    concurrency: int
+    # Systems whose drain is capped by a fixed poll or sleep, not by N, get a smaller N so
+    # a round stays minutes long; their rate is the same either way.
+    capped_n: dict[str, int] | None = None
+
+
+def workloads(mode: str) -> list[Workload]:
+    if mode == "full":
+        return [
+            Workload("enqueue_drain", 20_000, 100),
+            Workload("bulk_drain", 20_000, 10, {RELEASED: 4_000, "arq": 10_000}),
+            Workload("latency", 1_000, 10),
+            Workload("scheduled", 1_000, 100),
+            Workload("sleep", 1_000, 100),
+        ]
+    return [
+        Workload("enqueue_drain", 2_000, 100),
+        Workload("bulk_drain", 2_000, 10, {RELEASED: 1_000}),
+        Workload("latency", 200, 10),
+        Workload("scheduled", 300, 100),
+        Workload("sleep", 500, 100),
+    ]
+
+
+# -- environments -----------------------------------------------------------------------
+
+
+def base_python() -> str:
+    """The interpreter the project's venv was made from, so every system runs on it."""
+    return getattr(sys, "_base_executable", sys.executable)
+
+
+def python_for(system: str) -> Path:
+    return VENVS / system / "bin" / "python"
+
+
+def ensure_venv(system: str) -> None:
+    """Ours is installed the way a user installs it, with no extras (editable, so the
+    venv follows the working tree); the others from their pinned requirements."""
+    if system == OURS:
+        source = ROOT / "pyproject.toml"
+        install = ["-e", str(ROOT)]
+    else:
+        source = SYSTEMS_DIR / "requirements" / f"{system}.txt"
+        install = ["-r", str(source)]
+    venv = VENVS / system
+    stamp = venv / ".installed"
+    if stamp.exists() and stamp.read_text() == source.read_text():
+        return
+    print(f"==> building {venv.relative_to(ROOT)} from {source.name}", flush=True)
+    if venv.exists():
+        shutil.rmtree(venv)
+    subprocess.run([base_python(), "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    done = subprocess.run([*pip, *install], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(
+            f"error: installing {system} from {source} failed:\n{done.stderr[-3000:]}"
+        )
+    stamp.write_text(source.read_text())
+
+
+def adapter_for(system: str) -> Path:
+    if system in (OURS, RELEASED):
+        return SYSTEMS_DIR / "docket_bench.py"
+    return SYSTEMS_DIR / f"{system}_bench.py"
+
+
+def versions(system: str) -> str:
+    packages = {
+        OURS: ["pydocket", "redis", "hiredis"],
+        RELEASED: ["pydocket", "redis", "hiredis"],
+        "taskiq": ["taskiq", "taskiq-redis", "redis"],
+        "saq": ["saq", "redis"],
+        "arq": ["arq", "redis", "hiredis"],
+        "dramatiq": ["dramatiq", "redis"],
+        "huey": ["huey", "redis"],
+        "celery": ["celery", "kombu", "redis"],
+    }[system]
+    code = (
+        "import importlib.metadata as m\n"
+        f"for p in {packages!r}:\n"
+        "    try: print(p, m.version(p))\n"
+        "    except m.PackageNotFoundError: pass\n"
+    )
+    done = subprocess.run([python_for(system), "-c", code], capture_output=True, text=True)
+    return ", ".join(line.replace(" ", " ") for line in done.stdout.splitlines())
+
+
+# -- redis ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def private_redis() -> Iterator[str]:
+    if shutil.which("redis-server") is None:
+        raise SystemExit("error: redis-server is not on PATH; the benchmark starts its own.")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="docket-bench-redis-")
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", workdir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit("error: the private redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def flush(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    client.close()
+
+
+# -- running ----------------------------------------------------------------------------
+
+
+def run_one(system: str, workload: Workload, url: str, workdir: Path) -> dict[str, Any]:
+    n = (workload.capped_n or {}).get(system, workload.n)
+    command = [
+        str(python_for(system)), str(adapter_for(system)), workload.name,
+        "--url", url, "--n", str(n), "--concurrency", str(workload.concurrency),
+        "--workdir", str(workdir),
+    ]
+    env = dict(os.environ, BENCH_SYSTEM=system, BENCH_URL=url)
+    env.pop("PYTHONPATH", None)
+    env.pop("VIRTUAL_ENV", None)
+    flush(url)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=SYSTEMS_DIR)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {
+            "system": system, "workload": workload.name, "n": n,
+            "error": f"exit {done.returncode}: {done.stderr.strip()[-1500:]}",
+        }
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def describe(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"ERROR {result['error'].splitlines()[-1][:120]}"
+    if "skipped" in result:
+        return f"skipped: {result['skipped']}"
+    metrics = result.get("metrics", {})
+    shown = ", ".join(
+        f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in metrics.items()
+        if k in ("enqueue_per_s", "drain_per_s", "p50_ms", "p99_ms", "wall_s", "peak_rss_mb")
+    )
+    check = result.get("check", {})
+    verdict = "exactly once" if check.get("ok") else f"CHECK FAILED {check}"
+    return f"{shown}  [{verdict}]"
+
+
+# -- the table --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    workload: str
+    metric: str
+    higher_is_better: bool
+    unit: str
+
+
+COLUMNS = [
+    Column("enqueue seq /s", "enqueue_drain", "enqueue_per_s", True, "/s"),
+    Column("enqueue bulk /s", "bulk_drain", "enqueue_per_s", True, "/s"),
+    Column("drain c10 /s", "bulk_drain", "drain_per_s", True, "/s"),
+    Column("drain c100 /s", "enqueue_drain", "drain_per_s", True, "/s"),
+    Column("RSS c10 MB", "bulk_drain", "peak_rss_mb", False, "MB"),
+    Column("RSS c100 MB", "enqueue_drain", "peak_rss_mb", False, "MB"),
+    Column("latency p50 ms", "latency", "p50_ms", False, "ms"),
+    Column("latency p99 ms", "latency", "p99_ms", False, "ms"),
+    Column("late p50 ms", "scheduled", "p50_ms", False, "ms"),
+    Column("late p99 ms", "scheduled", "p99_ms", False, "ms"),
+    Column("late max ms", "scheduled", "max_ms", False, "ms"),
+    Column("sleep wall s", "sleep", "wall_s", False, "s"),
+]
+
+
+def medians(results: list[dict[str, Any]]) -> dict[tuple[str, str, str], float]:
+    values: dict[tuple[str, str, str], list[float]] = {}
+    for result in results:
+        for metric, value in result.get("metrics", {}).items():
+            if isinstance(value, (int, float)):
+                key = (result["system"], result["workload"], metric)
+                values.setdefault(key, []).append(float(value))
+    return {key: statistics.median(vs) for key, vs in values.items()}
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "–"
+    if unit == "/s":
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def advantage(ours: float | None, other: float | None, column: Column) -> float | None:
+    """How many times better ours is (>1 means ours is better, whatever the unit)."""
+    if ours is None or other is None or ours <= 0 or other <= 0:
+        return None
+    return ours / other if column.higher_is_better else other / ours
+
+
+def best_peer(table: dict[tuple[str, str, str], float], column: Column, systems: list[str]) -> tuple[str, float] | None:
+    candidates = [
+        (s, table[(s, column.workload, column.metric)])
+        for s in systems
+        if s in PEERS and (s, column.workload, column.metric) in table
+        and table[(s, column.workload, column.metric)] > 0
+    ]
+    if not candidates:
+        return None
+    pick = max if column.higher_is_better else min
+    return pick(candidates, key=lambda item: item[1])
+
+
+def render_table(
+    table: dict[tuple[str, str, str], float], systems: list[str], skipped: dict[tuple[str, str], str]
+) -> str:
+    lines = ["| system | " + " | ".join(c.title for c in COLUMNS) + " |"]
+    lines.append("|---" * (len(COLUMNS) + 1) + "|")
+    for system in systems:
+        cells = []
+        for column in COLUMNS:
+            value = table.get((system, column.workload, column.metric))
+            if value is None and (system, column.workload) in skipped:
+                cells.append("n/a")
+            elif value is None and column.metric == "enqueue_per_s" and column.workload == "bulk_drain":
+                cells.append("n/a")
+            else:
+                cells.append(fmt(value, column.unit))
+        name = f"**{system}**" if system == OURS else system
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if OURS in systems:
+        for label, reference in (("× vs pydocket", RELEASED), ("× vs best peer", None)):
+            cells = []
+            for column in COLUMNS:
+                ours = table.get((OURS, column.workload, column.metric))
+                if reference is None:
+                    best = best_peer(table, column, systems)
+                    ratio = advantage(ours, best[1], column) if best else None
+                    cells.append(f"{ratio:.1f}× ({best[0]})" if ratio and best else "–")
+                else:
+                    ratio = advantage(ours, table.get((reference, column.workload, column.metric)), column)
+                    cells.append(f"{ratio:.1f}×" if ratio else "–")
+            lines.append(f"| *{label}* | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+TARGETS = [
+    ("enqueue_drain", "enqueue_per_s", ">=", 8_000, "sequential enqueue >= 8,000/s"),
+    ("bulk_drain", "enqueue_per_s", ">=", 40_000, "add_many >= 40,000/s"),
+    ("bulk_drain", "drain_per_s", ">=", 10_000, "drain c10 >= 10,000/s"),
+    ("enqueue_drain", "drain_per_s", ">=", 10_000, "drain c100 >= 10,000/s"),
+    ("latency", "p50_ms", "<=", 1.0, "latency p50 <= 1 ms"),
+    ("latency", "p99_ms", "<=", 3.0, "latency p99 <= 3 ms"),
+    ("scheduled", "p50_ms", "<=", 5.0, "scheduled lateness p50 <= 5 ms"),
+    ("scheduled", "p99_ms", "<=", 20.0, "scheduled lateness p99 <= 20 ms"),
+    ("scheduled", "early", "<=", 0, "never early"),
+    ("sleep", "wall_s", "<=", 1.1, "1,000 x sleep(0.1) at c100 <= 1.1 s"),
+    ("enqueue_drain", "peak_rss_mb", "<=", 45.0, "peak RSS at c100 <= 45 MB"),
+]
+
+
+def render_targets(table: dict[tuple[str, str, str], float], systems: list[str]) -> str:
+    lines = []
+    for workload, metric, op, bound, text in TARGETS:
+        value = table.get((OURS, workload, metric))
+        if value is None:
+            lines.append(f"- [ ] {text}: not measured")
+            continue
+        met = value >= bound if op == ">=" else value <= bound
+        lines.append(f"- [{'x' if met else ' '}] {text}: {value:,.2f}")
+    for column in COLUMNS[:4]:
+        best = best_peer(table, column, systems)
+        ours = table.get((OURS, column.workload, column.metric))
+        if column.title.startswith("drain") and best and ours:
+            ratio = ours / best[1]
+            met = ratio >= 2.5
+            lines.append(
+                f"- [{'x' if met else ' '}] {column.title} >= 2.5x best peer: "
+                f"{ratio:.1f}x ({best[0]} {best[1]:,.0f})"
+            )
+    return "\n".join(lines)
+
+
+def chart(table: dict[tuple[str, str, str], float], systems: list[str], path: Path, title: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib is not installed: no chart; `make bench` installs it)")
+        return False
+    shown = [c for c in COLUMNS if not c.title.startswith("RSS c10") and c.title != "late max ms"]
+    cols = 4
+    rows = (len(shown) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows))
+    for ax, column in zip(axes.flat, shown, strict=False):
+        names, values, colors = [], [], []
+        for system in systems:
+            value = table.get((system, column.workload, column.metric))
+            if value is None or value <= 0:
+                continue
+            names.append(system)
+            values.append(value)
+            colors.append("#d62728" if system == OURS else "#1f77b4" if system == RELEASED else "#9e9e9e")
+        ax.barh(names, values, color=colors)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        better = "higher is better" if column.higher_is_better else "lower is better"
+        ax.set_title(f"{column.title} ({better})", fontsize=9)
+        ax.tick_params(labelsize=8)
+        for y, value in enumerate(values):
+            ax.text(value, y, f" {fmt(value, column.unit)}", va="center", fontsize=7)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def machine() -> dict[str, Any]:
+    redis_version = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True
+    ).stdout.strip()
+    cpu = ""
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as handle:
+        mem_kb = int(handle.readline().split()[1])
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "redis": redis_version,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("quick", "full"), default="quick")
+    parser.add_argument("--rounds", type=int, default=None, help="default: 1 quick, 3 full")
+    parser.add_argument("--systems", default=",".join(ALL_SYSTEMS), help="comma-separated")
+    parser.add_argument("--workloads", default="", help="comma-separated subset (default all)")
+    parser.add_argument("--out", default="", help="default: benchmarks/results/<mode>")
+    args = parser.parse_args()
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in systems if s not in ALL_SYSTEMS]
+    if unknown:
+        raise SystemExit(f"error: unknown system(s) {unknown}; choose from {', '.join(ALL_SYSTEMS)}")
+    rounds = args.rounds or (3 if args.mode == "full" else 1)
+    plan = workloads(args.mode)
+    if args.workloads:
+        wanted = set(args.workloads.split(","))
+        plan = [w for w in plan if w.name in wanted]
+    out = Path(args.out) if args.out else HERE / "results" / args.mode
+    out.mkdir(parents=True, exist_ok=True)
+    workdir = out / "work"
+    workdir.mkdir(exist_ok=True)
+
+    for system in systems:
+        ensure_venv(system)
+    info = {
+        "mode": args.mode,
+        "rounds": rounds,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine(),
+        "versions": {s: versions(s) for s in systems},
+        "workloads": [w.__dict__ for w in plan],
+    }
+    print(f"==> {args.mode} run: {rounds} round(s), {len(plan)} workloads, systems {', '.join(systems)}")
+    results: list[dict[str, Any]] = []
+    total = rounds * len(plan) * len(systems)
+    step = 0
+    began = time.monotonic()
+    with private_redis() as url:
+        for round_no in range(rounds):
+            order = systems[round_no % len(systems):] + systems[: round_no % len(systems)]
+            for workload in plan:
+                for system in order:
+                    step += 1
+                    elapsed = time.monotonic() - began
+                    print(
+                        f"[{step}/{total} {elapsed:5.0f}s] round {round_no + 1} "
+                        f"{workload.name:<13} {system:<9} ",
+                        end="", flush=True,
+                    )
+                    result = run_one(system, workload, url, workdir)
+                    result["round"] = round_no + 1
+                    results.append(result)
+                    print(describe(result), flush=True)
+
+    table = medians(results)
+    skipped = {(r["system"], r["workload"]): r["skipped"] for r in results if "skipped" in r}
+    failures = [
+        r for r in results if "error" in r or ("check" in r and not r["check"].get("ok"))
+    ]
+    rendered = render_table(table, systems, skipped)
+    targets = render_targets(table, systems) if OURS in systems else ""
+    (out / "results.json").write_text(
+        json.dumps({"info": info, "results": results, "medians": [
+            {"system": s, "workload": w, "metric": m, "median": v} for (s, w, m), v in sorted(table.items())
+        ]}, indent=1)
+    )
+    report = [
+        f"# docket benchmark ({args.mode}, {rounds} round(s), medians)",
+        "",
+        f"Machine: {info['machine']['cpu']}, {info['machine']['cores']} cores, "
+        f"{info['machine']['memory_gib']} GiB, Python {info['machine']['python']}, "
+        f"{info['machine']['redis'].split(' sha')[0]}. Started {info['started']}.",
+        "",
+        rendered,
+        "",
+        "× = how many times better ours is (higher rate, or lower time/memory).",
+        "",
+        "Versions: " + "; ".join(f"{s}: {v}" for s, v in info["versions"].items()),
+    ]
+    for (system, workload), reason in sorted(skipped.items()):
+        report.append(f"- {system} {workload}: {reason}")
+    if targets:
+        report += ["", "## Our targets (docs/performance.md)", "", targets]
+    report += ["", "## Correctness", ""]
+    if failures:
+        report += [f"- FAILED: {r['system']} {r['workload']} round {r.get('round')}: {describe(r)}" for r in failures]
+    else:
+        report.append(f"Every run of every system ran each task exactly once ({len(results)} runs).")
+    text = "\n".join(report) + "\n"
+    (out / "table.md").write_text(text)
+    drew = chart(table, systems, out / "chart.png", f"docket benchmark, {args.mode} mode, medians of {rounds}")
+    print()
+    print(text)
+    print(f"Wrote {out / 'results.json'}, {out / 'table.md'}" + (f" and {out / 'chart.png'}" if drew else ""))
+    if failures:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
