@@ -226,7 +226,7 @@ class Docket:
             raise RuntimeError("A Docket is not re-entrant; open it once with `async with`")
         self._entered = True
         self._connection = Connection(self.url, self.credential_provider)
-        self._scripts = Scripts(self._connection.client)
+        self._scripts = Scripts(self._connection.client, self._connection.wire)
         try:
             await self._scripts.ensure_group(keys=[self.keys.stream], args=[GROUP])
             await self._load_strikes()
@@ -467,7 +467,7 @@ class Docket:
             if argv is None:
                 logger.info("Task %s is struck; not scheduled", execution.call_repr())
             else:
-                reply = await self._scripts.schedule(keys=keys, args=argv)
+                reply = await self._scripts.run("schedule", keys, argv)
                 self._apply_reply(execution, reply)
             if span is not None:
                 span.set_attribute("docket.disposition", execution.disposition.value)
@@ -500,7 +500,7 @@ class Docket:
             execution._rescheduled = Disposition.STRUCK
             return Disposition.STRUCK
         argv[8] = str(execution.generation)
-        reply = await self._scripts.schedule(keys=keys, args=argv)
+        reply = await self._scripts.run("schedule", keys, argv)
         self._apply_reply(successor, reply)
         execution._rescheduled = successor.disposition
         return successor.disposition
@@ -541,11 +541,9 @@ class Docket:
                         function_name=call.name or name,
                     )
                 )
-            async with self._connection.client.pipeline(transaction=False) as pipe:
-                for _, keys, argv in prepared:
-                    if argv is not None:
-                        await self._scripts.schedule(keys=keys, args=argv, client=pipe)
-                replies = await pipe.execute(raise_on_error=False)
+            replies = await self._scripts.run_many(
+                "schedule", [(keys, argv) for _, keys, argv in prepared if argv is not None]
+            )
             reply_iter = iter(replies)
             for execution, _, argv in prepared:
                 if argv is not None:

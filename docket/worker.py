@@ -23,6 +23,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from ._redis.client import BLOCK_SECONDS
 from ._redis.keys import GROUP
+from ._redis.wire import Wire
 from .dependencies import (
     AdmissionBlocked,
     SharedScope,
@@ -153,6 +154,7 @@ class Worker:
         self._heartbeat_at: float | None = None
         self._aborting = False
         self._reader_id: int | None = None
+        self._reader_generation = 0
         self._unblocking = False
 
     def __repr__(self) -> str:
@@ -326,18 +328,50 @@ class Worker:
 
     async def _consume(self, forever: bool) -> None:
         connection = self.docket._connection
-        client = connection.dedicated()
+        wire = connection.dedicated_wire()
+        client = connection.client if wire is not None else connection.dedicated()
         try:
-            await self._consume_with(client, forever)
+            await self._consume_with(client, wire, forever)
         finally:
             self._reader_id = None
-            if client is not connection.client:
+            if wire is not None:
+                await wire.aclose()
+            elif client is not connection.client:
                 with suppress(RedisError, OSError):
                     await client.aclose()
 
-    async def _consume_with(self, client: Any, forever: bool) -> None:
-        connection = self.docket._connection
+    async def _read(
+        self, client: Any, wire: Wire | None, count: int, block: float | None
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Up to ``count`` new messages, waiting at most ``block`` seconds (None: no wait,
+        for the memory engine, which cannot block)."""
         stream = self.docket.keys.stream
+        if wire is not None:
+            if block is not None and (
+                self._reader_id is None or self._reader_generation != wire.generation
+            ):
+                # The id CLIENT UNBLOCK needs, fetched again after any reconnect.
+                self._reader_id = int(await wire.call("CLIENT", "ID"))
+                self._reader_generation = wire.generation
+            command: list[Any] = ["XREADGROUP", "GROUP", GROUP, self.name, "COUNT", count]
+            if block is not None:
+                command += ["BLOCK", int(block * 1000)]
+            raw = await wire.call(*command, "STREAMS", stream, ">")
+            if not raw:
+                return []
+            return [(mid, dict(zip(flat[::2], flat[1::2], strict=True))) for mid, flat in raw[0][1]]
+        if block is not None and self._reader_id is None:
+            self._reader_id = int(await client.client_id())
+        if block is None:
+            reply = await client.xreadgroup(GROUP, self.name, {stream: ">"}, count=count)
+        else:
+            reply = await client.xreadgroup(
+                GROUP, self.name, {stream: ">"}, count=count, block=int(block * 1000)
+            )
+        return reply[0][1] if reply else []
+
+    async def _consume_with(self, client: Any, wire: Wire | None, forever: bool) -> None:
+        connection = self.docket._connection
         check = max(_seconds(self.minimum_check_interval), 0.001)
         while not self._stopping:
             try:
@@ -351,19 +385,10 @@ class Worker:
                 wait = BLOCK_SECONDS if forever else check
                 self._read_since = time.monotonic()
                 with self._internal("docket.read"):
-                    if forever and not connection.is_memory and self._reader_id is None:
-                        self._reader_id = int(await client.client_id())
-                    if connection.is_memory:
-                        reply = await client.xreadgroup(
-                            GROUP, self.name, {stream: ">"}, count=count
-                        )
-                    else:
-                        reply = await client.xreadgroup(
-                            GROUP, self.name, {stream: ">"}, count=count, block=int(wait * 1000)
-                        )
+                    block = None if connection.is_memory else wait
+                    entries = await self._read(client, wire, count, block)
                 self._read_since = None
                 self._reads_ok = True
-                entries: list[tuple[bytes, dict[bytes, bytes]]] = reply[0][1] if reply else []
                 if entries:
                     await self._dispatch(
                         [(_text(mid) or "", fields, 1, False) for mid, fields in entries]
@@ -496,8 +521,8 @@ class Worker:
             ]
         # Scoped to the script alone: the runs started below must not inherit it.
         with self._internal("docket.claim"):
-            started = await docket._scripts.claim(
-                keys=[keys.stream, *(keys.record(e.key) for e in runnable)], args=claim_args
+            started = await docket._scripts.run(
+                "claim", [keys.stream, *(keys.record(e.key) for e in runnable)], claim_args
             )
         for execution, started_at in zip(runnable, started, strict=True):
             if isinstance(started_at, int):
@@ -802,7 +827,7 @@ class Worker:
         while True:
             try:
                 with self._internal("docket.settle"):
-                    outcomes = await docket._scripts.settle(keys=script_keys, args=args)
+                    outcomes = await docket._scripts.run("settle", script_keys, args)
                 break
             except (RedisError, OSError) as error:
                 if self._stopping and not self._background:
@@ -823,9 +848,10 @@ class Worker:
         while not self._stopping:
             try:
                 with self._internal("docket.move_due"):
-                    moved, delay_text = await docket._scripts.move_due(
-                        keys=[keys.queue, keys.stream],
-                        args=[keys.record_prefix, MOVE_BATCH, keys.events_prefix],
+                    moved, delay_text = await docket._scripts.run(
+                        "move_due",
+                        [keys.queue, keys.stream],
+                        [keys.record_prefix, MOVE_BATCH, keys.events_prefix],
                     )
                 if int(moved):
                     docket._connection.notify_activity()

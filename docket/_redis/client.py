@@ -20,6 +20,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from .wire import Wire, wire_supported
+
 # redis-py's own annotations are unions too broad to use (every reply may be bytes, str,
 # int, None...), so the client is typed loosely and replies are checked where decoded.
 RedisClient: TypeAlias = Any
@@ -100,6 +102,8 @@ class Connection:
         self.url = url
         self.is_memory = scheme == "memory"
         self.activity: ActivitySignal | None = None
+        # The lean connection for the hot path, where the URL allows one (see wire.py).
+        self.wire: Wire | None = None
         if self.is_memory:
             import fakeredis
 
@@ -122,6 +126,8 @@ class Connection:
                     supported_errors=(RedisConnectionError,),
                 ),
             )
+            if credential_provider is None and wire_supported(url):
+                self.wire = Wire(url, timeout=SOCKET_TIMEOUT)
 
     def dedicated(self) -> RedisClient:
         """A client holding one connection of the pool, for blocking reads that another
@@ -132,6 +138,13 @@ class Connection:
             connection_pool=self.client.connection_pool, single_connection_client=True
         )
 
+    def dedicated_wire(self) -> Wire | None:
+        """A lean connection of its own, for a blocking read, or None without the
+        lean path."""
+        if self.wire is None:
+            return None
+        return Wire(self.url, timeout=SOCKET_TIMEOUT)
+
     def notify_activity(self) -> None:
         if self.activity is not None:
             self.activity.notify()
@@ -140,4 +153,6 @@ class Connection:
         return f"Connection({redact_url(self.url)!r})"
 
     async def aclose(self) -> None:
+        if self.wire is not None:
+            await self.wire.aclose()
         await self.client.aclose()

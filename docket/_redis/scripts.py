@@ -8,12 +8,15 @@ restart, say), and they work inside pipelines.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
+from typing import Any
 
 from redis.commands.core import AsyncScript
 
 from .client import RedisClient
+from .wire import Wire
 
 SCRIPT_NAMES = (
     "schedule",
@@ -50,9 +53,31 @@ def script_source(name: str) -> str:
 class Scripts:
     """The scripts registered on one client."""
 
-    def __init__(self, client: RedisClient) -> None:
+    def __init__(self, client: RedisClient, wire: Wire | None = None) -> None:
+        self._client = client
+        self._wire = wire
         for name in SCRIPT_NAMES:
             setattr(self, name, client.register_script(script_source(name)))
+
+    async def run(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run one script on the hot path (the lean connection when there is one)."""
+        script: AsyncScript = getattr(self, name)
+        if self._wire is not None:
+            return await self._wire.evalsha(script.sha, script_source(name), keys, args)
+        return await script(keys=list(keys), args=list(args))
+
+    async def run_many(
+        self, name: str, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
+    ) -> list[Any]:
+        """Many runs of one script in one pipeline; a failed run's error is returned in
+        its place, not raised."""
+        script: AsyncScript = getattr(self, name)
+        if self._wire is not None:
+            return await self._wire.evalsha_many(script.sha, script_source(name), calls)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await script(keys=list(keys), args=list(args), client=pipe)
+            return list(await pipe.execute(raise_on_error=False))
 
     schedule: AsyncScript
     move_due: AsyncScript

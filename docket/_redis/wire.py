@@ -1,0 +1,310 @@
+"""A lean RESP connection for the hot path: enqueue, read, claim and settle.
+
+redis-py spends most of a round trip in Python (command packing, retry and timeout
+wrappers, connection-pool bookkeeping); on a loopback Redis that is more than the round
+trip itself. A ``Wire`` is one socket with a hiredis reply parser and a queue of waiting
+futures, so any number of coroutines pipeline through it just by calling it: requests go
+out in call order and replies come back in the same order.
+
+It serves ``redis://`` and ``unix://`` URLs whose options it understands; anything else
+(TLS, credential providers, exotic options) keeps using redis-py, as do the memory engine,
+pub/sub and every command off the hot path. Errors are redis-py's exception types, so the
+callers' handling is the same whichever path a command took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import hiredis
+from redis.asyncio.connection import parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# URL options a Wire honours itself (db) or that only concern redis-py's pool or its
+# own sockets; any other option means the URL asks for something only redis-py does.
+_ACCEPTED_OPTIONS = frozenset(
+    {
+        "db",
+        "max_connections",
+        "health_check_interval",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "retry_on_timeout",
+        "client_name",
+    }
+)
+_SCHEMES = ("redis", "unix")
+
+
+def wire_supported(url: str) -> bool:
+    """Whether a Wire can serve ``url`` exactly as redis-py would."""
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES:
+        return False
+    return set(parse_qs(parts.query)) <= _ACCEPTED_OPTIONS
+
+
+def _encode(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bool):
+        raise TypeError("a bool is not a Redis argument; pass an int or a string")
+    if isinstance(value, int):
+        return b"%d" % value
+    if isinstance(value, float):
+        return repr(value).encode()
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"cannot send a {type(value).__name__} to Redis")
+
+
+def pack(args: Sequence[Any]) -> bytes:
+    """One command in RESP, as bytes."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = _encode(arg)
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _is_noscript(reply: Any) -> bool:
+    return isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, wire: Wire) -> None:
+        self._wire = wire
+        self._reader = hiredis.Reader(replyError=ResponseError)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        waiting = self._wire._waiting
+        while True:
+            try:
+                reply = self._reader.gets()
+            except hiredis.ProtocolError as error:
+                self._wire._fail(RedisConnectionError(f"Redis protocol error: {error}"))
+                if self.transport is not None:
+                    self.transport.abort()
+                return
+            if reply is False:
+                return
+            if not waiting:
+                continue  # a reply nobody waits for (its caller was cancelled)
+            future, _ = waiting.popleft()
+            if not future.done():
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._wire._lost(self, exc)
+
+
+class Wire:
+    """One connection to a real Redis server; see the module docstring."""
+
+    def __init__(self, url: str, *, timeout: float, connect_timeout: float = 5.0) -> None:
+        options = parse_url(url)
+        self._host: str = options.get("host", "localhost")
+        self._port: int = int(options.get("port", 6379))
+        self._path: str | None = options.get("path")
+        self._db = int(options.get("db", 0) or 0)
+        self._username: str | None = options.get("username")
+        self._password: str | None = options.get("password")
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._closed = False
+        # Counts connections made, so a holder of per-connection state (a client id for
+        # CLIENT UNBLOCK) can tell when a reconnect made it stale.
+        self.generation = 0
+
+    # -- connection ---------------------------------------------------------------------
+
+    async def _connect(self) -> _Protocol:
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._protocol is not None:
+                return self._protocol
+            if self._closed:
+                raise RedisConnectionError("this connection was closed")
+            loop = asyncio.get_running_loop()
+            try:
+                if self._path:
+                    connecting = loop.create_unix_connection(lambda: _Protocol(self), self._path)
+                else:
+                    connecting = loop.create_connection(
+                        lambda: _Protocol(self), self._host, self._port
+                    )
+                _, protocol = await asyncio.wait_for(connecting, self._connect_timeout)
+            except (OSError, TimeoutError) as error:
+                where = self._path or f"{self._host}:{self._port}"
+                raise RedisConnectionError(f"Error connecting to {where}: {error}") from error
+            self._protocol = protocol
+            self.generation += 1
+            try:
+                if self._password is not None:
+                    auth = (
+                        ("AUTH", self._username, self._password)
+                        if self._username
+                        else ("AUTH", self._password)
+                    )
+                    await self._request(protocol, auth)
+                if self._db:
+                    await self._request(protocol, ("SELECT", self._db))
+            except BaseException:
+                self._drop(protocol)
+                raise
+            return protocol
+
+    def _drop(self, protocol: _Protocol) -> None:
+        if protocol.transport is not None:
+            protocol.transport.abort()
+        if self._protocol is protocol:
+            self._protocol = None
+
+    def _lost(self, protocol: _Protocol, exc: Exception | None) -> None:
+        if self._protocol is protocol:
+            self._protocol = None
+        reason = f": {exc}" if exc else ""
+        self._fail(RedisConnectionError(f"Connection to Redis lost{reason}"))
+
+    def _fail(self, error: Exception) -> None:
+        waiting, self._waiting = self._waiting, collections.deque()
+        for future, _ in waiting:
+            if not future.done():
+                future.set_exception(error)
+
+    def _arm_watchdog(self) -> None:
+        if self._watchdog is None and self._timeout > 0:
+            loop = asyncio.get_running_loop()
+            self._watchdog = loop.call_later(self._timeout / 4, self._check_stalled)
+
+    def _check_stalled(self) -> None:
+        """A reply overdue by the socket timeout means the server or the network hung:
+        fail everything waiting and drop the connection (the next call reconnects)."""
+        self._watchdog = None
+        if not self._waiting:
+            return
+        _, sent_at = self._waiting[0]
+        if time.monotonic() - sent_at > self._timeout:
+            protocol = self._protocol
+            self._fail(RedisTimeoutError(f"No reply from Redis in {self._timeout:g}s"))
+            if protocol is not None:
+                self._drop(protocol)
+            return
+        self._arm_watchdog()
+
+    # -- requests -----------------------------------------------------------------------
+
+    def _send(self, protocol: _Protocol, data: bytes, count: int) -> list[asyncio.Future[Any]]:
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        futures = [loop.create_future() for _ in range(count)]
+        self._waiting.extend((future, now) for future in futures)
+        assert protocol.transport is not None
+        protocol.transport.write(data)
+        self._arm_watchdog()
+        return futures
+
+    async def _request(self, protocol: _Protocol, args: Sequence[Any]) -> Any:
+        (future,) = self._send(protocol, pack(args), 1)
+        reply = await future
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    async def _protocol_now(self) -> _Protocol:
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None or protocol.transport.is_closing():
+            protocol = await self._connect()
+        return protocol
+
+    async def call(self, *args: Any) -> Any:
+        """Send one command and return its reply (an error reply is raised)."""
+        for attempt in range(3):
+            protocol = await self._protocol_now()
+            try:
+                return await self._request(protocol, args)
+            except RedisConnectionError:
+                # A connection the server closed while idle fails on first use; every
+                # command sent here is safe to send again on a fresh one.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send commands in one write; replies (error replies as exception objects, not
+        raised) in order."""
+        if not commands:
+            return []
+        data = b"".join(pack(args) for args in commands)
+        for attempt in range(3):
+            protocol = await self._protocol_now()
+            futures = self._send(protocol, data, len(commands))
+            try:
+                return list(await asyncio.gather(*futures))
+            except RedisConnectionError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def evalsha(self, sha: str, source: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run a script by its SHA, loading it first when the server does not know it."""
+        command = ("EVALSHA", sha, len(keys), *keys, *args)
+        try:
+            return await self.call(*command)
+        except ResponseError as error:
+            if not _is_noscript(error):
+                raise
+        await self.call("SCRIPT", "LOAD", source)
+        return await self.call(*command)
+
+    async def evalsha_many(
+        self, sha: str, source: str, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
+    ) -> list[Any]:
+        """Many runs of one script in one pipeline; a per-call error reply is returned
+        in its place."""
+        commands = [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls]
+        replies = await self.pipeline(commands)
+        missing = [i for i, reply in enumerate(replies) if _is_noscript(reply)]
+        if missing:
+            # Only those that did not run are sent again, once the script is loaded.
+            await self.call("SCRIPT", "LOAD", source)
+            again = await self.pipeline([commands[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = NoScriptError(str(reply)) if _is_noscript(reply) else reply
+        return replies
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        protocol = self._protocol
+        self._protocol = None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+        self._fail(RedisConnectionError("this connection was closed"))
+
+    def __repr__(self) -> str:
+        where = self._path or f"{self._host}:{self._port}"
+        return f"Wire({where!r}, db={self._db})"
