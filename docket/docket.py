@@ -40,6 +40,7 @@ from .instrumentation import (
     parse_trace_context,
     suppressed,
     tracer,
+    tracing_active,
 )
 from .messages import PoisonMessage, open_payload
 from .strikes import (
@@ -215,7 +216,7 @@ class Docket:
     ) -> AbstractContextManager[Span | None]:
         """A PRODUCER span, unless instrumentation is suppressed (a worker's internal
         re-adds of automatic tasks)."""
-        if suppressed():
+        if suppressed() or not tracing_active():
             return nullcontext()
         return tracer.start_as_current_span(name, kind=SpanKind.PRODUCER, attributes=attributes)
 

@@ -194,6 +194,15 @@ def metrics_collected() -> bool:
     )
 
 
+def tracing_active() -> bool:
+    """Whether a real TracerProvider is set; without one every span is a no-op, and
+    skipping them saves a run a good part of its overhead."""
+    return type(trace.get_tracer_provider()).__name__ not in (
+        "ProxyTracerProvider",
+        "NoOpTracerProvider",
+    )
+
+
 # -- trace context -----------------------------------------------------------------------
 
 

@@ -12,13 +12,13 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, AsyncExitStack, suppress
+from contextlib import AbstractContextManager, AsyncExitStack, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 from redis.exceptions import RedisError, ResponseError
 
 from ._redis.client import BLOCK_SECONDS
@@ -55,6 +55,7 @@ from .instrumentation import (
     parse_trace_context,
     register_worker,
     tracer,
+    tracing_active,
     unregister_worker,
 )
 from .messages import PoisonMessage, open_payload, parse_fields
@@ -73,6 +74,15 @@ class _Settlement:
     state: str  # completed | failed | cancelled | ack
     error: str = ""
     result: bytes = b""
+
+
+def _log_info(message: str, args: tuple[Any, ...], extra: dict[str, Any]) -> None:
+    """``logger.info`` for the two lines every run logs, minus the caller lookup (a stack
+    walk that costs as much as the rest of the record); the caller is always here."""
+    record = logger.makeRecord(
+        logger.name, logging.INFO, __file__, 0, message, args, None, "_run_started", extra
+    )
+    logger.handle(record)
 
 
 def _default_name() -> str:
@@ -622,7 +632,10 @@ class Worker:
     ) -> _Settlement | None:
         function = execution.function
         assert function is not None
-        call_repr = execution.call_repr()
+        # Per-task logging is the costliest thing a no-op run does: build the lines' parts
+        # only when INFO is on.
+        logged = logger.isEnabledFor(logging.INFO)
+        call_repr = execution.call_repr() if logged else ""
         started = time.perf_counter()
         punctuality = (execution.started_at or datetime.now(UTC)) - execution.when
         # Metrics count a run as started once admitted (or once it failed on the way
@@ -637,17 +650,21 @@ class Worker:
             "attempt": execution.attempt,
         }
         try:
-            with tracer.start_as_current_span(
-                execution.function_name,
-                kind=SpanKind.CONSUMER,
-                links=links_for(execution.trace_context),
-                attributes={
-                    "docket.name": self.docket.name,
-                    "docket.task": execution.function_name,
-                    "docket.key": execution.key,
-                    "docket.attempt": execution.attempt,
-                    "docket.worker": self.name,
-                },
+            with (
+                tracer.start_as_current_span(
+                    execution.function_name,
+                    kind=SpanKind.CONSUMER,
+                    links=links_for(execution.trace_context),
+                    attributes={
+                        "docket.name": self.docket.name,
+                        "docket.task": execution.function_name,
+                        "docket.key": execution.key,
+                        "docket.attempt": execution.attempt,
+                        "docket.worker": self.name,
+                    },
+                )
+                if tracing_active()
+                else nullcontext(INVALID_SPAN)
             ) as span:
                 resolution = resolved_dependencies(self, execution, self.dependencies)
                 result: Any = None
@@ -662,12 +679,12 @@ class Worker:
                         # restored request id, say) already apply to this line.
                         admitted = True
                         self._count_start(execution, metric_labels, punctuality.total_seconds())
-                        logger.info(
-                            "↪ [%s] %s",
-                            format_duration(punctuality.total_seconds()),
-                            call_repr,
-                            extra=log_context,
-                        )
+                        if logged:
+                            _log_info(
+                                "↪ [%s] %s",
+                                (format_duration(punctuality.total_seconds()), call_repr),
+                                log_context,
+                            )
                         kwargs = {**execution.kwargs, **resolution.arguments}
                         if resolution.runtime is not None:
                             result = await resolution.runtime.run(
@@ -685,7 +702,7 @@ class Worker:
                     logger.info(
                         "✗ [%s] %s cancelled",
                         format_duration(duration),
-                        call_repr,
+                        execution.call_repr(),
                         extra=log_context,
                     )
                     return _Settlement(execution, "cancelled", "cancelled")
@@ -702,7 +719,7 @@ class Worker:
                     result=result,
                     exception=error,
                 )
-                duration_text = format_duration(outcome.duration.total_seconds())
+                duration_text = format_duration(outcome.duration.total_seconds()) if logged else ""
                 if error is not None:
                     TASKS_FAILED.add(1, metric_labels)
                     span.record_exception(error)
@@ -719,10 +736,15 @@ class Worker:
                     return _Settlement(execution, "ack")
                 if error is not None:
                     logger.error(
-                        "✗ [%s] %s", duration_text, call_repr, exc_info=error, extra=log_context
+                        "✗ [%s] %s",
+                        format_duration(outcome.duration.total_seconds()),
+                        execution.call_repr(),
+                        exc_info=error,
+                        extra=log_context,
                     )
                     return self._failed(execution, error)
-                logger.info("✓ [%s] %s", duration_text, call_repr, extra=log_context)
+                if logged:
+                    _log_info("✓ [%s] %s", (duration_text, call_repr), log_context)
                 return self._completed(execution, result)
         finally:
             if admitted:

@@ -23,8 +23,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import hiredis
 from redis.asyncio.connection import parse_url
+from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # URL options a Wire honours itself (db) or that only concern redis-py's pool or its
@@ -34,11 +34,9 @@ _ACCEPTED_OPTIONS = frozenset(
         "db",
         "max_connections",
         "health_check_interval",
-        "socket_timeout",
         "socket_connect_timeout",
         "socket_keepalive",
         "retry_on_timeout",
-        "client_name",
     }
 )
 _SCHEMES = ("redis", "unix")
@@ -75,6 +73,16 @@ def pack(args: Sequence[Any]) -> bytes:
         data = _encode(arg)
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+def _typed(error: ResponseError) -> ResponseError | AuthenticationError:
+    """The error class redis-py raises for the same reply."""
+    message = str(error)
+    if message.startswith(("WRONGPASS", "NOAUTH", "invalid password", "invalid username")):
+        return AuthenticationError(message)
+    if message.startswith("NOSCRIPT"):
+        return NoScriptError(message)
+    return error
 
 
 def _is_noscript(reply: Any) -> bool:
@@ -158,9 +166,9 @@ class Wire:
             except (OSError, TimeoutError) as error:
                 where = self._path or f"{self._host}:{self._port}"
                 raise RedisConnectionError(f"Error connecting to {where}: {error}") from error
-            self._protocol = protocol
-            self.generation += 1
             try:
+                # Published only once authenticated and on its database: a call made
+                # meanwhile waits on the lock instead of running on db 0.
                 if self._password is not None:
                     auth = (
                         ("AUTH", self._username, self._password)
@@ -170,9 +178,13 @@ class Wire:
                     await self._request(protocol, auth)
                 if self._db:
                     await self._request(protocol, ("SELECT", self._db))
+                if self._closed:
+                    raise RedisConnectionError("this connection was closed")
             except BaseException:
                 self._drop(protocol)
                 raise
+            self._protocol = protocol
+            self.generation += 1
             return protocol
 
     def _drop(self, protocol: _Protocol) -> None:
@@ -229,7 +241,7 @@ class Wire:
         (future,) = self._send(protocol, pack(args), 1)
         reply = await future
         if isinstance(reply, ResponseError):
-            raise reply
+            raise _typed(reply)
         return reply
 
     async def _protocol_now(self) -> _Protocol:
