@@ -129,13 +129,22 @@ DocketOption = Annotated[
 ]
 
 
+def _duration_parameter(text: str | timedelta) -> timedelta:
+    # A ValueError from a parser reaches the user as just the bad value under some typer
+    # versions; BadParameter keeps the explanation.
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
 def duration_option(
     help: str, envvar: str, default: timedelta, *names: str
 ) -> Any:  # typer.models.OptionInfo
     """An option read with ``parse_duration``, its default shown in the same syntax."""
     return typer.Option(
         *names,
-        parser=parse_duration,
+        parser=_duration_parameter,
         help=help,
         envvar=envvar,
         show_envvar=True,
