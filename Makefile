@@ -7,12 +7,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= auto
 
-.PHONY: help demo test lint typecheck clean
+.PHONY: help demo test lint typecheck clean bench bench-full
 
 help:
 	@echo "make demo   run examples/quickstart.py on the in-process memory:// docket (no Redis needed)"
 	@echo "make test   build .venv and run the whole test suite (starts its own redis-server processes)"
 	@echo "make lint   ruff and mypy --strict on the packages"
+	@echo "make bench  side-by-side benchmark against pydocket and the peers (quick, a few minutes;"
+	@echo "            'make bench-full' for the published table: 3 rounds, about 30 minutes)"
 
 # A Python >= 3.12 that really runs: python3.13/python3.12 on PATH (pyenv shims fail unless
 # selected, so each candidate is executed, not just located), then pyenv's own versions.
@@ -52,5 +54,23 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check docket docket_django docket_starlette tests examples
 	$(VENV)/bin/mypy
 
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	@echo "==> installing the bench extra (matplotlib, profilers) into $(VENV)"
+	@$(PY) -m pip install --quiet -e '.[bench]' 2> $(VENV)/pip-bench.log || \
+	  { grep -v 'is ignored: it is neither' $(VENV)/pip-bench.log >&2; echo "error: installing the bench extra failed" >&2; exit 1; }
+	@touch $(BENCH_STAMP)
+
+# Each system gets its own virtualenv under benchmarks/.venvs (built on first use) and the
+# run its own redis-server; results land in benchmarks/results/<mode>/.
+bench: $(BENCH_STAMP)
+	@command -v redis-server >/dev/null || { echo "error: redis-server is not on PATH; the benchmark starts its own." >&2; exit 1; }
+	$(PY) benchmarks/bench.py --mode quick
+
+bench-full: $(BENCH_STAMP)
+	@command -v redis-server >/dev/null || { echo "error: redis-server is not on PATH; the benchmark starts its own." >&2; exit 1; }
+	$(PY) benchmarks/bench.py --mode full
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache benchmarks/.venvs

@@ -100,9 +100,7 @@ def ensure_venv(system: str) -> None:
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
     done = subprocess.run([*pip, *install], capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(
-            f"error: installing {system} from {source} failed:\n{done.stderr[-3000:]}"
-        )
+        raise SystemExit(f"error: installing {system} from {source} failed:\n{done.stderr[-3000:]}")
     stamp.write_text(source.read_text())
 
 
@@ -149,9 +147,21 @@ def private_redis() -> Iterator[str]:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="docket-bench-redis-")
     process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 10
@@ -184,9 +194,17 @@ def flush(url: str) -> None:
 def run_one(system: str, workload: Workload, url: str, workdir: Path) -> dict[str, Any]:
     n = (workload.capped_n or {}).get(system, workload.n)
     command = [
-        str(python_for(system)), str(adapter_for(system)), workload.name,
-        "--url", url, "--n", str(n), "--concurrency", str(workload.concurrency),
-        "--workdir", str(workdir),
+        str(python_for(system)),
+        str(adapter_for(system)),
+        workload.name,
+        "--url",
+        url,
+        "--n",
+        str(n),
+        "--concurrency",
+        str(workload.concurrency),
+        "--workdir",
+        str(workdir),
     ]
     env = dict(os.environ, BENCH_SYSTEM=system, BENCH_URL=url)
     env.pop("PYTHONPATH", None)
@@ -196,10 +214,26 @@ def run_one(system: str, workload: Workload, url: str, workdir: Path) -> dict[st
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         return {
-            "system": system, "workload": workload.name, "n": n,
+            "system": system,
+            "workload": workload.name,
+            "n": n,
             "error": f"exit {done.returncode}: {done.stderr.strip()[-1500:]}",
         }
     result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def measure_ceiling(url: str) -> dict[str, float]:
+    """Bare redis-py loops on this machine, so absolute numbers can be read against it."""
+    flush(url)
+    done = subprocess.run(
+        [str(python_for(OURS)), str(SYSTEMS_DIR / "ceiling.py"), "--url", url],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        return {}
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
@@ -274,11 +308,14 @@ def advantage(ours: float | None, other: float | None, column: Column) -> float 
     return ours / other if column.higher_is_better else other / ours
 
 
-def best_peer(table: dict[tuple[str, str, str], float], column: Column, systems: list[str]) -> tuple[str, float] | None:
+def best_peer(
+    table: dict[tuple[str, str, str], float], column: Column, systems: list[str]
+) -> tuple[str, float] | None:
     candidates = [
         (s, table[(s, column.workload, column.metric)])
         for s in systems
-        if s in PEERS and (s, column.workload, column.metric) in table
+        if s in PEERS
+        and (s, column.workload, column.metric) in table
         and table[(s, column.workload, column.metric)] > 0
     ]
     if not candidates:
@@ -288,7 +325,9 @@ def best_peer(table: dict[tuple[str, str, str], float], column: Column, systems:
 
 
 def render_table(
-    table: dict[tuple[str, str, str], float], systems: list[str], skipped: dict[tuple[str, str], str]
+    table: dict[tuple[str, str, str], float],
+    systems: list[str],
+    skipped: dict[tuple[str, str], str],
 ) -> str:
     lines = ["| system | " + " | ".join(c.title for c in COLUMNS) + " |"]
     lines.append("|---" * (len(COLUMNS) + 1) + "|")
@@ -296,9 +335,9 @@ def render_table(
         cells = []
         for column in COLUMNS:
             value = table.get((system, column.workload, column.metric))
-            if value is None and (system, column.workload) in skipped:
-                cells.append("n/a")
-            elif value is None and column.metric == "enqueue_per_s" and column.workload == "bulk_drain":
+            skipped_here = (system, column.workload) in skipped
+            no_bulk = column.metric == "enqueue_per_s" and column.workload == "bulk_drain"
+            if value is None and (skipped_here or no_bulk):
                 cells.append("n/a")
             else:
                 cells.append(fmt(value, column.unit))
@@ -314,7 +353,9 @@ def render_table(
                     ratio = advantage(ours, best[1], column) if best else None
                     cells.append(f"{ratio:.1f}× ({best[0]})" if ratio and best else "–")
                 else:
-                    ratio = advantage(ours, table.get((reference, column.workload, column.metric)), column)
+                    ratio = advantage(
+                        ours, table.get((reference, column.workload, column.metric)), column
+                    )
                     cells.append(f"{ratio:.1f}×" if ratio else "–")
             lines.append(f"| *{label}* | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -357,7 +398,9 @@ def render_targets(table: dict[tuple[str, str, str], float], systems: list[str])
     return "\n".join(lines)
 
 
-def chart(table: dict[tuple[str, str, str], float], systems: list[str], path: Path, title: str) -> bool:
+def chart(
+    table: dict[tuple[str, str, str], float], systems: list[str], path: Path, title: str
+) -> bool:
     try:
         import matplotlib
 
@@ -378,7 +421,9 @@ def chart(table: dict[tuple[str, str, str], float], systems: list[str], path: Pa
                 continue
             names.append(system)
             values.append(value)
-            colors.append("#d62728" if system == OURS else "#1f77b4" if system == RELEASED else "#9e9e9e")
+            colors.append(
+                "#d62728" if system == OURS else "#1f77b4" if system == RELEASED else "#9e9e9e"
+            )
         ax.barh(names, values, color=colors)
         ax.invert_yaxis()
         ax.set_xscale("log")
@@ -387,7 +432,7 @@ def chart(table: dict[tuple[str, str, str], float], systems: list[str], path: Pa
         ax.tick_params(labelsize=8)
         for y, value in enumerate(values):
             ax.text(value, y, f" {fmt(value, column.unit)}", va="center", fontsize=7)
-    for ax in list(axes.flat)[len(shown):]:
+    for ax in list(axes.flat)[len(shown) :]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -419,7 +464,9 @@ def machine() -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mode", choices=("quick", "full"), default="quick")
     parser.add_argument("--rounds", type=int, default=None, help="default: 1 quick, 3 full")
     parser.add_argument("--systems", default=",".join(ALL_SYSTEMS), help="comma-separated")
@@ -429,7 +476,9 @@ def main() -> None:
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [s for s in systems if s not in ALL_SYSTEMS]
     if unknown:
-        raise SystemExit(f"error: unknown system(s) {unknown}; choose from {', '.join(ALL_SYSTEMS)}")
+        raise SystemExit(
+            f"error: unknown system(s) {unknown}; choose from {', '.join(ALL_SYSTEMS)}"
+        )
     rounds = args.rounds or (3 if args.mode == "full" else 1)
     plan = workloads(args.mode)
     if args.workloads:
@@ -450,14 +499,23 @@ def main() -> None:
         "versions": {s: versions(s) for s in systems},
         "workloads": [w.__dict__ for w in plan],
     }
-    print(f"==> {args.mode} run: {rounds} round(s), {len(plan)} workloads, systems {', '.join(systems)}")
+    names = ", ".join(systems)
+    print(f"==> {args.mode} run: {rounds} round(s), {len(plan)} workloads, systems {names}")
+    ceilings: list[dict[str, float]] = []
     results: list[dict[str, Any]] = []
     total = rounds * len(plan) * len(systems)
     step = 0
     began = time.monotonic()
     with private_redis() as url:
         for round_no in range(rounds):
-            order = systems[round_no % len(systems):] + systems[: round_no % len(systems)]
+            ceiling = measure_ceiling(url)
+            ceilings.append(ceiling)
+            print(
+                f"[round {round_no + 1}] machine ceiling: "
+                + ", ".join(f"{k}={v:,.0f}" for k, v in ceiling.items()),
+                flush=True,
+            )
+            order = systems[round_no % len(systems) :] + systems[: round_no % len(systems)]
             for workload in plan:
                 for system in order:
                     step += 1
@@ -465,7 +523,8 @@ def main() -> None:
                     print(
                         f"[{step}/{total} {elapsed:5.0f}s] round {round_no + 1} "
                         f"{workload.name:<13} {system:<9} ",
-                        end="", flush=True,
+                        end="",
+                        flush=True,
                     )
                     result = run_one(system, workload, url, workdir)
                     result["round"] = round_no + 1
@@ -474,15 +533,26 @@ def main() -> None:
 
     table = medians(results)
     skipped = {(r["system"], r["workload"]): r["skipped"] for r in results if "skipped" in r}
-    failures = [
-        r for r in results if "error" in r or ("check" in r and not r["check"].get("ok"))
-    ]
+    failures = [r for r in results if "error" in r or ("check" in r and not r["check"].get("ok"))]
     rendered = render_table(table, systems, skipped)
     targets = render_targets(table, systems) if OURS in systems else ""
+    ceiling = {
+        key: statistics.median(c[key] for c in ceilings if key in c)
+        for key in (ceilings[0] if ceilings else {})
+    }
     (out / "results.json").write_text(
-        json.dumps({"info": info, "results": results, "medians": [
-            {"system": s, "workload": w, "metric": m, "median": v} for (s, w, m), v in sorted(table.items())
-        ]}, indent=1)
+        json.dumps(
+            {
+                "info": info,
+                "ceiling": ceiling,
+                "results": results,
+                "medians": [
+                    {"system": s, "workload": w, "metric": m, "median": v}
+                    for (s, w, m), v in sorted(table.items())
+                ],
+            },
+            indent=1,
+        )
     )
     report = [
         f"# docket benchmark ({args.mode}, {rounds} round(s), medians)",
@@ -495,6 +565,12 @@ def main() -> None:
         "",
         "× = how many times better ours is (higher rate, or lower time/memory).",
         "",
+        "Machine ceiling (bare redis-py asyncio, no task system; medians): "
+        + ", ".join(
+            f"{k.removesuffix('_per_s').replace('_', ' ')} {v:,.0f}/s" for k, v in ceiling.items()
+        )
+        + ". The absolute targets were set where the awaited PING loop did ~12,400/s.",
+        "",
         "Versions: " + "; ".join(f"{s}: {v}" for s, v in info["versions"].items()),
     ]
     for (system, workload), reason in sorted(skipped.items()):
@@ -503,15 +579,28 @@ def main() -> None:
         report += ["", "## Our targets (docs/performance.md)", "", targets]
     report += ["", "## Correctness", ""]
     if failures:
-        report += [f"- FAILED: {r['system']} {r['workload']} round {r.get('round')}: {describe(r)}" for r in failures]
+        report += [
+            f"- FAILED: {r['system']} {r['workload']} round {r.get('round')}: {describe(r)}"
+            for r in failures
+        ]
     else:
-        report.append(f"Every run of every system ran each task exactly once ({len(results)} runs).")
+        report.append(
+            f"Every run of every system ran each task exactly once ({len(results)} runs)."
+        )
     text = "\n".join(report) + "\n"
     (out / "table.md").write_text(text)
-    drew = chart(table, systems, out / "chart.png", f"docket benchmark, {args.mode} mode, medians of {rounds}")
+    drew = chart(
+        table,
+        systems,
+        out / "chart.png",
+        f"docket benchmark, {args.mode} mode, medians of {rounds}",
+    )
     print()
     print(text)
-    print(f"Wrote {out / 'results.json'}, {out / 'table.md'}" + (f" and {out / 'chart.png'}" if drew else ""))
+    print(
+        f"Wrote {out / 'results.json'}, {out / 'table.md'}"
+        + (f" and {out / 'chart.png'}" if drew else "")
+    )
     if failures:
         raise SystemExit(1)
 

@@ -8,6 +8,7 @@ instrumentation costs little when nobody collects it. See docs/observability.md.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -197,10 +198,18 @@ def metrics_collected() -> bool:
 def tracing_active() -> bool:
     """Whether a real TracerProvider is set; without one every span is a no-op, and
     skipping them saves a run a good part of its overhead."""
+    # Asked once per run: read the global the API keeps before taking its slower path
+    # (None means no provider was ever set, and then spans are no-ops).
+    if getattr(trace, "_TRACER_PROVIDER", ...) is None and not _OTEL_PROVIDER_FROM_ENV:
+        return False
     return type(trace.get_tracer_provider()).__name__ not in (
         "ProxyTracerProvider",
         "NoOpTracerProvider",
     )
+
+
+# A provider named in the environment is loaded on first use, not set up front.
+_OTEL_PROVIDER_FROM_ENV = bool(os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"))
 
 
 # -- trace context -----------------------------------------------------------------------

@@ -37,20 +37,33 @@ _COLOURS = {
 _RESET = "\x1b[0m"
 
 
+_ORDER_CACHE_LIMIT = 256
+_orders: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _field_order(attributes: dict[str, Any], listed: list[str]) -> tuple[str, ...]:
+    # Records from one call site have the same attributes in the same order, so the
+    # field order is worked out once per shape: this runs for every per-task log line.
+    shape = (*attributes, "\0", *listed)
+    order = _orders.get(shape)
+    if order is None:
+        others = sorted(
+            name
+            for name in attributes.keys() - RESERVED_ATTRIBUTES - set(listed)
+            if not name.startswith("_")
+        )
+        order = (*(name for name in listed if name in attributes), *others)
+        if len(_orders) >= _ORDER_CACHE_LIMIT:
+            _orders.clear()
+        _orders[shape] = order
+    return order
+
+
 def record_fields(record: logging.LogRecord) -> Iterator[tuple[str, Any]]:
     """The structured fields of ``record``: task-logger fields first, then the rest."""
     attributes = record.__dict__
     listed: list[str] = getattr(record, FIELDS_ATTRIBUTE, None) or []
-    for name in listed:
-        if name in attributes:
-            yield name, attributes[name]
-    # A set difference runs in C: this is on the path of every per-task log line.
-    others = sorted(
-        name
-        for name in attributes.keys() - RESERVED_ATTRIBUTES - set(listed)
-        if not name.startswith("_")
-    )
-    for name in others:
+    for name in _field_order(attributes, listed):
         yield name, attributes[name]
 
 
@@ -91,6 +104,8 @@ class DocketFormatter(logging.Formatter):
 
     def _message_and_fields(self, record: logging.LogRecord) -> tuple[str, list[tuple[str, Any]]]:
         fields = list(record_fields(record))
+        if type(record.msg) is str:
+            return record.getMessage(), fields
         event = _structlog_event(record)
         if event is not None:
             message, extra = event
@@ -139,7 +154,7 @@ class DocketFormatter(logging.Formatter):
             level = f"{_COLOURS.get(record.levelno, '')}{level}{_RESET}"
         line = f"{self._timestamp(record)} {level} {record.name} {message}"
         if fields:
-            line += " " + " ".join(f"{name}={_text(value)}" for name, value in fields)
+            line += " " + " ".join([f"{name}={_text(value)}" for name, value in fields])
         if failure:
             line += "\n" + failure
         return line

@@ -138,7 +138,11 @@ class WorkerProcess:
         command = adapter.worker_command(concurrency)
         self.spawned_at = time.time()
         self.process = subprocess.Popen(
-            command, cwd=HERE, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            command,
+            cwd=HERE,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.peaks: dict[int, int] = {}
@@ -172,10 +176,8 @@ class WorkerProcess:
             # The leader only: a supervisor (dramatiq's, say) forwards it to its children,
             # and a second copy would read as "exit now".
             self.process.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
@@ -341,7 +343,11 @@ class Bench:
         else:
             metrics["enqueue_per_s"] = await self._send_all("noop", ids, bulk=bulk)
         worker, records = self._start_worker(c)
-        done = await wait_for_records(records, worker, count_at_least(n), self._timeout(n))
+        try:
+            done = await wait_for_records(records, worker, count_at_least(n), self._timeout(n))
+        except BaseException:
+            worker.stop()
+            raise
         ends = [r.end for r in records.rows if r.i != WARMUP_ID]
         starts = [r.start for r in records.rows if r.i != WARMUP_ID]
         if ends:
@@ -349,6 +355,7 @@ class Bench:
             metrics["drain_from_first_per_s"] = len(ends) / max(max(ends) - min(starts), 1e-9)
             metrics["spawn_to_first_s"] = min(starts) - worker.spawned_at
         metrics["peak_rss_mb"] = worker.peak_rss_mb()
+        # Short-lived helpers (a `file` call at import, say) count too.
         metrics["worker_processes"] = len(worker.procs_seen)
         return {"metrics": metrics, "check": self._finish(worker, records, ids, done)}
 
@@ -413,7 +420,11 @@ class Bench:
         ids = range(n)
         await self._prequeue("sleep", ids)
         worker, records = self._start_worker(self.args.concurrency)
-        done = await wait_for_records(records, worker, count_at_least(n), self._timeout(n))
+        try:
+            done = await wait_for_records(records, worker, count_at_least(n), self._timeout(n))
+        except BaseException:
+            worker.stop()
+            raise
         metrics: dict[str, Any] = {}
         if records.rows:
             last = max(r.end for r in records.rows)

@@ -69,11 +69,16 @@ async def send_many(kind: str, ids: list[int]) -> None:
 def worker_command(concurrency: int) -> list[str]:
     docket_cli = os.path.join(os.path.dirname(sys.executable), "docket")
     return [
-        docket_cli, "worker",
-        "--docket", DOCKET_NAME,
-        "--url", url(),
-        "--tasks", "docket_bench:tasks",
-        "--concurrency", str(concurrency),
+        docket_cli,
+        "worker",
+        "--docket",
+        DOCKET_NAME,
+        "--url",
+        url(),
+        "--tasks",
+        "docket_bench:tasks",
+        "--concurrency",
+        str(concurrency),
     ]
 
 

@@ -67,9 +67,13 @@ async def send(kind: str, i: int, t: float, when: float | None) -> None:
 def worker_command(concurrency: int) -> list[str]:
     taskiq_cli = os.path.join(os.path.dirname(sys.executable), "taskiq")
     return [
-        taskiq_cli, "worker", "taskiq_bench:broker",
-        "--workers", "1",
-        "--max-async-tasks", str(concurrency),
+        taskiq_cli,
+        "worker",
+        "taskiq_bench:broker",
+        "--workers",
+        "1",
+        "--max-async-tasks",
+        str(concurrency),
     ]
 
 
