@@ -50,8 +50,8 @@ test: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check docket docket_django docket_starlette tests examples
-	$(VENV)/bin/ruff format --check docket docket_django docket_starlette tests examples
+	$(VENV)/bin/ruff check docket docket_django docket_starlette tests examples benchmarks
+	$(VENV)/bin/ruff format --check docket docket_django docket_starlette tests examples benchmarks
 	$(VENV)/bin/mypy
 
 BENCH_STAMP := $(VENV)/.bench-installed
