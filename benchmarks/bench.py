@@ -413,14 +413,11 @@ def chart(
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("(matplotlib is not installed: no chart; `make bench` installs it)")
         return False
-    shown = [
-        c
-        for c in COLUMNS
-        if not c.title.startswith("RSS c10") and c.title not in ("late max ms", "sleep wall s")
-    ]
+    shown = [c for c in COLUMNS if c.title not in ("RSS c10 MB", "late max ms", "sleep wall s")]
     cols = 4
     rows = (len(shown) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows))
@@ -437,7 +434,10 @@ def chart(
             )
         ax.barh(names, values, color=colors)
         ax.invert_yaxis()
-        ax.set_xscale("log")
+        if values and max(values) / min(values) > 30:
+            ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         better = "higher is better" if column.higher_is_better else "lower is better"
         ax.set_title(f"{column.title} ({better})", fontsize=9)
         ax.tick_params(labelsize=8)
@@ -474,6 +474,88 @@ def machine() -> dict[str, Any]:
     }
 
 
+def report(
+    out: Path,
+    info: dict[str, Any],
+    ceilings: list[dict[str, float]],
+    results: list[dict[str, Any]],
+    systems: list[str],
+) -> list[dict[str, Any]]:
+    """Write results.json, table.md and chart.png; print the table; return the failures."""
+    mode, rounds = info["mode"], info["rounds"]
+    table = medians(results)
+    skipped = {(r["system"], r["workload"]): r["skipped"] for r in results if "skipped" in r}
+    failures = [r for r in results if "error" in r or ("check" in r and not r["check"].get("ok"))]
+    rendered = render_table(table, systems, skipped)
+    targets = render_targets(table, systems) if OURS in systems else ""
+    ceiling = {
+        key: statistics.median(c[key] for c in ceilings if key in c)
+        for key in (ceilings[0] if ceilings else {})
+    }
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "info": info,
+                "ceiling": ceiling,
+                "results": results,
+                "medians": [
+                    {"system": s, "workload": w, "metric": m, "median": v}
+                    for (s, w, m), v in sorted(table.items())
+                ],
+            },
+            indent=1,
+        )
+    )
+    report = [
+        f"# docket benchmark ({mode}, {rounds} round(s), medians)",
+        "",
+        f"Machine: {info['machine']['cpu']}, {info['machine']['cores']} cores, "
+        f"{info['machine']['memory_gib']} GiB, Python {info['machine']['python']}, "
+        f"{info['machine']['redis'].split(' sha')[0]}. Started {info['started']}.",
+        "",
+        rendered,
+        "",
+        "× = how many times better ours is (higher rate, or lower time/memory).",
+        "",
+        "Machine ceiling (bare redis-py asyncio, no task system; medians): "
+        + ", ".join(
+            f"{k.removesuffix('_per_s').replace('_', ' ')} {v:,.0f}/s" for k, v in ceiling.items()
+        )
+        + ". The absolute targets were set where the awaited PING loop did ~12,400/s.",
+        "",
+        "Versions: " + "; ".join(f"{s}: {v}" for s, v in info["versions"].items()),
+    ]
+    for (system, workload), reason in sorted(skipped.items()):
+        report.append(f"- {system} {workload}: {reason}")
+    if targets:
+        report += ["", "## Our targets (docs/performance.md)", "", targets]
+    report += ["", "## Correctness", ""]
+    if failures:
+        report += [
+            f"- FAILED: {r['system']} {r['workload']} round {r.get('round')}: {describe(r)}"
+            for r in failures
+        ]
+    else:
+        report.append(
+            f"Every run of every system ran each task exactly once ({len(results)} runs)."
+        )
+    text = "\n".join(report) + "\n"
+    (out / "table.md").write_text(text)
+    drew = chart(
+        table,
+        systems,
+        out / "chart.png",
+        f"docket benchmark, {mode} mode, medians of {rounds}",
+    )
+    print()
+    print(text)
+    print(
+        f"Wrote {out / 'results.json'}, {out / 'table.md'}"
+        + (f" and {out / 'chart.png'}" if drew else "")
+    )
+    return failures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -483,6 +565,9 @@ def main() -> None:
     parser.add_argument("--systems", default=",".join(ALL_SYSTEMS), help="comma-separated")
     parser.add_argument("--workloads", default="", help="comma-separated subset (default all)")
     parser.add_argument("--out", default="", help="default: benchmarks/results/<mode>")
+    parser.add_argument(
+        "--rerender", action="store_true", help="redraw the table and chart from results.json"
+    )
     args = parser.parse_args()
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [s for s in systems if s not in ALL_SYSTEMS]
@@ -496,6 +581,10 @@ def main() -> None:
         wanted = set(args.workloads.split(","))
         plan = [w for w in plan if w.name in wanted]
     out = Path(args.out) if args.out else HERE / "results" / args.mode
+    if args.rerender:
+        saved = json.loads((out / "results.json").read_text())
+        report(out, saved["info"], [saved["ceiling"]], saved["results"], systems)
+        return
     out.mkdir(parents=True, exist_ok=True)
     workdir = out / "work"
     workdir.mkdir(exist_ok=True)
@@ -542,76 +631,7 @@ def main() -> None:
                     results.append(result)
                     print(describe(result), flush=True)
 
-    table = medians(results)
-    skipped = {(r["system"], r["workload"]): r["skipped"] for r in results if "skipped" in r}
-    failures = [r for r in results if "error" in r or ("check" in r and not r["check"].get("ok"))]
-    rendered = render_table(table, systems, skipped)
-    targets = render_targets(table, systems) if OURS in systems else ""
-    ceiling = {
-        key: statistics.median(c[key] for c in ceilings if key in c)
-        for key in (ceilings[0] if ceilings else {})
-    }
-    (out / "results.json").write_text(
-        json.dumps(
-            {
-                "info": info,
-                "ceiling": ceiling,
-                "results": results,
-                "medians": [
-                    {"system": s, "workload": w, "metric": m, "median": v}
-                    for (s, w, m), v in sorted(table.items())
-                ],
-            },
-            indent=1,
-        )
-    )
-    report = [
-        f"# docket benchmark ({args.mode}, {rounds} round(s), medians)",
-        "",
-        f"Machine: {info['machine']['cpu']}, {info['machine']['cores']} cores, "
-        f"{info['machine']['memory_gib']} GiB, Python {info['machine']['python']}, "
-        f"{info['machine']['redis'].split(' sha')[0]}. Started {info['started']}.",
-        "",
-        rendered,
-        "",
-        "× = how many times better ours is (higher rate, or lower time/memory).",
-        "",
-        "Machine ceiling (bare redis-py asyncio, no task system; medians): "
-        + ", ".join(
-            f"{k.removesuffix('_per_s').replace('_', ' ')} {v:,.0f}/s" for k, v in ceiling.items()
-        )
-        + ". The absolute targets were set where the awaited PING loop did ~12,400/s.",
-        "",
-        "Versions: " + "; ".join(f"{s}: {v}" for s, v in info["versions"].items()),
-    ]
-    for (system, workload), reason in sorted(skipped.items()):
-        report.append(f"- {system} {workload}: {reason}")
-    if targets:
-        report += ["", "## Our targets (docs/performance.md)", "", targets]
-    report += ["", "## Correctness", ""]
-    if failures:
-        report += [
-            f"- FAILED: {r['system']} {r['workload']} round {r.get('round')}: {describe(r)}"
-            for r in failures
-        ]
-    else:
-        report.append(
-            f"Every run of every system ran each task exactly once ({len(results)} runs)."
-        )
-    text = "\n".join(report) + "\n"
-    (out / "table.md").write_text(text)
-    drew = chart(
-        table,
-        systems,
-        out / "chart.png",
-        f"docket benchmark, {args.mode} mode, medians of {rounds}",
-    )
-    print()
-    print(text)
-    print(
-        f"Wrote {out / 'results.json'}, {out / 'table.md'}"
-        + (f" and {out / 'chart.png'}" if drew else "")
-    )
+    failures = report(out, info, ceilings, results, systems)
     # Another system's failed check is a finding to report; ours failing fails the run.
     if any(r["system"] == OURS for r in failures):
         raise SystemExit(1)

@@ -283,11 +283,14 @@ class Wire:
         for attempt in range(3):
             protocol = await self._protocol_now()
             futures = self._send(protocol, data, len(commands))
-            try:
-                return list(await asyncio.gather(*futures))
-            except RedisConnectionError:
-                if attempt == 2:
-                    raise
+            # Every future is collected, so a dropped connection leaves no unretrieved
+            # exceptions behind; error replies are results, not exceptions.
+            replies = await asyncio.gather(*futures, return_exceptions=True)
+            lost = next((r for r in replies if isinstance(r, RedisConnectionError)), None)
+            if lost is None:
+                return list(replies)
+            if attempt == 2:
+                raise lost
         raise AssertionError("unreachable")
 
     async def evalsha(self, sha: str, source: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
