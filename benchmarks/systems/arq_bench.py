@@ -5,13 +5,12 @@ enqueue, so ``send_many`` is None."""
 from __future__ import annotations
 
 import os
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
 from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
-from bench_common import Adapter, async_sleep_body, main, noop_body
+from bench_common import Adapter, async_sleep_body, main, noop_body, venv_command
 
 
 async def noop(ctx: dict[str, Any], i: int, t: float = 0.0) -> None:
@@ -54,7 +53,7 @@ async def send(kind: str, i: int, t: float, when: float | None) -> None:
 
 
 def worker_command(concurrency: int) -> list[str]:
-    arq_cli = os.path.join(os.path.dirname(sys.executable), "arq")
+    arq_cli = venv_command("arq")
     return [arq_cli, "arq_bench.WorkerSettings"]
 
 

@@ -64,6 +64,26 @@ def sync_sleep_body(i: int, t: float = 0.0) -> None:
 # -- the adapter contract ---------------------------------------------------------------
 
 
+def bench_url() -> str:
+    """The Redis URL, for an adapter's module-level set-up (a broker made at import): the
+    worker and the driver's runs have ``BENCH_URL`` in their environment; an adapter run by
+    hand has only ``--url`` on its command line."""
+    if "BENCH_URL" in os.environ:
+        return os.environ["BENCH_URL"]
+    argv = sys.argv[1:]
+    for k, arg in enumerate(argv):
+        if arg == "--url" and k + 1 < len(argv):
+            return argv[k + 1]
+        if arg.startswith("--url="):
+            return arg.split("=", 1)[1]
+    raise SystemExit("error: no Redis URL: pass --url or set BENCH_URL")
+
+
+def venv_command(name: str) -> str:
+    """A console script of the virtualenv this adapter runs in (the system's CLI)."""
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
 @dataclass
 class Adapter:
     """What a system provides. ``send``/``send_many``/``setup``/``teardown`` may be plain

@@ -7,26 +7,10 @@ is (one message runs a batch of calls)."""
 
 from __future__ import annotations
 
-import os
-import sys
 from datetime import UTC, datetime
 
-from bench_common import Adapter, main, noop_body, sync_sleep_body
+from bench_common import Adapter, bench_url, main, noop_body, sync_sleep_body, venv_command
 from celery import Celery
-
-
-def bench_url() -> str:
-    """The redis URL. The worker has BENCH_URL in its environment; the adapter process runs
-    this module before main() sets BENCH_URL from ``--url``, so there it is read from the
-    command line."""
-    argv = sys.argv[1:]
-    for k, arg in enumerate(argv):
-        if arg == "--url" and k + 1 < len(argv):
-            return argv[k + 1]
-        if arg.startswith("--url="):
-            return arg.split("=", 1)[1]
-    return os.environ["BENCH_URL"]
-
 
 # The main name makes task names "celery_bench.<function>" also when this file runs as
 # __main__ (the adapter process), matching the worker's import of it.
@@ -56,7 +40,7 @@ def teardown() -> None:
 
 
 def worker_command(concurrency: int) -> list[str]:
-    cli = os.path.join(os.path.dirname(sys.executable), "celery")
+    cli = venv_command("celery")
     return [cli, "-A", "celery_bench", "worker", "--pool", "threads", "-c", str(concurrency)]
 
 

@@ -4,10 +4,9 @@ own venv), since code written for the released docket runs on ours unchanged."""
 from __future__ import annotations
 
 import os
-import sys
 from datetime import UTC, datetime
 
-from bench_common import Adapter, async_sleep_body, main, noop_body
+from bench_common import Adapter, async_sleep_body, main, noop_body, venv_command
 
 from docket import Docket
 
@@ -67,7 +66,7 @@ async def send_many(kind: str, ids: list[int]) -> None:
 
 
 def worker_command(concurrency: int) -> list[str]:
-    docket_cli = os.path.join(os.path.dirname(sys.executable), "docket")
+    docket_cli = venv_command("docket")
     return [
         docket_cli,
         "worker",

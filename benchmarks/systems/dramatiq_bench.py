@@ -11,27 +11,11 @@ now and then gets "Too many connections" and is retried after 5 s (seen in about
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 
 import dramatiq
-from bench_common import Adapter, main, noop_body, sync_sleep_body
+from bench_common import Adapter, bench_url, main, noop_body, sync_sleep_body, venv_command
 from dramatiq.brokers.redis import RedisBroker
-
-
-def bench_url() -> str:
-    """The redis URL. The worker has BENCH_URL in its environment; the adapter process runs
-    this module before main() sets BENCH_URL from ``--url``, and the broker must exist
-    before the actors are declared, so there it is read from the command line."""
-    argv = sys.argv[1:]
-    for k, arg in enumerate(argv):
-        if arg == "--url" and k + 1 < len(argv):
-            return argv[k + 1]
-        if arg.startswith("--url="):
-            return arg.split("=", 1)[1]
-    return os.environ["BENCH_URL"]
-
 
 broker = RedisBroker(url=bench_url())
 dramatiq.set_broker(broker)
@@ -62,7 +46,7 @@ def teardown() -> None:
 
 
 def worker_command(concurrency: int) -> list[str]:
-    cli = os.path.join(os.path.dirname(sys.executable), "dramatiq")
+    cli = venv_command("dramatiq")
     return [cli, "dramatiq_bench", "-p", "1", "-t", str(concurrency)]
 
 

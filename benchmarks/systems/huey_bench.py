@@ -12,29 +12,14 @@ No bulk enqueue: Task.map() and group() enqueue one task at a time.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from bench_common import Adapter, main, noop_body, sync_sleep_body
+from bench_common import Adapter, bench_url, main, noop_body, sync_sleep_body, venv_command
 from huey import RedisHuey
 from redis import ConnectionPool
 
 MAX_CONNECTIONS = 1000
-
-
-def bench_url() -> str:
-    """The redis URL. The worker has BENCH_URL in its environment; the adapter process runs
-    this module before main() sets BENCH_URL from ``--url``, and the huey instance must
-    exist before the tasks are declared, so there it is read from the command line."""
-    argv = sys.argv[1:]
-    for k, arg in enumerate(argv):
-        if arg == "--url" and k + 1 < len(argv):
-            return argv[k + 1]
-        if arg.startswith("--url="):
-            return arg.split("=", 1)[1]
-    return os.environ["BENCH_URL"]
 
 
 huey = RedisHuey(
@@ -69,7 +54,7 @@ def send(kind: str, i: int, t: float, when: float | None) -> None:
 
 
 def worker_command(concurrency: int) -> list[str]:
-    cli = os.path.join(os.path.dirname(sys.executable), "huey_consumer")
+    cli = venv_command("huey_consumer")
     return [cli, "huey_bench.huey", "-w", str(concurrency), "-k", "thread"]
 
 

@@ -7,10 +7,9 @@ waits for results), so ``send_many`` is None."""
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
-from bench_common import Adapter, async_sleep_body, main, noop_body
+from bench_common import Adapter, async_sleep_body, main, noop_body, venv_command
 from saq import Queue
 
 QUEUE_NAME = "bench"
@@ -57,7 +56,7 @@ async def send(kind: str, i: int, t: float, when: float | None) -> None:
 
 
 def worker_command(concurrency: int) -> list[str]:
-    saq_cli = os.path.join(os.path.dirname(sys.executable), "saq")
+    saq_cli = venv_command("saq")
     return [saq_cli, "saq_bench.settings"]
 
 

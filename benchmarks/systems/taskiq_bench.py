@@ -13,9 +13,8 @@ the worker: ``schedule_by_time`` writes to a schedule source that only the separ
 from __future__ import annotations
 
 import os
-import sys
 
-from bench_common import Adapter, async_sleep_body, main, noop_body
+from bench_common import Adapter, async_sleep_body, main, noop_body, venv_command
 from taskiq import AsyncTaskiqDecoratedTask
 from taskiq_redis import RedisStreamBroker
 
@@ -65,7 +64,7 @@ async def send(kind: str, i: int, t: float, when: float | None) -> None:
 
 
 def worker_command(concurrency: int) -> list[str]:
-    taskiq_cli = os.path.join(os.path.dirname(sys.executable), "taskiq")
+    taskiq_cli = venv_command("taskiq")
     return [
         taskiq_cli,
         "worker",
