@@ -14,7 +14,8 @@ help:
 	@echo "make test   build .venv and run the whole test suite (starts its own redis-server processes)"
 	@echo "make lint   ruff and mypy --strict on the packages"
 	@echo "make bench  side-by-side benchmark against pydocket and the peers (quick, a few minutes;"
-	@echo "            'make bench-full' for the published table: 3 rounds, about 30 minutes)"
+	@echo "            'make bench-full' or 'make bench BENCH_MODE=full' for the published table:"
+	@echo "            3 interleaved rounds, about 40 minutes on 2 cores)"
 
 # A Python >= 3.12 that really runs: python3.13/python3.12 on PATH (pyenv shims fail unless
 # selected, so each candidate is executed, not just located), then pyenv's own versions.
@@ -64,9 +65,11 @@ $(BENCH_STAMP): $(STAMP)
 
 # Each system gets its own virtualenv under benchmarks/.venvs (built on first use) and the
 # run its own redis-server; results land in benchmarks/results/<mode>/.
+BENCH_MODE ?= quick
+
 bench: $(BENCH_STAMP)
 	@command -v redis-server >/dev/null || { echo "error: redis-server is not on PATH; the benchmark starts its own." >&2; exit 1; }
-	$(PY) benchmarks/bench.py --mode quick
+	$(PY) benchmarks/bench.py --mode $(BENCH_MODE)
 
 bench-full: $(BENCH_STAMP)
 	@command -v redis-server >/dev/null || { echo "error: redis-server is not on PATH; the benchmark starts its own." >&2; exit 1; }
