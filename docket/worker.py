@@ -76,6 +76,9 @@ class _Settlement:
     result: bytes = b""
 
 
+_eager_task = asyncio.create_eager_task_factory(asyncio.Task)
+
+
 def _log_info(message: str, args: tuple[Any, ...], extra: dict[str, Any]) -> None:
     """``logger.info`` for the two lines every run logs, minus the caller lookup (a stack
     walk that costs as much as the rest of the record); the caller is always here."""
@@ -552,7 +555,14 @@ class Worker:
     def _start(self, execution: Execution) -> None:
         mid = execution.message_id
         assert mid is not None
-        task = asyncio.create_task(self._execute(execution), name=f"docket:{execution.key}")
+        # Started eagerly: the run goes as far as its first await right here, so one that
+        # never awaits finishes without a trip through the event loop.
+        task = _eager_task(
+            asyncio.get_running_loop(), self._execute(execution), name=f"docket:{execution.key}"
+        )
+        if task.done():
+            self._begun.discard(mid)
+            return
         self._active[mid] = (execution, task)
         # A task cancelled before its first step (a cancel or an abort right after the
         # claim) never runs _execute's ``finally``; without this its entry would stay

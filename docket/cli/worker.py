@@ -256,6 +256,10 @@ def worker(
     a second exits at once. DURATION is 90, 90s, 250ms, 5m, 1h, mm:ss or hh:mm:ss.
     """
     configure_logging(logging_level.value, (logging_format or default_log_format()).value)
+    # This process logs through our formatters alone, which never show a record's thread,
+    # process or asyncio task: skip gathering them for the two lines every run logs.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging.logAsyncioTasks = False  # type: ignore[attr-defined, unused-ignore]
     try:
         names = _check_collections(docket, url, tasks)
         _check_member(fallback_task, "fallback task")
