@@ -128,7 +128,7 @@ def versions(system: str) -> str:
         "    except m.PackageNotFoundError: pass\n"
     )
     done = subprocess.run([python_for(system), "-c", code], capture_output=True, text=True)
-    return ", ".join(line.replace(" ", " ") for line in done.stdout.splitlines())
+    return ", ".join(done.stdout.splitlines())
 
 
 # -- redis ------------------------------------------------------------------------------

@@ -464,11 +464,10 @@ async def _run(adapter: Adapter, args: argparse.Namespace) -> dict[str, Any]:
         if args.workload == "enqueue_drain":
             return await bench.drain(bulk=False)
         if args.workload == "bulk_drain":
+            result = await bench.drain(bulk=True)
             if adapter.send_many is None:
-                result = await bench.drain(bulk=True)
                 result["metrics"]["bulk"] = "n/a"
-                return result
-            return await bench.drain(bulk=True)
+            return result
         if args.workload == "latency":
             return await bench.latency()
         if args.workload == "scheduled":

@@ -4,6 +4,7 @@ own venv), since code written for the released docket runs on ours unchanged."""
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from bench_common import Adapter, async_sleep_body, main, noop_body, venv_command
@@ -49,7 +50,7 @@ async def teardown() -> None:
         await _docket.__aexit__(None, None, None)
 
 
-def _function(kind: str):  # type: ignore[no-untyped-def]
+def _function(kind: str) -> Callable[..., Awaitable[None]]:
     return noop if kind == "noop" else sleeper
 
 
