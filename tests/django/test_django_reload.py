@@ -30,7 +30,10 @@ VERSION = {version!r}
 
 @docket_django.task
 def reload_stamp(path: str) -> str:
-    Path(path).write_text(VERSION)
+    # Written aside and renamed into place, so the test never reads a half-written stamp.
+    partial = Path(path + ".partial")
+    partial.write_text(VERSION)
+    partial.replace(path)
     return VERSION
 """
 
