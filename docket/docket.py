@@ -57,6 +57,9 @@ logger = logging.getLogger("docket")
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# An execution and its schedule script's keys and arguments (None when struck).
+_Prepared = tuple[Execution, list[str], list[Any] | None]
+
 
 def _aware(when: datetime | None) -> datetime:
     if when is None:
@@ -368,7 +371,7 @@ class Docket:
         kwargs: dict[str, Any],
         attempt: int = 1,
         function_name: str | None = None,
-    ) -> tuple[Execution, list[str], list[Any] | None]:
+    ) -> _Prepared:
         """Build the execution and the schedule script's arguments (None when struck)."""
         execution = Execution(
             self,
@@ -525,37 +528,68 @@ class Docket:
     ) -> list[Execution]:
         results: list[Execution] = []
         size = chunk_size or max(len(calls), 1)
-        for start in range(0, len(calls), size):
-            prepared = []
-            for call in calls[start : start + size]:
-                if mode == "replace" and call.key is None:
-                    raise ValueError("replace_many() needs a key on every call")
-                function, name = self._resolve(call.function)
-                prepared.append(
-                    self._prepare(
-                        mode,
-                        function,
-                        call.when,
-                        call.key,
-                        tuple(call.args),
-                        dict(call.kwargs),
-                        function_name=call.name or name,
-                    )
+        loop = asyncio.get_running_loop()
+        # Two chunks in flight: the next one is prepared while Redis runs the last, so
+        # this process and the server work side by side instead of taking turns.
+        in_flight: list[tuple[list[_Prepared], asyncio.Task[list[Any]]]] = []
+        try:
+            for start in range(0, len(calls), size):
+                prepared = [self._prepare_call(mode, call) for call in calls[start : start + size]]
+                sending = asyncio.eager_task_factory(
+                    loop,
+                    self._scripts.run_many(
+                        "schedule", [(keys, argv) for _, keys, argv in prepared if argv is not None]
+                    ),
                 )
-            replies = await self._scripts.run_many(
-                "schedule", [(keys, argv) for _, keys, argv in prepared if argv is not None]
-            )
-            reply_iter = iter(replies)
-            for execution, _, argv in prepared:
-                if argv is not None:
-                    reply = next(reply_iter)
-                    if isinstance(reply, BaseException):
-                        execution.disposition = Disposition.FAILED
-                        execution.schedule_exception = reply
-                    else:
-                        self._apply_reply(execution, reply)
-                results.append(execution)
+                in_flight.append((prepared, sending))
+                if len(in_flight) == 2:
+                    await self._collect_chunk(in_flight, results)
+            while in_flight:
+                await self._collect_chunk(in_flight, results)
+        except asyncio.CancelledError:
+            for _, sending in in_flight:
+                sending.cancel()
+            raise
+        except BaseException:
+            # A bad call in a later chunk: the chunks already sent still finish, as they
+            # would have one after another, before the error is raised.
+            if in_flight:
+                await asyncio.wait([sending for _, sending in in_flight])
+            raise
         return results
+
+    def _prepare_call(self, mode: str, call: TaskCall) -> _Prepared:
+        if mode == "replace" and call.key is None:
+            raise ValueError("replace_many() needs a key on every call")
+        function, name = self._resolve(call.function)
+        return self._prepare(
+            mode,
+            function,
+            call.when,
+            call.key,
+            tuple(call.args),
+            dict(call.kwargs),
+            function_name=call.name or name,
+        )
+
+    async def _collect_chunk(
+        self,
+        in_flight: list[tuple[list[_Prepared], asyncio.Task[list[Any]]]],
+        results: list[Execution],
+    ) -> None:
+        """Wait for the oldest chunk in flight and record each call's outcome."""
+        prepared, sending = in_flight[0]
+        replies = iter(await sending)
+        in_flight.pop(0)
+        for execution, _, argv in prepared:
+            if argv is not None:
+                reply = next(replies)
+                if isinstance(reply, BaseException):
+                    execution.disposition = Disposition.FAILED
+                    execution.schedule_exception = reply
+                else:
+                    self._apply_reply(execution, reply)
+            results.append(execution)
 
     # -- cancelling -----------------------------------------------------------------
 

@@ -1010,6 +1010,40 @@ async def test_add_many_with_a_chunk_size_below_one_raises(docket: Docket, chunk
     assert await docket.get_execution("never") is None
 
 
+async def test_a_bad_call_in_a_later_chunk_leaves_earlier_chunks_scheduled(docket: Docket) -> None:
+    """Chunks go to Redis while later ones are still being prepared; a call that cannot
+    be prepared raises, after the chunks before it were scheduled, and nothing after it."""
+    record = Recorder().task()
+    calls = [
+        docket.call(record, key="one")(1),
+        docket.call(record, key="two")(2),
+        docket.call(record, key="three")(3),
+        docket.call(record)(4),  # replace_many needs a key
+        docket.call(record, key="five")(5),
+    ]
+
+    with pytest.raises(ValueError, match="needs a key"):
+        await docket.replace_many(calls, chunk_size=1)
+
+    for key in ("one", "two", "three"):
+        assert await state_of(docket, key) == ExecutionState.QUEUED
+    assert await docket.get_execution("five") is None
+
+
+async def test_add_many_over_many_chunks_keeps_call_order(docket: Docket) -> None:
+    record = Recorder().task()
+    keys = [f"ordered-{i}" for i in range(250)]
+
+    results = await docket.add_many(
+        [docket.call(record, key=key)(i) for i, key in enumerate(keys)], chunk_size=7
+    )
+
+    assert [r.key for r in results] == keys
+    assert [r.disposition for r in results] == [Disposition.SCHEDULED] * len(keys)
+    again = await docket.add_many([docket.call(record, key=key)(0) for key in keys], chunk_size=7)
+    assert [r.disposition for r in again] == [Disposition.ALREADY_SCHEDULED] * len(keys)
+
+
 async def test_add_many_reports_a_per_call_redis_error(docket: Docket, redis_client: Redis) -> None:
     record = Recorder().task()
     broken = f"broken-{uuid.uuid4().hex}"

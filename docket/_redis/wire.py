@@ -100,6 +100,19 @@ def _is_noscript(reply: Any) -> bool:
     return isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")
 
 
+class _Pending:
+    """What waits for the next reply (or, for a pipeline, the next ``count`` replies):
+    one future per pipeline, however long, keeps a batch's cost off the event loop."""
+
+    __slots__ = ("count", "future", "replies", "sent_at")
+
+    def __init__(self, future: asyncio.Future[Any], sent_at: float, count: int) -> None:
+        self.future = future
+        self.sent_at = sent_at
+        self.count = count
+        self.replies: list[Any] | None = [] if count > 1 else None
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, wire: Wire) -> None:
         self._wire = wire
@@ -125,9 +138,19 @@ class _Protocol(asyncio.Protocol):
                 return
             if not waiting:
                 continue  # a reply nobody waits for (its caller was cancelled)
-            future, _ = waiting.popleft()
-            if not future.done():
-                future.set_result(reply)
+            pending = waiting[0]
+            replies = pending.replies
+            if replies is None:
+                waiting.popleft()
+                result: Any = reply
+            else:
+                replies.append(reply)
+                if len(replies) < pending.count:
+                    continue
+                waiting.popleft()
+                result = replies
+            if not pending.future.done():
+                pending.future.set_result(result)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._wire._lost(self, exc)
@@ -148,7 +171,7 @@ class Wire:
         self._connect_timeout = connect_timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
-        self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
+        self._waiting: collections.deque[_Pending] = collections.deque()
         self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
         # Counts connections made, so a holder of per-connection state (a client id for
@@ -212,9 +235,9 @@ class Wire:
 
     def _fail(self, error: Exception) -> None:
         waiting, self._waiting = self._waiting, collections.deque()
-        for future, _ in waiting:
-            if not future.done():
-                future.set_exception(error)
+        for pending in waiting:
+            if not pending.future.done():
+                pending.future.set_exception(error)
 
     def _arm_watchdog(self) -> None:
         if self._watchdog is None and self._timeout > 0:
@@ -227,8 +250,7 @@ class Wire:
         self._watchdog = None
         if not self._waiting:
             return
-        _, sent_at = self._waiting[0]
-        if time.monotonic() - sent_at > self._timeout:
+        if time.monotonic() - self._waiting[0].sent_at > self._timeout:
             protocol = self._protocol
             self._fail(RedisTimeoutError(f"No reply from Redis in {self._timeout:g}s"))
             if protocol is not None:
@@ -238,19 +260,18 @@ class Wire:
 
     # -- requests -----------------------------------------------------------------------
 
-    def _send(self, protocol: _Protocol, data: bytes, count: int) -> list[asyncio.Future[Any]]:
-        loop = asyncio.get_running_loop()
-        now = time.monotonic()
-        futures = [loop.create_future() for _ in range(count)]
-        self._waiting.extend((future, now) for future in futures)
+    def _send(self, protocol: _Protocol, data: bytes, count: int) -> asyncio.Future[Any]:
+        """Write ``count`` commands; the future gets the reply (``count`` == 1) or the
+        list of replies in order, error replies included as exception objects."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Pending(future, time.monotonic(), count))
         assert protocol.transport is not None
         protocol.transport.write(data)
         self._arm_watchdog()
-        return futures
+        return future
 
     async def _request(self, protocol: _Protocol, args: Sequence[Any]) -> Any:
-        (future,) = self._send(protocol, pack(args), 1)
-        reply = await future
+        reply = await self._send(protocol, pack(args), 1)
         if isinstance(reply, ResponseError):
             raise _typed(reply)
         return reply
@@ -280,17 +301,16 @@ class Wire:
         if not commands:
             return []
         data = b"".join(pack(args) for args in commands)
+        count = len(commands)
         for attempt in range(3):
             protocol = await self._protocol_now()
-            futures = self._send(protocol, data, len(commands))
-            # Every future is collected, so a dropped connection leaves no unretrieved
-            # exceptions behind; error replies are results, not exceptions.
-            replies = await asyncio.gather(*futures, return_exceptions=True)
-            lost = next((r for r in replies if isinstance(r, RedisConnectionError)), None)
-            if lost is None:
-                return list(replies)
-            if attempt == 2:
-                raise lost
+            try:
+                replies = await self._send(protocol, data, count)
+            except RedisConnectionError:
+                if attempt == 2:
+                    raise
+                continue
+            return [replies] if count == 1 else replies
         raise AssertionError("unreachable")
 
     async def evalsha(self, sha: str, source: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
