@@ -11,6 +11,8 @@ text with coloured levels); ``json`` (one object per line).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -170,6 +172,68 @@ class _RichFieldsFormatter(DocketFormatter):
         return message
 
 
+class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A ``StreamHandler`` that writes the lines logged during one event-loop step at
+    the end of that step, in one write.
+
+    A worker logs two lines per run; written one by one, the writes cost more than the
+    rest of a no-op run. Lines logged outside a running loop, lines at WARNING and above,
+    ``flush()`` and ``close()`` write everything pending at once, in order.
+    """
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._flush_on: asyncio.AbstractEventLoop | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(line)
+        if record.levelno < logging.WARNING:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                if self._flush_on is not loop:
+                    # A loop that closed with a flush still queued never ran it; the
+                    # next loop queues its own.
+                    self._flush_on = loop
+                    loop.call_soon(self._flush_from_loop)
+                return
+        self.flush()
+
+    def _flush_from_loop(self) -> None:
+        self._flush_on = None
+        self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            text = "".join(self._pending)
+            self._pending.clear()
+            try:
+                if text:
+                    self.stream.write(text)
+                super().flush()
+            except Exception:
+                # As StreamHandler does: a broken stream is reported, never raised into
+                # the code that logged.
+                if logging.raiseExceptions:
+                    with contextlib.suppress(Exception):
+                        sys.stderr.write("--- Logging error: cannot write the log ---\n")
+                        traceback.print_exc(file=sys.stderr)
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+
 def _rich_handler(stream: IO[str] | None) -> logging.Handler | None:
     try:
         from rich.console import Console  # type: ignore[import-not-found, unused-ignore]
@@ -188,11 +252,15 @@ def configure_logging(
     *,
     stream: IO[str] | None = None,
     logger: str | None = None,
+    batched: bool = False,
 ) -> logging.Handler:
     """Send log records to ``stream`` (stderr by default) in ``format``.
 
     Installs one handler on the root logger (or on ``logger``) and sets its level;
     calling again replaces the handler this function installed before. Returns it.
+    ``batched`` (plain and json formats) writes what one event-loop step logged below
+    WARNING in one write at the end of the step (``BatchingStreamHandler``); the
+    ``docket worker`` command turns it on.
     """
     if format not in FORMATS:
         raise ValueError(f"Log format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -203,7 +271,12 @@ def configure_logging(
         handler = _rich_handler(stream)
     if handler is None:
         output: LogFormat = "json" if format == "json" else "plain"
-        handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+        target_stream = stream if stream is not None else sys.stderr
+        handler = (
+            BatchingStreamHandler(target_stream)
+            if batched
+            else logging.StreamHandler(target_stream)
+        )
         handler.setFormatter(DocketFormatter(output, colours=format == "rich"))
     setattr(handler, _HANDLER_MARK, True)
 

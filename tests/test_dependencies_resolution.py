@@ -158,6 +158,26 @@ async def test_context_dependencies_and_variables() -> None:
     assert current_execution.get(None) is None
 
 
+async def test_a_task_with_no_dependencies_still_sees_the_context_variables() -> None:
+    """A task that declares nothing skips resolution, not the run's context."""
+
+    async def task(order: int, note: str = "") -> None: ...
+
+    stub = StubWorker()
+    execution = StubExecution(task)
+    async with resolved_dependencies(stub, execution) as resolved:  # type: ignore[arg-type]
+        assert resolved.arguments == {}
+        assert resolved.runtime is None
+        assert resolved.failure_handler is None
+        assert resolved.completion_handler is None
+        assert current_worker.get() is stub
+        assert current_docket.get() is stub.docket
+        assert current_execution.get() is execution
+    assert current_worker.get(None) is None
+    assert current_docket.get(None) is None
+    assert current_execution.get(None) is None
+
+
 async def test_task_logger_works_as_default_and_through_depends() -> None:
     async def task(
         direct: TaskLoggerAdapter = TaskLogger(),

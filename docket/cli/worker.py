@@ -255,7 +255,9 @@ def worker(
     It runs until SIGTERM or SIGINT: the first lets in-flight tasks finish (then exits 0),
     a second exits at once. DURATION is 90, 90s, 250ms, 5m, 1h, mm:ss or hh:mm:ss.
     """
-    configure_logging(logging_level.value, (logging_format or default_log_format()).value)
+    configure_logging(
+        logging_level.value, (logging_format or default_log_format()).value, batched=True
+    )
     # This process logs through our formatters alone, which never show a record's thread,
     # process or asyncio task: skip gathering them for the two lines every run logs.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False

@@ -267,6 +267,13 @@ class ResolvedDependencies:
             current_worker.set(worker),
             current_execution.set(execution),
         )
+        if (
+            plan is not None
+            and not self.worker_dependencies
+            and not (plan.suppliers or plan.guards or plan.decorator)
+        ):
+            # Nothing to resolve or close (most tasks): no scope, no exit stack.
+            return self
         stack = self._stack = AsyncExitStack()
         frame = Frame(plan, execution.args, execution.kwargs) if plan is not None else None
         scope_token = set_scope(ResolutionScope(stack, frame))
