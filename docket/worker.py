@@ -23,6 +23,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from ._redis.client import BLOCK_SECONDS
 from ._redis.keys import GROUP
+from ._redis.scripts import script_source
 from ._redis.wire import Wire
 from .dependencies import (
     AdmissionBlocked,
@@ -169,6 +170,9 @@ class Worker:
         self._reader_id: int | None = None
         self._reader_generation = 0
         self._unblocking = False
+        # The newest of this worker's pending entries claim_delivered.lua has looked at:
+        # what a read delivers comes after it (see _read_and_claim).
+        self._watermark = "-"
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, docket={self.docket.name!r}, concurrency={self.concurrency})"
@@ -354,25 +358,11 @@ class Worker:
                     await client.aclose()
 
     async def _read(
-        self, client: Any, wire: Wire | None, count: int, block: float | None
+        self, client: Any, count: int, block: float | None
     ) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Up to ``count`` new messages, waiting at most ``block`` seconds (None: no wait,
-        for the memory engine, which cannot block)."""
+        """Up to ``count`` new messages through redis-py, waiting at most ``block`` seconds
+        (None: no wait, for the memory engine, which cannot block)."""
         stream = self.docket.keys.stream
-        if wire is not None:
-            if block is not None and (
-                self._reader_id is None or self._reader_generation != wire.generation
-            ):
-                # The id CLIENT UNBLOCK needs, fetched again after any reconnect.
-                self._reader_id = int(await wire.call("CLIENT", "ID"))
-                self._reader_generation = wire.generation
-            command: list[Any] = ["XREADGROUP", "GROUP", GROUP, self.name, "COUNT", count]
-            if block is not None:
-                command += ["BLOCK", int(block * 1000)]
-            raw = await wire.call(*command, "STREAMS", stream, ">")
-            if not raw:
-                return []
-            return [(mid, dict(zip(flat[::2], flat[1::2], strict=True))) for mid, flat in raw[0][1]]
         if block is not None and self._reader_id is None:
             self._reader_id = int(await client.client_id())
         if block is None:
@@ -382,6 +372,68 @@ class Worker:
                 GROUP, self.name, {stream: ">"}, count=count, block=int(block * 1000)
             )
         return reply[0][1] if reply else []
+
+    async def _read_and_claim(
+        self, wire: Wire, count: int, block: float
+    ) -> tuple[list[tuple[str, dict[bytes, bytes], str]], list[tuple[str, dict[bytes, bytes]]]]:
+        """Up to ``count`` new messages, read and claimed in one round trip: the claimed
+        ones with their start times, and those read but left unclaimed.
+
+        The blocking ``XREADGROUP`` and the script that claims what it delivered
+        (``claim_delivered.lua``) are sent together; Redis runs the script the moment the
+        read returns, and both replies come back at once.
+        """
+        if self._reader_id is None or self._reader_generation != wire.generation:
+            # The id CLIENT UNBLOCK needs, fetched again after any reconnect.
+            self._reader_id = int(await wire.call("CLIENT", "ID"))
+            self._reader_generation = wire.generation
+        keys = self.docket.keys
+        sha = self.docket._scripts.claim_delivered.sha
+        read: tuple[Any, ...] = ("XREADGROUP", "GROUP", GROUP, self.name, "COUNT", count)
+        read += ("BLOCK", int(block * 1000), "STREAMS", keys.stream, ">")
+        args = (GROUP, self.name, self._watermark, count, keys.events_prefix, keys.record_prefix)
+        delivered, reply = await wire.pipeline([read, ("EVALSHA", sha, 1, keys.stream, *args)])
+        if isinstance(delivered, ResponseError):
+            raise delivered
+        if isinstance(reply, ResponseError):
+            if not str(reply).startswith("NOSCRIPT"):
+                raise reply
+            # The server lost its scripts (a restart): load it, and claim what was read.
+            reply = await wire.evalsha(sha, script_source("claim_delivered"), [keys.stream], args)
+        watermark, entries = reply
+        self._watermark = _text(watermark) or "-"
+        claimed: list[tuple[str, dict[bytes, bytes], str]] = []
+        unclaimed: list[tuple[str, dict[bytes, bytes]]] = []
+        for raw_mid, flat, started in entries:
+            mid = _text(raw_mid) or ""
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            if started is None:
+                unclaimed.append((mid, fields))
+            else:
+                claimed.append((mid, fields, _text(started) or ""))
+        return claimed, unclaimed
+
+    async def _dispatch_claimed(
+        self,
+        claimed: list[tuple[str, dict[bytes, bytes], str]],
+        unclaimed: list[tuple[str, dict[bytes, bytes]]],
+    ) -> None:
+        """Start what ``_read_and_claim`` claimed; the rest goes the usual way."""
+        poison: list[Any] = []
+        for mid, fields, started_at in claimed:
+            try:
+                execution = self._decode(mid, fields, 1, False)
+            except Exception as error:
+                poison += [mid, self._poison_reason(mid, 1, error), 1]
+                continue
+            execution.state = ExecutionState.RUNNING
+            execution.worker = self.name
+            execution.started_at = datetime.fromtimestamp(float(started_at), UTC)
+            self._start(execution)
+        if poison:
+            await self._dead_letter(poison)
+        if unclaimed:
+            await self._dispatch([(mid, fields, 1, False) for mid, fields in unclaimed])
 
     async def _consume_with(self, client: Any, wire: Wire | None, forever: bool) -> None:
         connection = self.docket._connection
@@ -397,11 +449,21 @@ class Worker:
                 count = min(free, self.message_batch)
                 wait = BLOCK_SECONDS if forever else check
                 self._read_since = time.monotonic()
-                with self._internal("docket.read"):
-                    block = None if connection.is_memory else wait
-                    entries = await self._read(client, wire, count, block)
-                self._read_since = None
-                self._reads_ok = True
+                if wire is not None and not connection.is_memory:
+                    with self._internal("docket.read"):
+                        claimed, unclaimed = await self._read_and_claim(wire, count, wait)
+                    self._read_since = None
+                    self._reads_ok = True
+                    if claimed or unclaimed:
+                        await self._dispatch_claimed(claimed, unclaimed)
+                        continue
+                    entries = []
+                else:
+                    with self._internal("docket.read"):
+                        block = None if connection.is_memory else wait
+                        entries = await self._read(client, count, block)
+                    self._read_since = None
+                    self._reads_ok = True
                 if entries:
                     await self._dispatch(
                         [(_text(mid) or "", fields, 1, False) for mid, fields in entries]
@@ -491,6 +553,36 @@ class Worker:
         execution.deliveries = deliveries
         return execution
 
+    @staticmethod
+    def _poison_reason(mid: str, deliveries: int, error: Exception) -> str:
+        # Whatever goes wrong decoding one entry is that entry's problem alone.
+        reason = (
+            str(error)
+            if isinstance(error, PoisonMessage)
+            else f"cannot decode ({type(error).__name__}: {error})"
+        )
+        logger.error("Dead-lettering message %s (delivery %d): %s", mid, deliveries, reason)
+        return reason
+
+    async def _dead_letter(self, poison: list[Any]) -> None:
+        """Move entries that can never run to the dead-letter stream: ``poison`` holds
+        id, reason and delivery count for each."""
+        docket = self.docket
+        keys = docket.keys
+        with self._internal("docket.dead_letter"):
+            await docket._scripts.dead_letter(
+                keys=[keys.stream, keys.dead_letters],
+                args=[
+                    GROUP,
+                    self.name,
+                    keys.record_prefix,
+                    keys.events_prefix,
+                    docket.execution_ttl.total_seconds(),
+                    *poison,
+                ],
+            )
+        DEAD_LETTERED.add(len(poison) // 3, self._metrics.base)
+
     async def _dispatch(self, entries: list[tuple[str, dict[bytes, bytes], int, bool]]) -> None:
         docket = self.docket
         keys = docket.keys
@@ -500,28 +592,9 @@ class Worker:
             try:
                 runnable.append(self._decode(mid, fields, deliveries, redelivered))
             except Exception as error:
-                # Whatever goes wrong decoding one entry is that entry's problem alone.
-                reason = (
-                    str(error)
-                    if isinstance(error, PoisonMessage)
-                    else f"cannot decode ({type(error).__name__}: {error})"
-                )
-                logger.error("Dead-lettering message %s (delivery %d): %s", mid, deliveries, reason)
-                poison += [mid, reason, deliveries]
+                poison += [mid, self._poison_reason(mid, deliveries, error), deliveries]
         if poison:
-            with self._internal("docket.dead_letter"):
-                await docket._scripts.dead_letter(
-                    keys=[keys.stream, keys.dead_letters],
-                    args=[
-                        GROUP,
-                        self.name,
-                        keys.record_prefix,
-                        keys.events_prefix,
-                        docket.execution_ttl.total_seconds(),
-                        *poison,
-                    ],
-                )
-            DEAD_LETTERED.add(len(poison) // 3, self._metrics.base)
+            await self._dead_letter(poison)
         if not runnable:
             return
         claim_args: list[Any] = [GROUP, self.name, keys.events_prefix, keys.record_prefix]
@@ -598,10 +671,9 @@ class Worker:
             if settlement is None:
                 return
             self._settle(settlement)
-            if execution.key in self._run_limits:
-                self._run_counts[execution.key] = self._run_counts.get(execution.key, 0) + 1
-                if self._run_counts[execution.key] >= self._run_limits[execution.key]:
-                    await self.docket._cancel(execution.key)
+            limit = self._run_limits.get(execution.key)
+            if limit is not None and self._run_counts.get(execution.key, 0) >= limit:
+                await self.docket._cancel(execution.key)
         except asyncio.CancelledError:
             # Cancelled by a hard shutdown: leave the message pending so another worker
             # picks it up after the redelivery timeout.
@@ -688,6 +760,13 @@ class Worker:
                         # gate turns away has not started, and worker dependencies (a
                         # restored request id, say) already apply to this line.
                         admitted = True
+                        if self._run_limits and execution.key in self._run_limits:
+                            # Counted as it starts, not as it ends: the next run of the
+                            # key (a Perpetual's successor) may be claimed before this
+                            # one has finished.
+                            self._run_counts[execution.key] = (
+                                self._run_counts.get(execution.key, 0) + 1
+                            )
                         self._count_start(execution, metric_labels, punctuality.total_seconds())
                         if logged:
                             _log_info(

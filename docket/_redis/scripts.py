@@ -22,6 +22,7 @@ SCRIPT_NAMES = (
     "schedule",
     "move_due",
     "claim",
+    "claim_delivered",
     "settle",
     "renew",
     "reclaim",
@@ -82,6 +83,7 @@ class Scripts:
     schedule: AsyncScript
     move_due: AsyncScript
     claim: AsyncScript
+    claim_delivered: AsyncScript
     settle: AsyncScript
     renew: AsyncScript
     reclaim: AsyncScript

@@ -1,0 +1,236 @@
+"""On a Redis server a worker sends its blocking ``XREADGROUP`` and the script that claims
+what it delivered (``claim_delivered.lua``) together: Redis runs the script the moment the
+read returns, so a task that arrives at an idle worker starts with no round trip of the
+worker's own. What the script cannot claim at once goes the usual way."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from docket import Docket, ExecutionState, Worker
+from docket._redis.keys import GROUP
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
+    run = asyncio.create_task(worker.run_forever())
+    try:
+        yield run
+    finally:
+        worker.stop()
+        await asyncio.wait_for(run, 10)
+
+
+async def test_an_idle_worker_reads_and_claims_in_one_round_trip(
+    docket: Docket, redis_client: Redis
+) -> None:
+    ran: list[int] = []
+
+    async def job(n: int) -> None:
+        ran.append(n)
+
+    docket.register(job)
+    claim_sha = docket._scripts.claim.sha
+    claim_delivered_sha = docket._scripts.claim_delivered.sha
+    commands: list[tuple[str, list[str]]] = []
+    monitoring = asyncio.Event()
+
+    async def watch() -> None:
+        async with redis_client.monitor() as monitor:
+            monitoring.set()
+            while True:
+                command = await monitor.next_command()
+                # Commands a script runs show up too; only the worker's own count here.
+                if command.get("client_type") != "lua":
+                    client = f"{command.get('client_address')}:{command.get('client_port')}"
+                    commands.append((client, command["command"].split(" ")))
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await asyncio.wait_for(monitoring.wait(), 5)
+        async with Worker(docket) as worker, running(worker):
+            for n in range(5):
+                await docket.add(job)(n)
+
+                async def done(n: int = n) -> bool:
+                    return n in ran
+
+                await eventually(done, f"job {n} to run")
+                await asyncio.sleep(0.05)  # the worker goes back to waiting
+        await asyncio.sleep(0.2)  # let MONITOR catch up with the last commands
+    finally:
+        watcher.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await watcher
+
+    assert ran == [0, 1, 2, 3, 4]
+    scripts = [command[1] for _, command in commands if command[0] == "EVALSHA"]
+    assert claim_sha not in scripts, "a fresh message needed a separate claim"
+    # The reading connection sends each blocking read with the claim right behind it.
+    reads = [i for i, (_, command) in enumerate(commands) if command[0] == "XREADGROUP"]
+    assert len(reads) >= 5
+    reader = {commands[i][0] for i in reads}
+    assert len(reader) == 1
+    from_reader = [
+        command
+        for client, command in commands
+        if client in reader and command[0] in ("XREADGROUP", "EVALSHA")
+    ]
+    for read, after in zip(from_reader, from_reader[1:], strict=False):
+        if read[0] == "XREADGROUP":
+            assert "BLOCK" in read
+            assert after[:2] == ["EVALSHA", claim_delivered_sha]
+
+
+async def test_one_new_task_is_claimed_by_one_of_two_idle_workers(
+    docket: Docket, redis_client: Redis
+) -> None:
+    """Each worker blocks in XREADGROUP, so a new message wakes one of them, not all."""
+    ran: list[str] = []
+
+    async def job(label: str) -> None:
+        ran.append(label)
+
+    docket.register(job)
+    async with (
+        Worker(docket, name="first") as first,
+        Worker(docket, name="second") as second,
+        running(first),
+        running(second),
+    ):
+        await asyncio.sleep(0.2)  # both are waiting
+        before = await redis_client.info("commandstats")
+        await docket.add(job)("only")
+
+        async def done() -> bool:
+            return ran == ["only"]
+
+        await eventually(done, "the job to run")
+        await asyncio.sleep(0.2)
+        after = await redis_client.info("commandstats")
+
+    def calls(stats: dict[str, Any], name: str) -> int:
+        return int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+
+    # One worker's read returned and it read again; the other stayed blocked.
+    assert calls(after, "xreadgroup") - calls(before, "xreadgroup") == 1
+
+
+async def test_entries_delivered_but_never_claimed_are_claimed_by_the_next_read(
+    docket: Docket, redis_client: Redis
+) -> None:
+    """A read whose claim never ran (its connection dropped between the two) leaves
+    fresh deliveries pending for the worker: the next call claims and runs them."""
+    ran: list[str] = []
+
+    async def job(label: str) -> None:
+        ran.append(label)
+
+    docket.register(job)
+    async with Worker(docket, name="reader") as worker:
+        await worker._ensure_group()
+        await docket.add(job)("delivered-only")
+        # The read alone, as if the script behind it had been lost.
+        await redis_client.xreadgroup(GROUP, "reader", {docket.keys.stream: ">"}, count=10)
+        await asyncio.wait_for(worker.run_until_finished(), 20)
+
+    assert ran == ["delivered-only"]
+    assert await redis_client.xpending_range(docket.keys.stream, GROUP, "-", "+", 10) == []
+
+
+async def test_a_stale_copy_is_acked_away_and_fresh_work_beside_it_runs(
+    docket: Docket, redis_client: Redis
+) -> None:
+    """An entry whose record has moved on (a newer generation) is not claimed by the
+    combined read; the usual claim acks it away without running it or dead-lettering."""
+    ran: list[str] = []
+
+    async def job(label: str) -> None:
+        ran.append(label)
+
+    docket.register(job)
+    current = await docket.add(job, key="moved-on")("current")
+    assert current.message_id is not None
+    [(_, fields)] = await redis_client.xrange(
+        docket.keys.stream, current.message_id, current.message_id
+    )
+    older = {**fields, b"gen": str(int(fields[b"gen"]) - 1).encode()}
+    stale_mid = (await redis_client.xadd(docket.keys.stream, older)).decode()  # type: ignore[arg-type]
+    await docket.add(job, key="neighbour")("neighbour")
+
+    async with Worker(docket) as worker:
+        await asyncio.wait_for(worker.run_until_finished(), 20)
+
+    assert sorted(ran) == ["current", "neighbour"]
+    assert await redis_client.xrange(docket.keys.stream, stale_mid, stale_mid) == []
+    pending = await redis_client.xpending_range(docket.keys.stream, GROUP, "-", "+", 10)
+    assert pending == []
+    assert await redis_client.xlen(docket.keys.dead_letters) == 0
+
+
+async def test_a_server_that_forgot_its_scripts_while_the_worker_waited(
+    docket: Docket, redis_client: Redis
+) -> None:
+    ran: list[str] = []
+
+    async def job(label: str) -> None:
+        ran.append(label)
+
+    docket.register(job)
+    async with Worker(docket) as worker, running(worker):
+        await docket.add(job)("before")
+
+        async def first() -> bool:
+            return ran == ["before"]
+
+        await eventually(first, "the first job")
+        await asyncio.sleep(0.1)  # the worker is blocked in its read, the script queued
+        await redis_client.script_flush()
+        execution = await docket.add(job)("after")
+
+        async def second() -> bool:
+            return ran == ["before", "after"]
+
+        await eventually(second, "the job added after SCRIPT FLUSH")
+    await execution.sync()
+    assert execution.state == ExecutionState.COMPLETED
+
+
+async def test_a_message_claimed_at_once_but_undecodable_is_dead_lettered(
+    docket: Docket, redis_client: Redis
+) -> None:
+    """A well-formed entry for a task this worker does not know: the combined read claims
+    it (its record is queued with the same generation), then the worker dead-letters it
+    and the record ends failed."""
+
+    async def only_the_producer_knows(x: Any) -> None: ...
+
+    execution = await docket.add(only_the_producer_knows)(1)
+    del docket.tasks["only_the_producer_knows"]
+
+    async with Worker(docket) as worker:
+        await asyncio.wait_for(worker.run_until_finished(), 20)
+
+    await execution.sync()
+    assert execution.state == ExecutionState.FAILED
+    assert execution.error is not None and "unknown task" in execution.error
+    [(_, letter)] = await redis_client.xrange(docket.keys.dead_letters)
+    assert letter[b"field:function"] == b"only_the_producer_knows"
+    assert await redis_client.xpending_range(docket.keys.stream, GROUP, "-", "+", 10) == []
