@@ -53,3 +53,14 @@ async def in_background(worker: Worker, *gates: asyncio.Event) -> AsyncIterator[
             run.cancel()
         with suppress(asyncio.CancelledError):
             await run
+
+
+@asynccontextmanager
+async def running_forever(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``worker.run_forever()`` alongside the test; stop it gracefully on the way out."""
+    run = asyncio.create_task(worker.run_forever())
+    try:
+        yield run
+    finally:
+        worker.stop()
+        await asyncio.wait_for(run, 30)

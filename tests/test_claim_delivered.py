@@ -6,12 +6,11 @@ worker's own. What the script cannot claim at once goes the usual way."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import itertools
 from typing import Any
 
 import pytest
+from _helpers import running_forever, wait_for
 from redis.asyncio import Redis
 
 from docket import Docket, ExecutionState, Worker
@@ -20,33 +19,21 @@ from docket._redis.keys import GROUP
 pytestmark = pytest.mark.timeout(60)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+@pytest.fixture
+def ran(docket: Docket) -> list[Any]:
+    """What the docket's ``job`` task was called with, run by run."""
+    calls: list[Any] = []
 
+    async def job(value: Any) -> None:
+        calls.append(value)
 
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
-    run = asyncio.create_task(worker.run_forever())
-    try:
-        yield run
-    finally:
-        worker.stop()
-        await asyncio.wait_for(run, 10)
+    docket.register(job)
+    return calls
 
 
 async def test_an_idle_worker_reads_and_claims_in_one_round_trip(
-    docket: Docket, redis_client: Redis
+    docket: Docket, redis_client: Redis, ran: list[Any]
 ) -> None:
-    ran: list[int] = []
-
-    async def job(n: int) -> None:
-        ran.append(n)
-
-    docket.register(job)
     claim_sha = docket._scripts.claim.sha
     claim_delivered_sha = docket._scripts.claim_delivered.sha
     commands: list[tuple[str, list[str]]] = []
@@ -65,14 +52,10 @@ async def test_an_idle_worker_reads_and_claims_in_one_round_trip(
     watcher = asyncio.create_task(watch())
     try:
         await asyncio.wait_for(monitoring.wait(), 5)
-        async with Worker(docket) as worker, running(worker):
+        async with Worker(docket) as worker, running_forever(worker):
             for n in range(5):
-                await docket.add(job)(n)
-
-                async def done(n: int = n) -> bool:
-                    return n in ran
-
-                await eventually(done, f"job {n} to run")
+                await docket.add("job")(n)
+                await wait_for(lambda n=n: n in ran, what=f"job {n} to run")
                 await asyncio.sleep(0.05)  # the worker goes back to waiting
         await asyncio.sleep(0.2)  # let MONITOR catch up with the last commands
     finally:
@@ -93,36 +76,26 @@ async def test_an_idle_worker_reads_and_claims_in_one_round_trip(
         for client, command in commands
         if client in reader and command[0] in ("XREADGROUP", "EVALSHA")
     ]
-    for read, after in zip(from_reader, from_reader[1:], strict=False):
+    for read, after in itertools.pairwise(from_reader):
         if read[0] == "XREADGROUP":
             assert "BLOCK" in read
             assert after[:2] == ["EVALSHA", claim_delivered_sha]
 
 
 async def test_one_new_task_is_claimed_by_one_of_two_idle_workers(
-    docket: Docket, redis_client: Redis
+    docket: Docket, redis_client: Redis, ran: list[Any]
 ) -> None:
     """Each worker blocks in XREADGROUP, so a new message wakes one of them, not all."""
-    ran: list[str] = []
-
-    async def job(label: str) -> None:
-        ran.append(label)
-
-    docket.register(job)
     async with (
         Worker(docket, name="first") as first,
         Worker(docket, name="second") as second,
-        running(first),
-        running(second),
+        running_forever(first),
+        running_forever(second),
     ):
         await asyncio.sleep(0.2)  # both are waiting
         before = await redis_client.info("commandstats")
-        await docket.add(job)("only")
-
-        async def done() -> bool:
-            return ran == ["only"]
-
-        await eventually(done, "the job to run")
+        await docket.add("job")("only")
+        await wait_for(lambda: ran == ["only"], what="the job to run")
         await asyncio.sleep(0.2)
         after = await redis_client.info("commandstats")
 
@@ -134,19 +107,13 @@ async def test_one_new_task_is_claimed_by_one_of_two_idle_workers(
 
 
 async def test_entries_delivered_but_never_claimed_are_claimed_by_the_next_read(
-    docket: Docket, redis_client: Redis
+    docket: Docket, redis_client: Redis, ran: list[Any]
 ) -> None:
     """A read whose claim never ran (its connection dropped between the two) leaves
     fresh deliveries pending for the worker: the next call claims and runs them."""
-    ran: list[str] = []
-
-    async def job(label: str) -> None:
-        ran.append(label)
-
-    docket.register(job)
     async with Worker(docket, name="reader") as worker:
         await worker._ensure_group()
-        await docket.add(job)("delivered-only")
+        await docket.add("job")("delivered-only")
         # The read alone, as if the script behind it had been lost.
         await redis_client.xreadgroup(GROUP, "reader", {docket.keys.stream: ">"}, count=10)
         await asyncio.wait_for(worker.run_until_finished(), 20)
@@ -156,24 +123,18 @@ async def test_entries_delivered_but_never_claimed_are_claimed_by_the_next_read(
 
 
 async def test_a_stale_copy_is_acked_away_and_fresh_work_beside_it_runs(
-    docket: Docket, redis_client: Redis
+    docket: Docket, redis_client: Redis, ran: list[Any]
 ) -> None:
     """An entry whose record has moved on (a newer generation) is not claimed by the
     combined read; the usual claim acks it away without running it or dead-lettering."""
-    ran: list[str] = []
-
-    async def job(label: str) -> None:
-        ran.append(label)
-
-    docket.register(job)
-    current = await docket.add(job, key="moved-on")("current")
+    current = await docket.add("job", key="moved-on")("current")
     assert current.message_id is not None
     [(_, fields)] = await redis_client.xrange(
         docket.keys.stream, current.message_id, current.message_id
     )
     older = {**fields, b"gen": str(int(fields[b"gen"]) - 1).encode()}
     stale_mid = (await redis_client.xadd(docket.keys.stream, older)).decode()  # type: ignore[arg-type]
-    await docket.add(job, key="neighbour")("neighbour")
+    await docket.add("job", key="neighbour")("neighbour")
 
     async with Worker(docket) as worker:
         await asyncio.wait_for(worker.run_until_finished(), 20)
@@ -186,29 +147,15 @@ async def test_a_stale_copy_is_acked_away_and_fresh_work_beside_it_runs(
 
 
 async def test_a_server_that_forgot_its_scripts_while_the_worker_waited(
-    docket: Docket, redis_client: Redis
+    docket: Docket, redis_client: Redis, ran: list[Any]
 ) -> None:
-    ran: list[str] = []
-
-    async def job(label: str) -> None:
-        ran.append(label)
-
-    docket.register(job)
-    async with Worker(docket) as worker, running(worker):
-        await docket.add(job)("before")
-
-        async def first() -> bool:
-            return ran == ["before"]
-
-        await eventually(first, "the first job")
+    async with Worker(docket) as worker, running_forever(worker):
+        await docket.add("job")("before")
+        await wait_for(lambda: ran == ["before"], what="the first job")
         await asyncio.sleep(0.1)  # the worker is blocked in its read, the script queued
         await redis_client.script_flush()
-        execution = await docket.add(job)("after")
-
-        async def second() -> bool:
-            return ran == ["before", "after"]
-
-        await eventually(second, "the job added after SCRIPT FLUSH")
+        execution = await docket.add("job")("after")
+        await wait_for(lambda: ran == ["before", "after"], what="the job after SCRIPT FLUSH")
     await execution.sync()
     assert execution.state == ExecutionState.COMPLETED
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from _helpers import running_forever
 from _redis_server import RedisServer
 
 import docket.worker as worker_module
@@ -58,16 +59,6 @@ async def probe_until(port: int, status: int, timeout: float = 15.0) -> str:
 
 
 @asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(worker.run_forever())
-    try:
-        yield task
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 30)
-
-
-@asynccontextmanager
 async def checked_worker(url: str, name: str) -> AsyncIterator[tuple[Worker, int]]:
     """A worker with quick heartbeats and reconnections, and its healthcheck port."""
     async with Docket(name=name, url=url, heartbeat_interval=timedelta(milliseconds=50)) as docket:
@@ -88,7 +79,7 @@ async def checked_worker(url: str, name: str) -> AsyncIterator[tuple[Worker, int
 async def test_503_until_the_loop_runs_then_200(redis_url: str, docket_name: str) -> None:
     async with checked_worker(redis_url, docket_name) as (worker, port):
         assert await probe(port) == (503, "unhealthy: the worker loop is not running\n")
-        async with running(worker):
+        async with running_forever(worker):
             assert await probe_until(port, 200) == "ok\n"
             assert worker.is_healthy()
         assert await probe(port) == (503, "unhealthy: the worker loop is not running\n")
@@ -97,7 +88,10 @@ async def test_503_until_the_loop_runs_then_200(redis_url: str, docket_name: str
 async def test_503_when_redis_stops_and_200_when_it_is_back(
     private_redis: RedisServer, docket_name: str
 ) -> None:
-    async with checked_worker(private_redis.url, docket_name) as (worker, port), running(worker):
+    async with (
+        checked_worker(private_redis.url, docket_name) as (worker, port),
+        running_forever(worker),
+    ):
         await probe_until(port, 200)
 
         await asyncio.to_thread(private_redis.stop)
@@ -121,7 +115,10 @@ async def test_503_when_redis_stops_and_200_when_it_is_back(
 async def test_503_when_redis_hangs(private_redis: RedisServer, docket_name: str) -> None:
     """A frozen server closes nothing: the heartbeat stops succeeding and the answer turns
     503 once it is older than the liveness window."""
-    async with checked_worker(private_redis.url, docket_name) as (worker, port), running(worker):
+    async with (
+        checked_worker(private_redis.url, docket_name) as (worker, port),
+        running_forever(worker),
+    ):
         await probe_until(port, 200)
         await asyncio.to_thread(private_redis.pause)
         try:
@@ -147,7 +144,7 @@ async def test_worker_run_serves_the_healthcheck(redis_url: str, docket_name: st
 
 
 async def test_memory_backend_is_healthy_while_running(memory_url: str, docket_name: str) -> None:
-    async with checked_worker(memory_url, docket_name) as (worker, port), running(worker):
+    async with checked_worker(memory_url, docket_name) as (worker, port), running_forever(worker):
         assert await probe_until(port, 200) == "ok\n"
 
 
@@ -162,7 +159,7 @@ async def test_a_busy_worker_stays_healthy(
     async def hold() -> None:
         await release.wait()
 
-    async with checked_worker(redis_url, docket_name) as (worker, port), running(worker):
+    async with checked_worker(redis_url, docket_name) as (worker, port), running_forever(worker):
         await probe_until(port, 200)
         worker.concurrency = 1
         await worker.docket.add(hold)()
