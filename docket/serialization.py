@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import pickle
 from typing import Any, Protocol
 
 import cloudpickle  # type: ignore[import-untyped]
@@ -35,10 +36,29 @@ class Serializer(Protocol):
     def loads(self, data: bytes) -> Any: ...
 
 
+# Values that pickle by value alike in pickle and cloudpickle (the same bytes): for them
+# the C pickler is used directly, several times faster than cloudpickle's subclass.
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+
+
+def _plain_call(value: Any) -> bool:
+    if type(value) is not tuple or len(value) != 2:
+        return False
+    args, kwargs = value
+    return (
+        type(args) is tuple
+        and type(kwargs) is dict
+        and all(type(arg) in _PLAIN for arg in args)
+        and all(type(arg) in _PLAIN for arg in kwargs.values())
+    )
+
+
 class PickleSerializer:
     name = "pickle"
 
     def dumps(self, value: Any) -> bytes:
+        if _plain_call(value):
+            return pickle.dumps(value, protocol=cloudpickle.DEFAULT_PROTOCOL)
         data: bytes = cloudpickle.dumps(value)
         return data
 
