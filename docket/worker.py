@@ -171,8 +171,9 @@ class Worker:
         self._reader_generation = 0
         self._unblocking = False
         # The newest of this worker's pending entries claim_delivered.lua has looked at:
-        # what a read delivers comes after it (see _read_and_claim).
-        self._watermark = "-"
+        # what a read delivers comes after it (see _read_and_claim). None until read
+        # from the group, at the first read and after the group was recreated.
+        self._watermark: str | None = None
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, docket={self.docket.name!r}, concurrency={self.concurrency})"
@@ -388,6 +389,8 @@ class Worker:
             self._reader_id = int(await wire.call("CLIENT", "ID"))
             self._reader_generation = wire.generation
         keys = self.docket.keys
+        if self._watermark is None:
+            self._watermark = await self._last_delivered(wire)
         sha = self.docket._scripts.claim_delivered.sha
         read: tuple[Any, ...] = ("XREADGROUP", "GROUP", GROUP, self.name, "COUNT", count)
         read += ("BLOCK", int(block * 1000), "STREAMS", keys.stream, ">")
@@ -401,7 +404,7 @@ class Worker:
             # The server lost its scripts (a restart): load it, and claim what was read.
             reply = await wire.evalsha(sha, script_source("claim_delivered"), [keys.stream], args)
         watermark, entries = reply
-        self._watermark = _text(watermark) or "-"
+        self._watermark = _text(watermark) or self._watermark
         claimed: list[tuple[str, dict[bytes, bytes], str]] = []
         unclaimed: list[tuple[str, dict[bytes, bytes]]] = []
         for raw_mid, flat, started in entries:
@@ -412,6 +415,18 @@ class Worker:
             else:
                 claimed.append((mid, fields, _text(started) or ""))
         return claimed, unclaimed
+
+    async def _last_delivered(self, wire: Wire) -> str:
+        """The consumer group's last delivered id. Entries pending for this worker's
+        name from before it are not this process's deliveries: left to redelivery, which
+        counts them, rather than claimed by its reads (a worker restarted under the
+        same name must not rerun a crashing task without the count going up)."""
+        groups = await wire.call("XINFO", "GROUPS", self.docket.keys.stream)
+        for flat in groups:
+            info = dict(zip(flat[::2], flat[1::2], strict=True))
+            if info.get(b"name") == GROUP.encode():
+                return _text(info.get(b"last-delivered-id")) or "0-0"
+        return "0-0"
 
     async def _dispatch_claimed(
         self,
@@ -480,6 +495,7 @@ class Worker:
                 self._read_since = None
                 if "NOGROUP" in str(error):
                     logger.warning("The consumer group is gone (Redis restarted?); recreating it")
+                    self._watermark = None
                     await self._recover(self._ensure_group)
                 else:
                     self._reads_ok = False

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -112,9 +113,9 @@ async def test_entries_delivered_but_never_claimed_are_claimed_by_the_next_read(
     """A read whose claim never ran (its connection dropped between the two) leaves
     fresh deliveries pending for the worker: the next call claims and runs them."""
     async with Worker(docket, name="reader") as worker:
-        await worker._ensure_group()
+        await asyncio.wait_for(worker.run_until_finished(), 20)  # it has read once
         await docket.add("job")("delivered-only")
-        # The read alone, as if the script behind it had been lost.
+        # A read of this worker's alone, as if the script behind it had been lost.
         await redis_client.xreadgroup(GROUP, "reader", {docket.keys.stream: ">"}, count=10)
         await asyncio.wait_for(worker.run_until_finished(), 20)
 
@@ -181,3 +182,31 @@ async def test_a_message_claimed_at_once_but_undecodable_is_dead_lettered(
     [(_, letter)] = await redis_client.xrange(docket.keys.dead_letters)
     assert letter[b"field:function"] == b"only_the_producer_knows"
     assert await redis_client.xpending_range(docket.keys.stream, GROUP, "-", "+", 10) == []
+
+
+async def test_a_worker_restarted_under_its_name_leaves_old_deliveries_to_redelivery(
+    docket: Docket, redis_client: Redis, ran: list[Any]
+) -> None:
+    """Entries a dead predecessor of the same name was delivered are not claimed by the
+    new process's reads: redelivery takes them, counting the delivery, so a task that
+    kills its worker still reaches max_deliveries instead of looping."""
+    async with Worker(docket, name="fixed") as first:
+        await first._ensure_group()
+    execution = await docket.add("job")("left behind")
+    # The predecessor read it and died before claiming or running it.
+    await redis_client.xreadgroup(GROUP, "fixed", {docket.keys.stream: ">"}, count=10)
+
+    async with Worker(docket, name="fixed") as restarted, running_forever(restarted):
+        await asyncio.sleep(0.5)
+        assert ran == []
+        [pending] = await redis_client.xpending_range(docket.keys.stream, GROUP, "-", "+", 10)
+        assert pending["times_delivered"] == 1
+
+    quick_redelivery = timedelta(milliseconds=100)
+    async with Worker(docket, name="fixed", redelivery_timeout=quick_redelivery) as later:
+        await asyncio.sleep(0.2)
+        await asyncio.wait_for(later.run_until_finished(), 20)
+
+    assert ran == ["left behind"]
+    await execution.sync()
+    assert execution.state == ExecutionState.COMPLETED

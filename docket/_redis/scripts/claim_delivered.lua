@@ -2,17 +2,18 @@
 -- to this worker, so reading and claiming take one round trip between them. The worker
 -- pipelines the two: Redis runs this the moment the read returns, even one that blocked.
 -- Those deliveries are this consumer's pending entries after its watermark (the newest id
--- it has had back from this script) that were delivered once: redeliveries (XAUTOCLAIM)
--- count two or more and are claimed the usual way.
+-- it has had back from this script; at first the group's last delivered id when the
+-- worker started) that were delivered once: redeliveries (XAUTOCLAIM) count two or more
+-- and are claimed the usual way.
 -- KEYS: 1 stream
--- ARGV: 1 group, 2 worker, 3 watermark (exclusive; '-' for none yet), 4 count,
+-- ARGV: 1 group, 2 worker, 3 watermark (exclusive), 4 count,
 --       5 events channel prefix, 6 record key prefix
 -- Returns {watermark, entries}. Each entry is {id, flat fields, started}: started is the
 -- claimed run's start time, or false when the entry was not claimed here (a stale copy
 -- or a malformed entry: the worker decodes it, then claims or dead-letters it as usual).
 -- An entry deleted since its delivery (cancelled) is acked and left out.
 local stream, group, worker = KEYS[1], ARGV[1], ARGV[2]
-local start = ARGV[3] == '-' and '-' or '(' .. ARGV[3]
+local start = '(' .. ARGV[3]
 local pending = redis.call('XPENDING', stream, group, start, '+', tonumber(ARGV[4]), worker)
 local watermark = ARGV[3]
 local out = {}
