@@ -33,7 +33,10 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
         "running a task: dependencies, metrics, outcome",
         ("_resolution.py", "_frames.py", "_run_started", "_run_task", "_execute"),
     ),
-    ("claiming, starting and settling", ("_dispatch", "_start", "_settle", "_settler")),
+    (
+        "claiming, starting and settling",
+        ("_read_and_claim", "_dispatch", "_start", "_settle", "_settler"),
+    ),
     ("asyncio scheduling", ("asyncio/",)),
 ]
 
