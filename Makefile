@@ -13,9 +13,9 @@ help:
 	@echo "make demo   run examples/quickstart.py on the in-process memory:// docket (no Redis needed)"
 	@echo "make test   build .venv and run the whole test suite (starts its own redis-server processes)"
 	@echo "make lint   ruff and mypy --strict on the packages"
-	@echo "make bench  side-by-side benchmark against pydocket and the peers (quick, a few minutes;"
+	@echo "make bench  side-by-side benchmark against pydocket and the peers (quick, about 6 minutes;"
 	@echo "            'make bench-full' or 'make bench BENCH_MODE=full' for the published table:"
-	@echo "            3 interleaved rounds, about 40 minutes on 2 cores)"
+	@echo "            3 interleaved rounds, 30-40 minutes on 2 cores)"
 
 # A Python >= 3.12 that really runs: python3.13/python3.12 on PATH (pyenv shims fail unless
 # selected, so each candidate is executed, not just located), then pyenv's own versions.
