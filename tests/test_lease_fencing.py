@@ -406,6 +406,27 @@ async def test_settle_of_a_message_already_settled_by_its_new_owner_changes_noth
     assert record.get(b"error", b"") == b""
 
 
+@pytest.mark.parametrize("state", ["completed", "failed", "cancelled"])
+async def test_a_settle_sent_again_after_its_reply_was_lost_is_not_a_lost_lease(
+    docket: Docket, redis_client: Redis, state: str
+) -> None:
+    """The lean connection resends a call whose connection dropped; when the first one
+    had settled the run, the second reports it settled before (2), not a lost lease (0),
+    and changes nothing."""
+    execution = await docket.add(noop)("x")
+    scene = Scene(docket, redis_client, execution)
+    await scene.read_as("A")
+    assert (await scene.claim("A", redelivered=False))[0] != 0
+    assert await scene.settle("A", 1, state) == [1]
+    before = await scene.snapshot()
+
+    assert await scene.settle("A", 1, state) == [2]
+
+    assert await scene.snapshot() == before
+    record = await redis_client.hgetall(scene.record)
+    assert record[b"state"] == state.encode() and record[b"worker"] == b"A"
+
+
 @pytest.mark.parametrize(
     ("worker", "deliveries"),
     [("A", 1), ("A", 2), ("B", 1)],

@@ -5,7 +5,9 @@
 -- ARGV: 1 group, 2 worker, 3 ttl seconds (0 = keep nothing), 4 events channel prefix,
 --       5 record key prefix, then per run: id, generation, deliveries, state
 --       (completed|failed|cancelled|ack), error, result bytes ('' = none)
--- Returns per run: 1 settled, 2 acked only (superseded or already final), 0 lease lost
+-- Returns per run: 1 settled, 2 acked only (superseded or already final) or settled
+-- before (this worker's own earlier call, sent again after its reply was lost), 0 lease
+-- lost
 local stream, group, worker = KEYS[1], ARGV[1], ARGV[2]
 local ttl = tonumber(ARGV[3])
 local now = fmt_time(server_now())
@@ -18,7 +20,13 @@ for i = 1, n do
   local state, err, result = ARGV[base + 4], ARGV[base + 5], ARGV[base + 6]
   local pending = redis.call('XPENDING', stream, group, mid, mid, 1)
   local entry = pending[1]
-  if entry == nil or entry[2] ~= worker or tonumber(entry[4]) ~= deliveries then
+  if entry == nil then
+    -- Acked already. By this worker, when its record of this generation is final under
+    -- this worker's name: the same settle, sent again after a dropped connection.
+    local r = redis.call('HMGET', record, 'state', 'gen', 'worker')
+    local final = r[1] == 'completed' or r[1] == 'failed' or r[1] == 'cancelled'
+    if final and r[2] == gen and r[3] == worker then out[i] = 2 else out[i] = 0 end
+  elseif entry[2] ~= worker or tonumber(entry[4]) ~= deliveries then
     out[i] = 0
   else
     redis.call('XACK', stream, group, mid)
