@@ -34,6 +34,7 @@ from docket import (
     Worker,
 )
 from docket import tasks as builtin_tasks
+from docket.execution import _text
 from docket.strikes import StrikeCondition
 
 if TYPE_CHECKING:
@@ -1008,6 +1009,44 @@ async def test_add_many_with_a_chunk_size_below_one_raises(docket: Docket, chunk
     with pytest.raises(ValueError):
         await docket.replace_many([docket.call(record, key="never")(1)], chunk_size=chunk_size)
     assert await docket.get_execution("never") is None
+
+
+async def test_an_add_sent_twice_after_a_dropped_reply_reports_what_it_did(
+    url: str, docket: Docket, worker: Worker
+) -> None:
+    """The lean connection sends a call again when its connection drops before the reply.
+    An add with no key of its own gets a generated one, which only that call can have
+    written: the second attempt reports the first one's scheduling, and never schedules
+    the task again, even once it has run."""
+    recorder = Recorder()
+    record = recorder.task()
+    docket.register(record)
+    execution, keys, argv = docket._prepare("add", record, None, None, (1,), {})
+    assert argv is not None
+
+    first = await docket._scripts.run("schedule", keys, argv)
+    again = await docket._scripts.run("schedule", keys, argv)
+    assert [_text(part) for part in again] == [_text(part) for part in first]
+    assert _text(again[0]) == "scheduled"
+
+    await worker.run_until_finished()
+    assert recorder.calls == [1]
+    late = await docket._scripts.run("schedule", keys, argv)
+    assert _text(late[0]) == "scheduled"
+    await worker.run_until_finished()
+    assert recorder.calls == [1]
+    assert await state_of(docket, execution.key) == ExecutionState.COMPLETED
+
+
+async def test_an_add_with_its_own_key_still_finds_the_key_taken(docket: Docket) -> None:
+    record = Recorder().task()
+    _, keys, argv = docket._prepare("add", record, None, "mine", (1,), {})
+    assert argv is not None
+    await docket._scripts.run("schedule", keys, argv)
+
+    again = await docket._scripts.run("schedule", keys, argv)
+
+    assert _text(again[0]) == "already_scheduled"
 
 
 async def test_a_bad_call_in_a_later_chunk_leaves_earlier_chunks_scheduled(docket: Docket) -> None:
