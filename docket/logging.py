@@ -28,6 +28,9 @@ LogFormat = Literal["plain", "json", "rich"]
 FORMATS: tuple[str, ...] = ("plain", "json", "rich")
 
 _HANDLER_MARK = "_docket_handler"
+# A record attribute: set (true) on records whose message arguments and fields are all
+# immutable, which a BatchingStreamHandler may format later than it receives them.
+DEFERRABLE = "_docket_deferrable"
 
 _COLOURS = {
     logging.DEBUG: "\x1b[2m",
@@ -183,18 +186,23 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         super().__init__(stream)
-        self._pending: list[str] = []
+        self._pending: list[str | logging.LogRecord] = []
         self._flush_on: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = self.format(record) + self.terminator
-        except RecursionError:
-            raise
-        except Exception:
-            self.handleError(record)
-            return
-        self._pending.append(line)
+        if getattr(record, DEFERRABLE, False) and record.levelno < logging.WARNING:
+            # Its arguments and fields are immutable (docket's own per-run lines): it
+            # is formatted at the end of the turn, after the run it announces started.
+            self._pending.append(record)
+        else:
+            try:
+                line = self.format(record) + self.terminator
+            except RecursionError:
+                raise
+            except Exception:
+                self.handleError(record)
+                return
+            self._pending.append(line)
         if record.levelno < logging.WARNING:
             try:
                 loop = asyncio.get_running_loop()
@@ -213,9 +221,20 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._flush_on = None
         self.flush()
 
+    def _line(self, item: str | logging.LogRecord) -> str:
+        if isinstance(item, str):
+            return item
+        try:
+            return self.format(item) + self.terminator
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(item)
+            return ""
+
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
-            text = "".join(self._pending)
+            text = "".join([self._line(item) for item in self._pending])
             self._pending.clear()
             try:
                 if text:

@@ -59,6 +59,7 @@ from .instrumentation import (
     tracing_active,
     unregister_worker,
 )
+from .logging import DEFERRABLE
 from .messages import PoisonMessage, open_payload, parse_fields
 
 logger = logging.getLogger("docket.worker")
@@ -86,6 +87,8 @@ def _log_info(message: str, args: tuple[Any, ...], extra: dict[str, Any]) -> Non
     record = logger.makeRecord(
         logger.name, logging.INFO, __file__, 0, message, args, None, "_run_started", extra
     )
+    # Strings and numbers only: a batching handler may format it at the end of the turn.
+    setattr(record, DEFERRABLE, True)
     logger.handle(record)
 
 

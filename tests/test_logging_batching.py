@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from docket.logging import BatchingStreamHandler, configure_logging
+from docket.logging import DEFERRABLE, BatchingStreamHandler, configure_logging
 
 LOGGER = "docket.batching-test"
 
@@ -113,3 +113,21 @@ def test_a_broken_stream_is_reported_not_raised(
     target.info("into the void")
 
     assert "Logging error" in capsys.readouterr().err
+
+
+async def test_a_deferrable_record_is_formatted_at_the_end_of_the_turn_in_its_place(
+    logged: tuple[logging.Logger, io.StringIO],
+) -> None:
+    """docket marks its per-run lines (strings and numbers only) so the handler formats
+    them after the run they announce has started; order is kept with other lines."""
+    target, stream = logged
+    seen = ["first"]
+    target.info("deferred %s", seen, extra={DEFERRABLE: True})
+    target.info("formatted %s", seen)
+    # Proof of when each was formatted: the deferred one sees this, the other does not.
+    seen.append("later")
+
+    await asyncio.sleep(0)
+
+    assert _messages(stream) == ["deferred ['first', 'later']", "formatted ['first']"]
+    assert DEFERRABLE not in stream.getvalue()
