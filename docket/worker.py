@@ -424,7 +424,14 @@ class Worker:
         name from before it are not this process's deliveries: left to redelivery, which
         counts them, rather than claimed by its reads (a worker restarted under the
         same name must not rerun a crashing task without the count going up)."""
-        groups = await wire.call("XINFO", "GROUPS", self.docket.keys.stream)
+        try:
+            groups = await wire.call("XINFO", "GROUPS", self.docket.keys.stream)
+        except ResponseError as error:
+            if "no such key" not in str(error).lower():
+                raise
+            # The stream is gone (a Redis restart lost it): the read that follows fails
+            # with NOGROUP, which recreates the group and asks again.
+            return "0-0"
         for flat in groups:
             info = dict(zip(flat[::2], flat[1::2], strict=True))
             if info.get(b"name") == GROUP.encode():

@@ -210,3 +210,35 @@ async def test_a_worker_restarted_under_its_name_leaves_old_deliveries_to_redeli
     assert ran == ["left behind"]
     await execution.sync()
     assert execution.state == ExecutionState.COMPLETED
+
+
+async def test_a_worker_whose_stream_vanished_before_its_first_read_recovers(
+    docket: Docket, redis_client: Redis, ran: list[Any]
+) -> None:
+    """Redis lost the stream (a restart without persistence) between the worker creating
+    its group and its first read: the read fails with NOGROUP, the group is recreated,
+    and new work runs."""
+    async with Worker(docket, reconnection_delay=timedelta(milliseconds=50)) as worker:
+        original = worker._ensure_group
+        calls: list[int] = []
+
+        async def create_then_lose() -> None:
+            await original()
+            calls.append(1)
+            if len(calls) == 1:  # only the first time, before the first read
+                await redis_client.delete(docket.keys.stream)
+
+        worker._ensure_group = create_then_lose  # type: ignore[method-assign]
+
+        async def group_is_back() -> bool:
+            try:
+                groups = await redis_client.xinfo_groups(docket.keys.stream)
+            except Exception:
+                return False
+            return any(group["name"] == GROUP.encode() for group in groups)
+
+        async with running_forever(worker):
+            # Back by itself, before any new task recreates the stream.
+            await wait_for(group_is_back, timeout=5, what="the group to be recreated")
+            await docket.add("job")("after the loss")
+            await wait_for(lambda: ran == ["after the loss"], what="the job to run")
