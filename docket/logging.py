@@ -190,20 +190,12 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._flush_on: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, DEFERRABLE, False) and record.levelno < logging.WARNING:
-            # Its arguments and fields are immutable (docket's own per-run lines): it
-            # is formatted at the end of the turn, after the run it announces started.
-            self._pending.append(record)
-        else:
-            try:
-                line = self.format(record) + self.terminator
-            except RecursionError:
-                raise
-            except Exception:
-                self.handleError(record)
-                return
-            self._pending.append(line)
-        if record.levelno < logging.WARNING:
+        urgent = record.levelno >= logging.WARNING
+        # docket's own per-run lines hold immutable values only: they are formatted at
+        # the end of the turn, after the run they announce has started.
+        deferred = not urgent and getattr(record, DEFERRABLE, False)
+        self._pending.append(record if deferred else self._line(record))
+        if not urgent:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
@@ -222,6 +214,8 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.flush()
 
     def _line(self, item: str | logging.LogRecord) -> str:
+        """``item`` as text: a record is formatted (or reported, and dropped, when its
+        formatting fails, as StreamHandler does)."""
         if isinstance(item, str):
             return item
         try:

@@ -49,7 +49,7 @@ def _plain_call(value: Any) -> bool:
         type(args) is tuple
         and type(kwargs) is dict
         and all(type(arg) in _PLAIN for arg in args)
-        and all(type(arg) in _PLAIN for arg in kwargs.values())
+        and all(type(value) in _PLAIN for value in kwargs.values())
     )
 
 

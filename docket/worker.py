@@ -24,7 +24,7 @@ from redis.exceptions import RedisError, ResponseError
 from ._redis.client import BLOCK_SECONDS
 from ._redis.keys import GROUP
 from ._redis.scripts import script_source
-from ._redis.wire import Wire
+from ._redis.wire import Wire, is_noscript
 from .dependencies import (
     AdmissionBlocked,
     SharedScope,
@@ -402,7 +402,7 @@ class Worker:
         if isinstance(delivered, ResponseError):
             raise delivered
         if isinstance(reply, ResponseError):
-            if not str(reply).startswith("NOSCRIPT"):
+            if not is_noscript(reply):
                 raise reply
             # The server lost its scripts (a restart): load it, and claim what was read.
             reply = await wire.evalsha(sha, script_source("claim_delivered"), [keys.stream], args)
@@ -451,10 +451,7 @@ class Worker:
             except Exception as error:
                 poison += [mid, self._poison_reason(mid, 1, error), 1]
                 continue
-            execution.state = ExecutionState.RUNNING
-            execution.worker = self.name
-            execution.started_at = datetime.fromtimestamp(float(started_at), UTC)
-            self._start(execution)
+            self._start_claimed(execution, started_at)
         if poison:
             await self._dead_letter(poison)
         if unclaimed:
@@ -474,21 +471,20 @@ class Worker:
                 count = min(free, self.message_batch)
                 wait = BLOCK_SECONDS if forever else check
                 self._read_since = time.monotonic()
-                if wire is not None and not connection.is_memory:
-                    with self._internal("docket.read"):
+                claimed: list[tuple[str, dict[bytes, bytes], str]] = []
+                unclaimed: list[tuple[str, dict[bytes, bytes]]] = []
+                entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+                with self._internal("docket.read"):
+                    if wire is not None:
                         claimed, unclaimed = await self._read_and_claim(wire, count, wait)
-                    self._read_since = None
-                    self._reads_ok = True
-                    if claimed or unclaimed:
-                        await self._dispatch_claimed(claimed, unclaimed)
-                        continue
-                    entries = []
-                else:
-                    with self._internal("docket.read"):
+                    else:
                         block = None if connection.is_memory else wait
                         entries = await self._read(client, count, block)
-                    self._read_since = None
-                    self._reads_ok = True
+                self._read_since = None
+                self._reads_ok = True
+                if claimed or unclaimed:
+                    await self._dispatch_claimed(claimed, unclaimed)
+                    continue
                 if entries:
                     await self._dispatch(
                         [(_text(mid) or "", fields, 1, False) for mid, fields in entries]
@@ -646,10 +642,14 @@ class Worker:
                     # A stale copy (replaced, cancelled or superseded) was acked away.
                     TASKS_SUPERSEDED.add(1, self._metrics.task_labels(execution.function_name))
                 continue
-            execution.state = ExecutionState.RUNNING
-            execution.worker = self.name
-            execution.started_at = datetime.fromtimestamp(float(started_at), UTC)
-            self._start(execution)
+            self._start_claimed(execution, started_at)
+
+    def _start_claimed(self, execution: Execution, started_at: str | bytes) -> None:
+        """Start a run claim.lua or claim_delivered.lua made RUNNING at ``started_at``."""
+        execution.state = ExecutionState.RUNNING
+        execution.worker = self.name
+        execution.started_at = datetime.fromtimestamp(float(started_at), UTC)
+        self._start(execution)
 
     def _start(self, execution: Execution) -> None:
         mid = execution.message_id

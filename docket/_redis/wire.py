@@ -96,7 +96,8 @@ def _typed(error: ResponseError) -> ResponseError | AuthenticationError:
     return error
 
 
-def _is_noscript(reply: Any) -> bool:
+def is_noscript(reply: Any) -> bool:
+    """Whether ``reply`` is the server's answer to a script it does not know."""
     return isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")
 
 
@@ -319,7 +320,7 @@ class Wire:
         try:
             return await self.call(*command)
         except ResponseError as error:
-            if not _is_noscript(error):
+            if not is_noscript(error):
                 raise
         await self.call("SCRIPT", "LOAD", source)
         return await self.call(*command)
@@ -331,13 +332,13 @@ class Wire:
         in its place."""
         commands = [("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls]
         replies = await self.pipeline(commands)
-        missing = [i for i, reply in enumerate(replies) if _is_noscript(reply)]
+        missing = [i for i, reply in enumerate(replies) if is_noscript(reply)]
         if missing:
             # Only those that did not run are sent again, once the script is loaded.
             await self.call("SCRIPT", "LOAD", source)
             again = await self.pipeline([commands[i] for i in missing])
             for i, reply in zip(missing, again, strict=True):
-                replies[i] = NoScriptError(str(reply)) if _is_noscript(reply) else reply
+                replies[i] = NoScriptError(str(reply)) if is_noscript(reply) else reply
         return replies
 
     async def aclose(self) -> None:
