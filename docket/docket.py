@@ -606,7 +606,11 @@ class Docket:
         if cancelled:
             TASKS_CANCELLED.add(1, self._labels)
 
-    async def _cancel(self, key: str, generation: int | None = None) -> bool:
+    async def _cancel(
+        self, key: str, generation: int | None = None, other_than: int | None = None
+    ) -> bool:
+        """Cancel ``key``: only its run of ``generation`` when given, and never its run of
+        ``other_than``."""
         previous = await self._scripts.cancel(
             keys=[self.keys.stream, self.keys.queue, self.keys.record(key)],
             args=[
@@ -615,6 +619,7 @@ class Docket:
                 self.keys.events_prefix,
                 self.keys.cancel_channel,
                 "" if generation is None else str(generation),
+                "" if other_than is None else str(other_than),
             ],
         )
         return bool(previous)

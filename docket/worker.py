@@ -159,6 +159,8 @@ class Worker:
         self._begun: set[str] = set()
         self._run_limits: dict[str, int] = {}
         self._run_counts: dict[str, int] = {}
+        # Message ids of the runs that used up their key's run_at_most budget.
+        self._last_runs: set[str] = set()
         self._reclaim_cursor = "0-0"
         self._metrics = WorkerMetrics(docket.name, self.name)
         self._traced_internals = enable_internal_instrumentation
@@ -297,6 +299,7 @@ class Worker:
             await self._run(forever=False)
         finally:
             self._run_limits = {}
+            self._last_runs.clear()
 
     async def _run(self, forever: bool) -> None:
         if not self._entered:
@@ -697,9 +700,12 @@ class Worker:
             if settlement is None:
                 return
             self._settle(settlement)
-            limit = self._run_limits.get(execution.key)
-            if limit is not None and self._run_counts.get(execution.key, 0) >= limit:
-                await self.docket._cancel(execution.key)
+            if self._last_runs and execution.message_id in self._last_runs:
+                self._last_runs.discard(execution.message_id)
+                # Withdraw what this last allowed run left behind (a Perpetual's or a
+                # Retry's next run), so run_at_most ends instead of waiting for it. Never
+                # this run itself: its own settlement may not have landed yet.
+                await self.docket._cancel(execution.key, other_than=execution.generation)
         except asyncio.CancelledError:
             # Cancelled by a hard shutdown: leave the message pending so another worker
             # picks it up after the redelivery timeout.
@@ -727,6 +733,19 @@ class Worker:
             return await self._run_started(execution, metric_labels)
         finally:
             running[task_name] -= 1
+
+    def _count_run(self, execution: Execution) -> None:
+        """Count a run against its key's run_at_most budget as it starts, not as it
+        ends: the key's next run (a Perpetual's successor) may be claimed before this one
+        has finished, and must already see the budget used up."""
+        limit = self._run_limits.get(execution.key)
+        if limit is None:
+            return
+        count = self._run_counts.get(execution.key, 0) + 1
+        self._run_counts[execution.key] = count
+        if count == limit:
+            assert execution.message_id is not None
+            self._last_runs.add(execution.message_id)
 
     @staticmethod
     def _count_start(execution: Execution, labels: dict[str, str], punctuality: float) -> None:
@@ -786,13 +805,8 @@ class Worker:
                         # gate turns away has not started, and worker dependencies (a
                         # restored request id, say) already apply to this line.
                         admitted = True
-                        if self._run_limits and execution.key in self._run_limits:
-                            # Counted as it starts, not as it ends: the next run of the
-                            # key (a Perpetual's successor) may be claimed before this
-                            # one has finished.
-                            self._run_counts[execution.key] = (
-                                self._run_counts.get(execution.key, 0) + 1
-                            )
+                        if self._run_limits:
+                            self._count_run(execution)
                         self._count_start(execution, metric_labels, punctuality.total_seconds())
                         if logged:
                             _log_info(
@@ -827,6 +841,8 @@ class Worker:
                     error = exc
                     if not admitted:
                         admitted = True
+                        if self._run_limits:
+                            self._count_run(execution)
                         self._count_start(execution, metric_labels, punctuality.total_seconds())
 
                 outcome = TaskOutcome(

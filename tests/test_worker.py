@@ -162,6 +162,42 @@ async def test_run_at_most_bounds_a_perpetual_task(docket: Docket, url: str) -> 
     assert runs == ["forever"] * 3
 
 
+async def test_run_at_most_never_cancels_the_last_allowed_run_from_an_earlier_one(
+    docket: Docket, url: str
+) -> None:
+    # Run 2 of the key starts while run 1 is still going (a replacement, like a
+    # Perpetual's successor claimed before its predecessor finished). Run 1 ending must
+    # not take run 2, the last one allowed, for the one that used up the budget.
+    events: list[tuple[str, int]] = []
+    release_first = asyncio.Event()
+    release_second = asyncio.Event()
+
+    async def hold(n: int) -> None:
+        events.append(("start", n))
+        await (release_first if n == 1 else release_second).wait()
+        events.append(("end", n))
+
+    docket.register(hold)
+    await docket.add(hold, key="k")(1)
+
+    async with fast_worker(docket, concurrency=2) as worker:
+        runner = asyncio.create_task(worker.run_at_most({"k": 2}))
+        await wait_for(lambda: ("start", 1) in events, what="run 1 to start")
+        await docket.replace(hold, when=datetime.now(UTC), key="k")(2)
+        await wait_for(lambda: ("start", 2) in events, what="run 2 to start")
+
+        release_first.set()
+        await wait_for(lambda: ("end", 1) in events, what="run 1 to end")
+        await asyncio.sleep(0.2)  # room for a wrongful cancel to reach run 2
+        release_second.set()
+        await asyncio.wait_for(runner, 15)
+
+    assert events == [("start", 1), ("start", 2), ("end", 1), ("end", 2)]
+    execution = await docket.get_execution("k")
+    assert execution is not None
+    assert execution.state == ExecutionState.COMPLETED
+
+
 async def test_run_until_finished_does_not_return_while_a_perpetual_task_lives(
     docket: Docket, url: str
 ) -> None:

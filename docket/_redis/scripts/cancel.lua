@@ -2,7 +2,7 @@
 -- running one (best effort: its asyncio task is cancelled).
 -- KEYS: 1 stream, 2 queue, 3 record
 -- ARGV: 1 key, 2 ttl seconds, 3 events channel prefix, 4 cancel channel,
---       5 expected generation ('' = any)
+--       5 expected generation ('' = any), 6 generation to leave alone ('' = none)
 -- Returns the state the task was in ('' when unknown or already final).
 local stream, queue, record = KEYS[1], KEYS[2], KEYS[3]
 local key, ttl = ARGV[1], tonumber(ARGV[2])
@@ -12,6 +12,9 @@ if state ~= 'scheduled' and state ~= 'queued' and state ~= 'running' then
   return ''
 end
 if ARGV[5] ~= '' and gen ~= ARGV[5] then
+  return ''
+end
+if ARGV[6] ~= nil and ARGV[6] ~= '' and gen == ARGV[6] then
   return ''
 end
 if state == 'scheduled' then
