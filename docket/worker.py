@@ -716,6 +716,8 @@ class Worker:
             assert execution.message_id is not None
             self._active.pop(execution.message_id, None)
             self._slot_freed.set()
+            if self._user_cancelled and execution.key in self._user_cancelled:
+                self._drop_cancel_mark(execution.key)
 
     async def _run_task(self, execution: Execution) -> _Settlement | None:
         metric_labels = self._metrics.task_labels(execution.function_name)
@@ -845,6 +847,9 @@ class Worker:
                             self._count_run(execution)
                         self._count_start(execution, metric_labels, punctuality.total_seconds())
 
+                # The body is over: a cancel arriving from here on only marks the run, as
+                # cancelling it now would leave its message unsettled until redelivery.
+                self._begun.discard(execution.message_id or "")
                 outcome = TaskOutcome(
                     duration=timedelta(seconds=time.perf_counter() - started),
                     result=result,
@@ -1181,6 +1186,12 @@ class Worker:
             except (RedisError, OSError) as error:
                 logger.warning("Worker %s lost its pub/sub connection: %s", self.name, error)
                 await asyncio.sleep(_seconds(self.reconnection_delay))
+
+    def _drop_cancel_mark(self, key: str) -> None:
+        """Forget a cancel aimed at a run of ``key`` that is over (it came too late to
+        stop it), unless another run of the key is still here to see it."""
+        if all(execution.key != key for execution, _ in self._active.values()):
+            self._user_cancelled.discard(key)
 
     def _cancel_running(self, key: str) -> None:
         for mid, (execution, task) in list(self._active.items()):

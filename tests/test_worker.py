@@ -28,6 +28,7 @@ from docket import (
     Worker,
 )
 from docket._redis.keys import GROUP
+from docket.dependencies import CompletionHandler, TaskOutcome
 
 # --- helpers ------------------------------------------------------------------------------
 
@@ -562,6 +563,51 @@ async def test_cancel_stops_a_running_task(docket: Docket, url: str) -> None:
     with pytest.raises(ExecutionCancelled):
         await execution.get_result(timeout=5)
     assert await pending_count(docket) == 0
+
+
+async def test_a_cancel_arriving_after_the_body_still_settles_the_run(
+    docket: Docket, url: str
+) -> None:
+    # The cancel lands while a completion handler (Perpetual's kind) is still at work
+    # after the body returned. The run must settle at once, not leave its message pending
+    # for redelivery, and the mark must not make the key's next run skip.
+    in_handler = asyncio.Event()
+    release = asyncio.Event()
+    runs: list[str] = []
+
+    class Linger(CompletionHandler["Linger"]):
+        async def __aenter__(self) -> Linger:
+            return self
+
+        async def on_complete(self, execution: Execution, outcome: TaskOutcome) -> bool:
+            in_handler.set()
+            await release.wait()
+            return False
+
+    async def lingering(linger: Linger = Linger()) -> None:
+        runs.append("lingering")
+
+    async with fast_worker(docket, redelivery_timeout=timedelta(minutes=5)) as worker:
+        await docket.add(lingering, key="k")()
+        runner = asyncio.create_task(worker.run_forever())
+        await asyncio.wait_for(in_handler.wait(), 10)
+        await docket.cancel("k")
+        await asyncio.sleep(0.2)  # room for the cancel to reach the worker
+        release.set()
+        await wait_for(lambda: _no_pending(docket), timeout=5, what="the cancelled run to settle")
+
+        # The same key again, on the same worker: it runs, not skipped as cancelled.
+        await docket.add(lingering, key="k")()
+        await wait_for(lambda: runs == ["lingering"] * 2, what="the key's next run")
+        await stop(worker, runner)
+
+    stored = await docket.get_execution("k")
+    assert stored is not None
+    assert stored.state == ExecutionState.COMPLETED
+
+
+async def _no_pending(docket: Docket) -> bool:
+    return await stream_length(docket) == 0 and await pending_count(docket) == 0
 
 
 async def test_leaving_the_worker_waits_for_tasks_in_flight_and_records_them(
