@@ -485,6 +485,11 @@ class Worker:
                         entries = await self._read(client, count, block)
                 self._read_since = None
                 self._reads_ok = True
+                if entries and connection.is_memory:
+                    # The in-process engine answers without suspending: without this, a
+                    # steady supply of work (a Perpetual with no interval) would keep this
+                    # loop from ever giving the event loop back.
+                    await asyncio.sleep(0)
                 if claimed or unclaimed:
                     await self._dispatch_claimed(claimed, unclaimed)
                     continue

@@ -8,12 +8,14 @@ Faults (dead consumers, killed workers, signals, Redis restarts) live in
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from _helpers import fast_worker, wait_for
+from _helpers import fast_worker, running_forever, wait_for
 from redis.asyncio import Redis
 
 from docket import (
@@ -587,9 +589,9 @@ async def test_a_cancel_arriving_after_the_body_still_settles_the_run(
     async def lingering(linger: Linger = Linger()) -> None:
         runs.append("lingering")
 
-    async with fast_worker(docket, redelivery_timeout=timedelta(minutes=5)) as worker:
-        await docket.add(lingering, key="k")()
-        runner = asyncio.create_task(worker.run_forever())
+    await docket.add(lingering, key="k")()
+    worker = fast_worker(docket, redelivery_timeout=timedelta(minutes=5))
+    async with worker, running_forever(worker):
         await asyncio.wait_for(in_handler.wait(), 10)
         await docket.cancel("k")
         await asyncio.sleep(0.2)  # room for the cancel to reach the worker
@@ -599,11 +601,43 @@ async def test_a_cancel_arriving_after_the_body_still_settles_the_run(
         # The same key again, on the same worker: it runs, not skipped as cancelled.
         await docket.add(lingering, key="k")()
         await wait_for(lambda: runs == ["lingering"] * 2, what="the key's next run")
-        await stop(worker, runner)
 
     stored = await docket.get_execution("k")
     assert stored is not None
     assert stored.state == ExecutionState.COMPLETED
+
+
+async def test_a_cancel_arriving_before_a_perpetual_reschedules_ends_the_chain(
+    docket: Docket, url: str
+) -> None:
+    in_handler = asyncio.Event()
+    release = asyncio.Event()
+    runs: list[str] = []
+
+    class SlowPerpetual(Perpetual):
+        async def on_complete(self, execution: Execution, outcome: TaskOutcome) -> bool:
+            in_handler.set()
+            await release.wait()
+            return await super().on_complete(execution, outcome)
+
+    async def chained(perpetual: SlowPerpetual = SlowPerpetual()) -> None:
+        runs.append("chained")
+
+    await docket.add(chained, key="chain")()
+    worker = fast_worker(docket)
+    async with worker, running_forever(worker):
+        await asyncio.wait_for(in_handler.wait(), 10)
+        await docket.cancel("chain")
+        release.set()
+        await wait_for(lambda: _no_pending(docket), timeout=5, what="the run to settle")
+        await asyncio.sleep(0.2)  # room for a wrongly scheduled next run to start
+
+    assert runs == ["chained"]
+    stored = await docket.get_execution("chain")
+    assert stored is not None
+    assert stored.state == ExecutionState.CANCELLED
+    async with docket.redis() as redis:
+        assert await redis.zcard(docket.keys.queue) == 0
 
 
 async def _no_pending(docket: Docket) -> bool:
@@ -758,3 +792,51 @@ async def test_automatic_cron_task_is_scheduled_for_the_next_minute_boundary(
     # (the one after, should a minute boundary pass while the test runs)
     assert execution.when in (next_minute, next_minute + timedelta(minutes=1))
     assert execution.state == ExecutionState.SCHEDULED
+
+
+# --- sharing the event loop -------------------------------------------------------------------
+
+_ENDLESS_CHAIN_ON_MEMORY = """
+import asyncio
+from datetime import timedelta
+
+from docket import Docket, Perpetual, Worker
+
+runs = 0
+
+
+async def spin(perpetual: Perpetual = Perpetual()) -> None:
+    global runs
+    runs += 1
+
+
+async def main() -> None:
+    async with Docket(name="fair", url="memory://fair") as docket:
+        await docket.add(spin, key="spin")()
+        worker = Worker(docket, minimum_check_interval=timedelta(milliseconds=5))
+        async with worker:
+            runner = asyncio.create_task(worker.run_forever())
+            for _ in range(5):
+                await asyncio.sleep(0.01)
+            worker.stop()
+            await runner
+    print(f"ticked while spin ran {runs} times" if runs else "spin never ran")
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_worker_on_memory_gives_the_event_loop_back_between_reads() -> None:
+    # The in-process engine answers without suspending, so a worker that always has work
+    # (a Perpetual with no interval) could hold the loop forever: the app's own coroutines
+    # sharing the process (here, a sleeping loop) would never run again. A subprocess, as
+    # a starved loop cannot even time itself out.
+    finished = subprocess.run(
+        [sys.executable, "-c", _ENDLESS_CHAIN_ON_MEMORY],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.startswith("ticked while spin ran"), finished.stdout

@@ -20,7 +20,9 @@ end
 if mode == 'add' and (state == 'scheduled' or state == 'queued' or state == 'running') then
   return {'already_scheduled', cur_gen or '0', ''}
 end
-if mode == 'reschedule' and cur_gen ~= ARGV[9] then
+if mode == 'reschedule' and (cur_gen ~= ARGV[9] or state == 'cancelled') then
+  -- A replace made while the run went wins, and so does a cancel that came too late to
+  -- stop the run: its Retry or Perpetual must not schedule the key again.
   return {'superseded', cur_gen or '0', ''}
 end
 
