@@ -221,12 +221,14 @@ async def test_a_worker_whose_stream_vanished_before_its_first_read_recovers(
     async with Worker(docket, reconnection_delay=timedelta(milliseconds=50)) as worker:
         original = worker._ensure_group
         calls: list[int] = []
+        lost = asyncio.Event()
 
         async def create_then_lose() -> None:
             await original()
             calls.append(1)
             if len(calls) == 1:  # only the first time, before the first read
                 await redis_client.delete(docket.keys.stream)
+                lost.set()
 
         worker._ensure_group = create_then_lose  # type: ignore[method-assign]
 
@@ -238,6 +240,7 @@ async def test_a_worker_whose_stream_vanished_before_its_first_read_recovers(
             return any(group["name"] == GROUP.encode() for group in groups)
 
         async with running_forever(worker):
+            await asyncio.wait_for(lost.wait(), 10)
             # Back by itself, before any new task recreates the stream.
             await wait_for(group_is_back, timeout=5, what="the group to be recreated")
             await docket.add("job")("after the loss")
