@@ -1037,6 +1037,11 @@ class Worker:
         while not self._stopping:
             try:
                 await self._reclaim()
+            except ResponseError as error:
+                # A stream lost with its group (Redis restarted): the read loop says so and
+                # recreates it; until then there is nothing to reclaim.
+                if "NOGROUP" not in str(error):
+                    await self._redis_trouble(error)
             except (RedisError, OSError) as error:
                 await self._redis_trouble(error)
             await asyncio.sleep(interval)

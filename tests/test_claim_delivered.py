@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -213,7 +214,7 @@ async def test_a_worker_restarted_under_its_name_leaves_old_deliveries_to_redeli
 
 
 async def test_a_worker_whose_stream_vanished_before_its_first_read_recovers(
-    docket: Docket, redis_client: Redis, ran: list[Any]
+    docket: Docket, redis_client: Redis, ran: list[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Redis lost the stream (a restart without persistence) between the worker creating
     its group and its first read: the read fails with NOGROUP, the group is recreated,
@@ -245,3 +246,8 @@ async def test_a_worker_whose_stream_vanished_before_its_first_read_recovers(
             await wait_for(group_is_back, timeout=5, what="the group to be recreated")
             await docket.add("job")("after the loss")
             await wait_for(lambda: ran == ["after the loss"], what="the job to run")
+
+    # Told once, as a warning; the other loops do not add errors of their own for it.
+    warned = [r for r in caplog.records if "consumer group is gone" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -63,7 +63,9 @@ def of(exporter: InMemorySpanExporter, docket: Docket) -> list[ReadableSpan]:
 
 
 def named(spans: Sequence[ReadableSpan], name: str) -> list[ReadableSpan]:
-    return [span for span in spans if span.name == name]
+    """The spans called ``name`` in the order they started. The exporter has them in the
+    order they ended: a retry's run can end before the failed run's span closes."""
+    return sorted((span for span in spans if span.name == name), key=lambda s: s.start_time or 0)
 
 
 def fast_worker(docket: Docket, **kwargs: Any) -> Worker:
