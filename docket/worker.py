@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, AsyncExitStack, nullcontext, suppress
@@ -83,9 +84,11 @@ _eager_task = asyncio.create_eager_task_factory(asyncio.Task)
 
 def _log_info(message: str, args: tuple[Any, ...], extra: dict[str, Any]) -> None:
     """``logger.info`` for the two lines every run logs, minus the caller lookup (a stack
-    walk that costs as much as the rest of the record); the caller is always here."""
+    walk that costs as much as the rest of the record): the caller is always
+    ``_run_started`` in this file, and one frame up gives its line."""
+    line = sys._getframe(1).f_lineno
     record = logger.makeRecord(
-        logger.name, logging.INFO, __file__, 0, message, args, None, "_run_started", extra
+        logger.name, logging.INFO, __file__, line, message, args, None, "_run_started", extra
     )
     # Strings and numbers only: a batching handler may format it at the end of the turn.
     setattr(record, DEFERRABLE, True)

@@ -8,11 +8,13 @@ Faults (dead consumers, killed workers, signals, Redis restarts) live in
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import time
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from _helpers import fast_worker, running_forever, wait_for
@@ -792,6 +794,33 @@ async def test_automatic_cron_task_is_scheduled_for_the_next_minute_boundary(
     # (the one after, should a minute boundary pass while the test runs)
     assert execution.when in (next_minute, next_minute + timedelta(minutes=1))
     assert execution.state == ExecutionState.SCHEDULED
+
+
+# --- log records -------------------------------------------------------------------------------
+
+
+async def test_a_runs_log_records_point_at_the_line_that_logged_them(
+    docket: Docket, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The start and finish lines skip logging's caller lookup; a formatter showing
+    # %(lineno)d must still get the real line, not 0.
+    caplog.set_level(logging.INFO, logger="docket")
+
+    async def quick() -> None: ...
+
+    await docket.add(quick, key="quick")()
+    async with fast_worker(docket) as worker:
+        await worker.run_until_finished()
+
+    records = [
+        r for r in caplog.records if r.name == "docket.worker" and r.getMessage()[:1] in ("↪", "✓")
+    ]
+    assert len(records) == 2, [r.getMessage() for r in records]
+    for record in records:
+        source = Path(record.pathname).read_text().splitlines()
+        assert record.lineno > 0
+        assert "_log_info(" in source[record.lineno - 1], (record.lineno, record.getMessage())
+        assert record.funcName == "_run_started"
 
 
 # --- sharing the event loop -------------------------------------------------------------------
