@@ -57,6 +57,9 @@ logger = logging.getLogger("docket")
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# Records fetched per pipelined round trip when a snapshot reads many at once.
+SNAPSHOT_BATCH = 1000
+
 # An execution and its schedule script's keys and arguments (None when struck).
 _Prepared = tuple[Execution, list[str], list[Any] | None]
 
@@ -653,13 +656,19 @@ class Docket:
             return None
         return await self._execution_from_record(key, record)
 
-    async def _execution_from_record(self, key: str, record: dict[bytes, bytes]) -> Execution:
+    async def _execution_from_record(
+        self, key: str, record: dict[bytes, bytes], entry: dict[bytes, bytes] | None = None
+    ) -> Execution:
+        """The execution ``record`` describes; ``entry`` is its stream entry when the
+        caller has it already."""
         name = _text(record.get(b"function")) or "<unknown>"
         # A scheduled task keeps its payload in its record; a queued or running one, in
         # its stream entry.
         source: dict[bytes, bytes] = record
         mid = _text(record.get(b"mid"))
-        if b"payload" not in record and mid:
+        if b"payload" not in record and entry is not None:
+            source = entry
+        elif b"payload" not in record and mid:
             entries = await self._connection.client.xrange(self.keys.stream, mid, mid)
             if entries:
                 source = entries[0][1]
@@ -709,24 +718,24 @@ class Docket:
         taken = datetime.now(UTC)
         future: list[Execution] = []
         running: list[Execution] = []
-        for member in await client.zrange(self.keys.queue, 0, -1):
-            key = _text(member) or ""
-            record = await client.hgetall(self.keys.record(key))
+        scheduled = [_text(member) or "" for member in await client.zrange(self.keys.queue, 0, -1)]
+        for key, record in zip(scheduled, await self._records(scheduled), strict=True):
             if record:
                 future.append(await self._execution_from_record(key, record))
         pending_ids: set[str] = set()
         with suppress(RedisError):
             for entry in await client.xpending_range(self.keys.stream, GROUP, "-", "+", 10_000):
                 pending_ids.add(_text(entry["message_id"]) or "")
-        for mid, fields in await client.xrange(self.keys.stream, "-", "+"):
-            stream_key = _text(fields.get(b"key"))
-            if stream_key is None:
-                continue
-            key = stream_key
-            record = await client.hgetall(self.keys.record(key))
+        entries = [
+            (mid, fields, stream_key)
+            for mid, fields in await client.xrange(self.keys.stream, "-", "+")
+            if (stream_key := _text(fields.get(b"key"))) is not None
+        ]
+        records = await self._records([entry_key for _, _, entry_key in entries])
+        for (mid, fields, entry_key), record in zip(entries, records, strict=True):
             if not record or _text(record.get(b"gen")) != _text(fields.get(b"gen")):
                 continue
-            execution = await self._execution_from_record(key, record)
+            execution = await self._execution_from_record(entry_key, record, fields)
             if _text(mid) in pending_ids and execution.state == ExecutionState.RUNNING:
                 running.append(execution)
             elif execution.state == ExecutionState.QUEUED:
@@ -734,6 +743,18 @@ class Docket:
         future.sort(key=lambda e: e.when)
         workers = await self.workers()
         return DocketSnapshot(taken, len(future) + len(running), future, running, workers)
+
+    async def _records(self, keys: list[str]) -> list[dict[bytes, bytes]]:
+        """The records of ``keys``, in order, fetched in pipelined batches rather than one
+        round trip each (a snapshot may cover many thousands)."""
+        records: list[dict[bytes, bytes]] = []
+        client = self._connection.client
+        for start in range(0, len(keys), SNAPSHOT_BATCH):
+            async with client.pipeline(transaction=False) as pipe:
+                for key in keys[start : start + SNAPSHOT_BATCH]:
+                    pipe.hgetall(self.keys.record(key))
+                records.extend(await pipe.execute())
+        return records
 
     async def workers(self) -> list[WorkerInfo]:
         """Workers whose heartbeat is fresh (within heartbeat_interval * missed_heartbeats)."""
@@ -744,12 +765,15 @@ class Docket:
         members = await client.zrangebyscore(
             self.keys.workers, now - window, "+inf", withscores=True
         )
-        infos: list[WorkerInfo] = []
-        for member, score in members:
-            name = _text(member) or ""
-            tasks = {_text(t) or "" for t in await client.smembers(self.keys.worker_tasks(name))}
-            infos.append(WorkerInfo(name, datetime.fromtimestamp(score, UTC), tasks))
-        return infos
+        names = [_text(member) or "" for member, _ in members]
+        async with client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.smembers(self.keys.worker_tasks(name))
+            task_sets = await pipe.execute() if names else []
+        return [
+            WorkerInfo(name, datetime.fromtimestamp(score, UTC), {_text(t) or "" for t in tasks})
+            for name, (_, score), tasks in zip(names, members, task_sets, strict=True)
+        ]
 
     async def task_workers(self, task_name: str) -> list[WorkerInfo]:
         """Live workers that can run ``task_name``."""

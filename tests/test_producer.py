@@ -819,6 +819,30 @@ async def test_snapshot_running_items_carry_started(docket: Docket) -> None:
     assert started <= snapshot.taken
 
 
+async def test_snapshot_lists_every_task_past_one_pipelined_batch(docket: Docket, url: str) -> None:
+    from docket.docket import SNAPSHOT_BATCH
+
+    async def numbered(n: int) -> None: ...
+
+    docket.register(numbered)
+    count = SNAPSHOT_BATCH + 7
+    scheduled = await docket.add_many(
+        docket.call(numbered, when=later(), key=f"s-{n}")(n) for n in range(count)
+    )
+    queued = await docket.add_many(docket.call(numbered, key=f"q-{n}")(n) for n in range(count))
+
+    snapshot = await docket.snapshot()
+
+    listed = {execution.key: execution for execution in snapshot.future}
+    assert set(listed) == {e.key for e in scheduled} | {e.key for e in queued}
+    for n in (0, SNAPSHOT_BATCH, count - 1):  # either side of each batch's edge
+        assert listed[f"s-{n}"].state == ExecutionState.SCHEDULED
+        assert listed[f"s-{n}"].args == (n,)
+        assert listed[f"q-{n}"].state == ExecutionState.QUEUED
+        assert listed[f"q-{n}"].args == (n,)
+    assert snapshot.total_tasks == 2 * count
+
+
 # --- workers --------------------------------------------------------------------------
 
 
