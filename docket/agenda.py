@@ -144,7 +144,7 @@ class Agenda:
     @staticmethod
     def _check(docket: Docket, items: list[AgendaItem]) -> None:
         """Refuse the whole agenda if any entry could not be scheduled on ``docket``."""
-        from .dependencies import validate_dependencies
+        from .dependencies import validate_task
 
         for item in items:
             function = item.function
@@ -159,4 +159,4 @@ class Agenda:
                 function = function.fn
             if not callable(function):
                 raise TypeError(f"Agenda entries must be task functions or names, not {function!r}")
-            validate_dependencies(function)
+            validate_task(function)

@@ -10,7 +10,9 @@ class Logged:
 
     Unmarked arguments print as ``...``: arguments often carry personal data or secrets,
     so showing them is opt-in. ``Logged(length_only=True)`` shows only a sized value's
-    length, e.g. ``items=list[3]``.
+    length, as the released docket prints it: ``{len 3}`` for a dict or set, ``(len 3)``
+    for a tuple and ``[len 3]`` for a list or any other sized value (``...`` when it has no
+    length).
     """
 
     def __init__(self, length_only: bool = False) -> None:
@@ -18,8 +20,13 @@ class Logged:
 
     def format(self, value: Any) -> str:
         if self.length_only:
+            if isinstance(value, dict | set | frozenset):
+                return f"{{len {len(value)}}}"
+            if isinstance(value, tuple):
+                return f"(len {len(value)})"
             if hasattr(value, "__len__"):
-                return f"{type(value).__name__}[{len(value)}]"
+                return f"[len {len(value)}]"
+            # Only the length was allowed out; a value without one stays hidden.
             return "..."
         return repr(value)
 

@@ -272,9 +272,9 @@ class Docket:
         """Make ``function`` runnable by name; its dependencies are checked now."""
         if isinstance(function, TaskHandle):
             function = function.fn
-        from .dependencies import validate_dependencies
+        from .dependencies import validate_task
 
-        validate_dependencies(function)
+        validate_task(function)
         for name in names or [function.__name__]:
             self.tasks[name] = function
 

@@ -28,8 +28,8 @@ from ._redis.scripts import script_source
 from ._redis.wire import Wire, is_noscript
 from .dependencies import (
     AdmissionBlocked,
-    SharedScope,
     TaskOutcome,
+    WorkerShared,
     declared_dependencies,
     get_perpetual,
     resolved_dependencies,
@@ -146,7 +146,8 @@ class Worker:
         from .dependencies import validate_worker_dependencies
 
         self.dependencies = validate_worker_dependencies(dependencies)
-        self.shared_scope = SharedScope()
+        self.shared = WorkerShared()
+        """The values of this worker's ``Shared`` dependencies (closed when it exits)."""
 
         self._active: dict[str, tuple[Execution, asyncio.Task[None]]] = {}
         self._slot_freed = asyncio.Event()
@@ -164,6 +165,8 @@ class Worker:
         self._run_counts: dict[str, int] = {}
         # Message ids of the runs that used up their key's run_at_most budget.
         self._last_runs: set[str] = set()
+        # Of those, the ones whose body is over, for _execute to clean up after.
+        self._spent_keys: set[str] = set()
         self._reclaim_cursor = "0-0"
         self._metrics = WorkerMetrics(docket.name, self.name)
         self._traced_internals = enable_internal_instrumentation
@@ -235,7 +238,7 @@ class Worker:
                 keys=[self.docket.keys.workers, self.docket.keys.worker_tasks(self.name)],
                 args=[self.name],
             )
-        await self.shared_scope.aclose()
+        await self.shared.aclose()
         unregister_worker(self._metrics)
         self._heartbeat_ok = False
         self._entered = False
@@ -303,6 +306,7 @@ class Worker:
         finally:
             self._run_limits = {}
             self._last_runs.clear()
+            self._spent_keys.clear()
 
     async def _run(self, forever: bool) -> None:
         if not self._entered:
@@ -708,11 +712,12 @@ class Worker:
             if settlement is None:
                 return
             self._settle(settlement)
-            if self._last_runs and execution.message_id in self._last_runs:
-                self._last_runs.discard(execution.message_id)
-                # Withdraw what this last allowed run left behind (a Perpetual's or a
-                # Retry's next run), so run_at_most ends instead of waiting for it. Never
-                # this run itself: its own settlement may not have landed yet.
+            if self._spent_keys and execution.message_id in self._spent_keys:
+                self._spent_keys.discard(execution.message_id)
+                # The last run of its key that run_at_most allows scheduled no successor
+                # (its handlers were skipped), but its body may have added or replaced
+                # one: withdraw that, so run_at_most ends instead of waiting for it.
+                # Never this run itself: its own settlement may not have landed yet.
                 await self.docket._cancel(execution.key, other_than=execution.generation)
         except asyncio.CancelledError:
             # Cancelled by a hard shutdown: leave the message pending so another worker
@@ -808,7 +813,7 @@ class Worker:
                 error: BaseException | None = None
                 try:
                     # The run's exception leaves the ``async with`` so generator dependencies
-                    # see it; a FailedDependency from entering lands here too, and the
+                    # see it; a DependencyResolutionError from entering lands here too, and the
                     # resolution still holds its handlers (a Retry retries broken deps).
                     async with resolution:
                         # Logged once admitted, inside the run's context: a run an admission
@@ -834,7 +839,12 @@ class Worker:
                             if inspect.isawaitable(result):
                                 result = await result
                 except asyncio.CancelledError:
-                    if execution.key not in self._user_cancelled:
+                    current = asyncio.current_task()
+                    by_body = current is not None and current.cancelling() == 0
+                    # Not a cancel of this run (docket.cancel) nor one the body raised
+                    # itself: the worker is shutting down hard; leave the message
+                    # pending for another worker.
+                    if execution.key not in self._user_cancelled and not by_body:
                         raise
                     self._user_cancelled.discard(execution.key)
                     duration = time.perf_counter() - started
@@ -858,6 +868,12 @@ class Worker:
                 # The body is over: a cancel arriving from here on only marks the run, as
                 # cancelling it now would leave its message unsettled until redelivery.
                 self._begun.discard(execution.message_id or "")
+                # The last run run_at_most allows for its key ends with its own outcome:
+                # no retry or successor is scheduled for a run that may not happen.
+                last_run = bool(self._last_runs) and execution.message_id in self._last_runs
+                if last_run:
+                    self._last_runs.discard(execution.message_id or "")
+                    self._spent_keys.add(execution.message_id or "")
                 outcome = TaskOutcome(
                     duration=timedelta(seconds=time.perf_counter() - started),
                     result=result,
@@ -868,13 +884,13 @@ class Worker:
                     TASKS_FAILED.add(1, metric_labels)
                     span.record_exception(error)
                     span.set_status(Status(StatusCode.ERROR, str(error)))
-                    handler = resolution.failure_handler
+                    handler = resolution.failure_handler if not last_run else None
                     if handler is not None and await handler.handle_failure(execution, outcome):
                         self._count_successor(execution, TASKS_RETRIED, metric_labels)
                         return _Settlement(execution, "ack")
                 else:
                     TASKS_SUCCEEDED.add(1, metric_labels)
-                completion = resolution.completion_handler
+                completion = resolution.completion_handler if not last_run else None
                 if completion is not None and await completion.on_complete(execution, outcome):
                     self._count_successor(execution, TASKS_PERPETUATED, metric_labels)
                     return _Settlement(execution, "ack")

@@ -381,7 +381,7 @@ async def test_call_repr_shows_only_logged_arguments(docket: Docket) -> None:
     )
     assert (
         execution.call_repr()
-        == "sign_up('ada@example.com', ..., list[3], plan='pro', token=...){signup}"
+        == "sign_up('ada@example.com', ..., [len 3], plan='pro', token=...){signup}"
     )
 
 
@@ -395,7 +395,7 @@ async def test_worker_log_lines_show_only_logged_arguments(
     await worker.run_until_finished()
 
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("docket")]
-    expected = "sign_up('ada@example.com', ..., list[3], plan='pro', token=...){signup}"
+    expected = "sign_up('ada@example.com', ..., [len 3], plan='pro', token=...){signup}"
     assert any(line.startswith("↪") and expected in line for line in lines), lines
     assert any(line.startswith("✓") and expected in line for line in lines), lines
     for line in lines:
@@ -409,7 +409,7 @@ async def test_length_only_shows_dots_for_values_without_a_length(docket: Docket
     execution = await docket.add(count, key="n")(42)
     assert execution.call_repr() == "count(...){n}"
     execution = await docket.add(count, key="d")({"a": 1, "b": 2})
-    assert execution.call_repr() == "count(dict[2]){d}"
+    assert execution.call_repr() == "count({len 2}){d}"
 
 
 # --- single dependencies ---------------------------------------------------------------------

@@ -20,7 +20,7 @@ from docket.dependencies import (
     Timeout,
     current_execution,
     get_perpetual,
-    validate_dependencies,
+    validate_task,
     validate_worker_dependencies,
 )
 from docket.dependencies._retry import backoff_delay
@@ -86,7 +86,7 @@ def test_two_retries_are_rejected_naming_task_and_parameters() -> None:
     async def sync_everything(first: Retry = Retry(2), second: Retry = Retry(3)) -> None: ...
 
     with pytest.raises(ValueError) as caught:
-        validate_dependencies(sync_everything)
+        validate_task(sync_everything)
     message = str(caught.value)
     assert "Only one Retry dependency is allowed" in message
     assert "sync_everything" in message
@@ -99,7 +99,7 @@ def test_a_retry_and_an_exponential_retry_conflict() -> None:
     with pytest.raises(
         ValueError, match=r"Only one Retry .*'a' \(Retry\), .*'b' \(ExponentialRetry\)"
     ):
-        validate_dependencies(task)
+        validate_task(task)
 
 
 def test_two_timeouts_conflict_even_in_metadata() -> None:
@@ -109,14 +109,14 @@ def test_two_timeouts_conflict_even_in_metadata() -> None:
     ) -> None: ...
 
     with pytest.raises(ValueError, match="Only one Timeout dependency is allowed"):
-        validate_dependencies(task)
+        validate_task(task)
 
 
 def test_a_cron_and_a_perpetual_conflict() -> None:
     async def task(a: Perpetual = Perpetual(), b: Cron = Cron("@daily")) -> None: ...
 
     with pytest.raises(ValueError, match=r"Only one Perpetual .*'a'.*'b'"):
-        validate_dependencies(task)
+        validate_task(task)
 
 
 def test_a_perpetual_parameter_and_the_decorator_conflict() -> None:
@@ -135,14 +135,14 @@ def test_distinct_single_kinds_coexist() -> None:
         another: int = Depends(lambda: 2),
     ) -> None: ...
 
-    validate_dependencies(task)
+    validate_task(task)
 
 
 def test_two_value_sources_for_one_parameter_are_rejected() -> None:
     async def task(value: Annotated[int, Depends(int)] = Depends(float)) -> None: ...  # type: ignore[assignment]
 
     with pytest.raises(ValueError, match="more than one dependency for its value"):
-        validate_dependencies(task)
+        validate_task(task)
 
 
 def test_registration_validates() -> None:

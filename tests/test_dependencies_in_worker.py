@@ -29,7 +29,7 @@ from docket import (
     TaskLogger,
     Worker,
 )
-from docket.dependencies import FailedDependency, TaskLoggerAdapter
+from docket.dependencies import DependencyResolutionError, TaskLoggerAdapter
 
 # Every test gets conftest's ``docket`` on each backend in turn.
 pytestmark = pytest.mark.usefixtures("url")
@@ -218,11 +218,12 @@ async def test_a_failing_dependency_fails_the_run_naming_it(docket: Docket) -> N
     await run_all(docket)
 
     assert ran == []
-    with pytest.raises(FailedDependency) as caught:
+    with pytest.raises(DependencyResolutionError) as caught:
         await execution.get_result()
-    assert caught.value.parameter == "db"
+    assert caught.value.parameters == ("db",)
+    assert "Failed to resolve dependencies for parameter(s): db" in str(caught.value)
     assert "ConnectionError: database is down" in str(caught.value)
-    assert isinstance(caught.value.__cause__, ConnectionError)
+    assert isinstance(caught.value.exceptions[0], ConnectionError)
 
 
 async def test_a_run_whose_dependency_failed_is_retried(docket: Docket) -> None:
@@ -320,7 +321,7 @@ async def test_a_task_and_worker_retry_conflict(docket: Docket) -> None:
     execution = await docket.add(task)()
     await run_all(docket, dependencies={"retry": Retry(attempts=5)})
     assert ran == []
-    with pytest.raises(FailedDependency, match="Only one Retry"):
+    with pytest.raises(DependencyResolutionError, match="Only one Retry"):
         await execution.get_result()
 
 

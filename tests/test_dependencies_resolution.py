@@ -25,22 +25,21 @@ from docket.dependencies import (
     CurrentWorker,
     CycleError,
     Dependency,
+    DependencyResolutionError,
     Depends,
     ExponentialRetry,
-    FailedDependency,
     Perpetual,
     Retry,
     Shared,
-    SharedScope,
     TaskArgument,
     TaskKey,
     TaskLogger,
     TaskLoggerAdapter,
     Timeout,
+    WorkerShared,
     current_docket,
     current_execution,
     current_worker,
-    forget_plan,
     get_dependency_parameters,
     resolved_dependencies,
 )
@@ -54,7 +53,7 @@ class StubWorker:
     def __init__(self, dependencies: dict[str, Dependency[Any]] | None = None) -> None:
         self.name = "stub-worker"
         self.docket = StubDocket()
-        self.shared_scope = SharedScope()
+        self.shared = WorkerShared()
         self.dependencies = dependencies or {}
 
 
@@ -366,18 +365,17 @@ async def test_circular_dependencies_fail_with_a_clear_error() -> None:
 
     # Close the loop after both exist: chicken -> egg -> chicken.
     chicken.__defaults__ = (Depends(egg),)
-    forget_plan(chicken)
 
     async def task(value: str = Depends(chicken)) -> None: ...
 
-    with pytest.raises(FailedDependency) as caught:
+    with pytest.raises(DependencyResolutionError) as caught:
         async with resolve(task):
             pass
-    assert isinstance(caught.value.__cause__, CycleError)
+    assert isinstance(caught.value.exceptions[0], CycleError)
     message = str(caught.value)
     assert "Circular dependency" in message
     assert "Depends(" in message and "chicken" in message and "egg" in message
-    assert "'value'" in message
+    assert "parameter(s): value" in message
 
 
 # -- failures --------------------------------------------------------------------------
@@ -390,7 +388,7 @@ async def test_a_failing_dependency_names_the_parameter_and_the_error() -> None:
         events.append("open")
         try:
             yield "resource"
-        except FailedDependency:
+        except DependencyResolutionError:
             events.append("saw failure")
             raise
         finally:
@@ -411,18 +409,19 @@ async def test_a_failing_dependency_names_the_parameter_and_the_error() -> None:
     ) -> None: ...
 
     resolution = resolve(task)
-    with pytest.raises(FailedDependency) as caught:
+    with pytest.raises(DependencyResolutionError) as caught:
         async with resolution:
             raise AssertionError("the task must not run")
 
     error = caught.value
-    assert error.parameter == "database"
-    assert isinstance(error.__cause__, ConnectionError)
-    assert "'database'" in str(error)
+    assert error.parameters == ("database",)
+    assert len(error.exceptions) == 1
+    assert isinstance(error.exceptions[0], ConnectionError)
+    assert str(error).startswith("Failed to resolve dependencies for parameter(s): database")
     assert "ConnectionError: database is down" in str(error)
-    # What was opened is closed; what came after the failure was not made at all, except
-    # the failure handler, which stays available so the run can still be retried.
-    assert events == ["open", "saw failure", "close"]
+    # Every parameter is tried (so one error names every broken one), and what was
+    # opened is closed; the failure handler stays available so the run can be retried.
+    assert events == ["open", "never", "saw failure", "close"]
     assert isinstance(resolution.failure_handler, Retry)
     assert resolution.failure_handler.attempts == 3
     assert current_execution.get(None) is None
@@ -518,7 +517,7 @@ async def test_worker_and_task_single_dependencies_conflict() -> None:
     async def task(retry: Retry = Retry(attempts=2)) -> None: ...
 
     worker = StubWorker({"retry": ExponentialRetry(attempts=3)})
-    with pytest.raises(FailedDependency, match="Only one Retry dependency is allowed"):
+    with pytest.raises(DependencyResolutionError, match="Only one Retry dependency is allowed"):
         async with resolve(task, worker=worker):
             pass
 
@@ -573,7 +572,7 @@ async def test_a_missing_task_argument_fails_the_run() -> None:
 
     async def task(who: int = Depends(customer)) -> None: ...
 
-    with pytest.raises(FailedDependency, match="customer_id"):
+    with pytest.raises(DependencyResolutionError, match="customer_id"):
         async with resolve(task):
             pass
 
@@ -626,10 +625,10 @@ async def test_circular_call_arguments_fail() -> None:
 
     async def task(a: str = Depends(left), b: str = Depends(right)) -> None: ...
 
-    with pytest.raises(FailedDependency) as caught:
+    with pytest.raises(DependencyResolutionError) as caught:
         async with resolve(task):
             pass
-    assert isinstance(caught.value.__cause__, CycleError)
+    assert all(isinstance(error, CycleError) for error in caught.value.exceptions)
     assert "a -> b -> a" in str(caught.value)
 
 
@@ -702,7 +701,7 @@ async def test_shared_values_live_as_long_as_the_worker() -> None:
             assert resolved.arguments == {"p": "pool-1", "c": "client(pool-1)"}
     assert events == ["pool open", "client made"]
 
-    await worker.shared_scope.aclose()
+    await worker.shared.aclose()
     assert events == ["pool open", "client made", "pool closed"]
 
 
@@ -738,7 +737,7 @@ async def test_a_failed_shared_build_is_tried_again() -> None:
     async def task(value: str = Shared(flaky)) -> None: ...
 
     worker = StubWorker()
-    with pytest.raises(FailedDependency, match="not yet"):
+    with pytest.raises(DependencyResolutionError, match="not yet"):
         async with resolve(task, worker=worker):
             pass
     async with resolve(task, worker=worker) as resolved:
@@ -751,7 +750,7 @@ async def test_shared_factories_cannot_read_task_arguments() -> None:
 
     async def task(customer_id: int, value: int = Shared(per_customer)) -> None: ...
 
-    with pytest.raises(FailedDependency, match="Shared"):
+    with pytest.raises(DependencyResolutionError, match="Shared"):
         async with resolve(task, 1):
             pass
 

@@ -235,11 +235,15 @@ async def test_a_perpetuation_overridden_by_a_replace_is_superseded(
 ) -> None:
     async def chained(perpetual: Perpetual = Perpetual(every=timedelta(0))) -> None:
         # Someone reschedules the key while this run goes: their schedule wins.
-        await docket.replace(chained, when=datetime.now(UTC) + timedelta(hours=1), key="chain")()
+        await docket.replace(
+            chained, when=datetime.now(UTC) + timedelta(milliseconds=50), key="chain"
+        )()
 
     await docket.add(chained, key="chain")()
     async with fast_worker(docket) as worker:
-        await worker.run_at_most({"chain": 1})
+        # The second (last allowed) run schedules no successor, and the replace its body
+        # makes is withdrawn when it ends.
+        await worker.run_at_most({"chain": 2})
 
     assert readings.value("docket_tasks_superseded", task="chained") == 1
     assert readings.value("docket_tasks_perpetuated", task="chained") == 0

@@ -262,7 +262,7 @@ async def test_worker_level_rate_limit_limits_every_task(docket: Docket) -> None
     assert 1 <= runs.count("two") < 3
 
 
-@pytest.mark.parametrize("scope", ["", "a:b", "x}", "{other}", "*", "a b", "x" * 129])
+@pytest.mark.parametrize("scope", ["", "a{b", "x}", "{other}", "*", "a b", "x" * 257])
 def test_a_scope_cannot_leave_its_docket(scope: str) -> None:
     with pytest.raises(ValueError, match="scope"):
         RateLimit(1, per=timedelta(seconds=1), scope=scope)

@@ -613,7 +613,7 @@ async def test_arguments_are_never_logged_unless_logged(
     assert task in joined, "the run was not logged"
     if task == "quiet_task":
         assert SHOWN in joined, "a Logged argument should appear in the log"
-        assert "list[3]" in joined, "Logged(length_only=True) should show the length"
+        assert "[len 3]" in joined, "Logged(length_only=True) should show the length"
 
 
 # --- Redis passwords ------------------------------------------------------------------------

@@ -6,6 +6,8 @@ A task declares what it needs as parameter defaults (``retry: Retry = Retry(3)``
 
 from __future__ import annotations
 
+from uncalled_for import CycleError, Provider, get_annotation_dependencies
+
 from ._arguments import CallArgument, TaskArgument
 from ._base import (
     AdmissionBlocked,
@@ -24,25 +26,29 @@ from ._contextual import CurrentDocket, CurrentExecution, CurrentWorker, TaskKey
 from ._cooldown import Cooldown
 from ._cron import CRON_NICKNAMES, Cron, next_cron_time
 from ._debounce import Debounce
-from ._frames import CycleError
-from ._functional import DependencyFunction, Depends, Shared, SharedScope, _Depends
-from ._perpetual import Perpetual, get_perpetual
-from ._plans import _plans as _parameter_cache
-from ._plans import (
-    declared_dependencies,
-    forget_plan,
-    get_annotation_dependencies,
+from ._declarations import declared_dependencies
+from ._functional import (
+    DependencyFunction,
+    Depends,
+    Shared,
+    SharedContext,
+    _Depends,
+    _parameter_cache,
     get_dependency_parameters,
 )
+from ._perpetual import Perpetual, get_perpetual
 from ._progress import Progress
 from ._rate_limit import RateLimit
 from ._resolution import (
+    DependencyResolutionError,
     FailedDependency,
     ResolvedDependencies,
+    WorkerShared,
     get_single_dependency_of_type,
     get_single_dependency_parameter_of_type,
     resolved_dependencies,
     validate_dependencies,
+    validate_task,
     validate_worker_dependencies,
 )
 from ._retry import ExponentialRetry, ForcedRetry, Retry
@@ -65,6 +71,7 @@ __all__ = [
     "Debounce",
     "Dependency",
     "DependencyFunction",
+    "DependencyResolutionError",
     "Depends",
     "ExponentialRetry",
     "FailedDependency",
@@ -72,25 +79,26 @@ __all__ = [
     "ForcedRetry",
     "Perpetual",
     "Progress",
+    "Provider",
     "RateLimit",
     "ResolvedDependencies",
     "Retry",
     "Runtime",
     "Shared",
-    "SharedScope",
+    "SharedContext",
     "TaskArgument",
     "TaskKey",
     "TaskLogger",
     "TaskLoggerAdapter",
     "TaskOutcome",
     "Timeout",
+    "WorkerShared",
     "_Depends",
     "_parameter_cache",
     "current_docket",
     "current_execution",
     "current_worker",
     "declared_dependencies",
-    "forget_plan",
     "format_duration",
     "get_annotation_dependencies",
     "get_dependency_parameters",
@@ -100,5 +108,6 @@ __all__ = [
     "next_cron_time",
     "resolved_dependencies",
     "validate_dependencies",
+    "validate_task",
     "validate_worker_dependencies",
 ]

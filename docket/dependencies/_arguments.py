@@ -8,87 +8,41 @@ serve was called with::
     async def greet(customer_id: int, who: Customer = Depends(customer)) -> None: ...
 
 Without a name they read the task parameter named like the parameter they are
-declared on. ``TaskArgument`` sees only what the caller passed; ``CallArgument`` also
-sees what the task's other dependencies produce and plain signature defaults.
+declared on. ``CallArgument`` is uncalled-for's: it also sees what the task's other
+dependencies produce and plain signature defaults. ``TaskArgument`` sees only what the
+caller passed.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Hashable
-from typing import Any, Self, cast
+from typing import Any, cast
 
-from ._base import Dependency
-from ._frames import current_frame
+from uncalled_for import CallArgument, current_frame
+from uncalled_for.frames import _CallArgument
+
+__all__ = ["CallArgument", "TaskArgument"]
 
 
-class _ArgumentReference(Dependency[Any]):
-    """A reference to one parameter of the task being run."""
-
-    def __init__(
-        self,
-        parameter: str | None = None,
-        optional: bool = False,
-        default: Any = inspect.Parameter.empty,
-    ) -> None:
-        if optional and default is not inspect.Parameter.empty:
-            raise TypeError(f"{type(self).__name__} takes optional or default, not both")
-        self.parameter = parameter
-        self.optional = optional
-        self.default = default
-
-    def for_parameter(self, name: str) -> Self:
-        if self.parameter is not None:
-            return self
-        return type(self)(name, self.optional, self.default)
-
-    def reference_key(self, name: str) -> Hashable:
-        """Equal for references that always read the same value (for caching)."""
-        default = self.default
-        try:
-            hash(default)
-        except TypeError:
-            default = ("id", id(default))
-        return (type(self), self.parameter or name, self.optional, default)
-
-    def _name(self) -> str:
+class _TaskArgument(_CallArgument):
+    async def __aenter__(self) -> Any:
         if self.parameter is None:
             raise RuntimeError(
-                f"A bare {type(self).__name__}() must be declared as a parameter default "
-                "(or given the parameter's name) so it knows which argument to read"
+                "A bare TaskArgument() must be declared as a parameter default (or given "
+                "the parameter's name) so it knows which argument to read"
             )
-        return self.parameter
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.parameter!r})"
-
-
-class _TaskArgument(_ArgumentReference):
-    async def __aenter__(self) -> Any:
-        name = self._name()
-        frame = current_frame("TaskArgument")
+        frame = current_frame()
         try:
-            return await frame.resolve(name, supplied_only=True)
+            return await frame.resolve(self.parameter, provided_only=True)
         except LookupError:
             if self.optional:
                 return None
             raise KeyError(
-                f"task {frame.plan.name!r} was not called with an argument {name!r}"
+                f"task {frame.function.__name__!r} was not called with an argument "
+                f"{self.parameter!r}"
             ) from None
 
-
-class _CallArgument(_ArgumentReference):
-    async def __aenter__(self) -> Any:
-        name = self._name()
-        frame = current_frame("CallArgument")
-        try:
-            return await frame.resolve(name)
-        except LookupError:
-            if self.optional:
-                return None
-            if self.default is not inspect.Parameter.empty:
-                return self.default
-            raise
+    def __repr__(self) -> str:
+        return f"TaskArgument({self.parameter!r})"
 
 
 def TaskArgument(parameter: str | None = None, optional: bool = False) -> Any:
@@ -99,20 +53,3 @@ def TaskArgument(parameter: str | None = None, optional: bool = False) -> Any:
     one gives None instead of failing the run.
     """
     return cast(Any, _TaskArgument(parameter, optional))
-
-
-def CallArgument(
-    parameter: str | None = None,
-    optional: bool = False,
-    *,
-    default: Any = inspect.Parameter.empty,
-) -> Any:
-    """The value the task receives for ``parameter`` on this run.
-
-    Like ``TaskArgument``, but a parameter the caller did not pass is still found:
-    resolved from its own dependency (once per run, shared with the task) or taken from
-    its plain default. ``optional=True`` gives None when there is no value at all and
-    ``default=`` gives that instead. A chain of references that loops back raises
-    ``CycleError``, which ``optional`` does not hide.
-    """
-    return cast(Any, _CallArgument(parameter, optional, default))

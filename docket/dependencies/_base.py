@@ -13,8 +13,10 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from uncalled_for import Dependency as Dependency
+from uncalled_for import Provider as Provider
 
 if TYPE_CHECKING:
     from ..docket import Docket
@@ -28,51 +30,16 @@ current_worker: ContextVar[Worker] = ContextVar("current_worker")
 current_execution: ContextVar[Execution] = ContextVar("current_execution")
 
 
-class Dependency(abc.ABC, Generic[T]):
-    """Something the worker provides to a task parameter for the length of one run.
-
-    ``single = True`` means a task may declare at most one dependency of this class (or
-    of any subclass sharing a ``single`` base); registration rejects a second one.
-    """
-
-    single: ClassVar[bool] = False
-
-    # Kept on the class too: code written against the released docket reads
-    # ``Dependency.execution.get()`` and friends.
-    execution: ClassVar[ContextVar[Execution]] = current_execution
-    docket: ClassVar[ContextVar[Docket]] = current_docket
-    worker: ClassVar[ContextVar[Worker]] = current_worker
-
-    def for_parameter(self, name: str) -> Dependency[T]:
-        """The dependency to resolve for the parameter called ``name``.
-
-        Called once per declaration, when the task's plan is built. Dependencies that
-        default to the name of the parameter they are declared on (``TaskArgument()``)
-        return a copy bound to it; the rest return themselves.
-        """
-        return self
-
-    def bind_to_parameter(self, name: str, value: Any) -> Dependency[T]:
-        """A copy of this dependency bound to one argument of one run.
-
-        A dependency that overrides this is an *argument guard* when it appears as
-        ``Annotated[T, dep]`` metadata: the caller still supplies the parameter, and
-        the guard is entered with the argument's name and value (``ConcurrencyLimit``
-        keyed by a customer id, say). One that does not override it supplies the
-        parameter's value from the metadata, exactly as it would as a default.
-        """
-        return self
-
-    @abc.abstractmethod
-    async def __aenter__(self) -> T: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> bool | None:
-        return None
+# The engine is uncalled-for's, shared with the released docket and its ecosystem: a
+# FastMCP injectable (a subclass of ``uncalled_for.Dependency``) resolves in our tasks
+# exactly as ours do. ``single``, ``for_parameter`` and ``bind_to_parameter`` are its
+# extension points; a ``Provider`` also supplies a value from ``Annotated`` metadata.
+#
+# Code written against the released docket reads ``Dependency.execution.get()`` and
+# friends, so the context variables are kept on the class too.
+Dependency.execution = current_execution  # type: ignore[attr-defined]
+Dependency.docket = current_docket  # type: ignore[attr-defined]
+Dependency.worker = current_worker  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -110,7 +77,7 @@ class AdmissionBlocked(Exception):
         super().__init__(f"Task {execution.key} blocked by {reason}")
 
 
-class Runtime(Dependency[T]):
+class Runtime(Provider[T]):
     """Controls how the task function is called (one per task); ``Timeout`` is one."""
 
     single = True
@@ -125,7 +92,7 @@ class Runtime(Dependency[T]):
     ) -> Any: ...
 
 
-class FailureHandler(Dependency[T]):
+class FailureHandler(Provider[T]):
     """Decides what happens when a run raises (one per task); ``Retry`` is one.
 
     ``handle_failure`` returns True when it took responsibility (scheduled a retry), so
@@ -138,7 +105,7 @@ class FailureHandler(Dependency[T]):
     async def handle_failure(self, execution: Execution, outcome: TaskOutcome) -> bool: ...
 
 
-class CompletionHandler(Dependency[T]):
+class CompletionHandler(Provider[T]):
     """Decides what happens once a run is truly over (one per task); ``Perpetual`` is one.
 
     ``on_complete`` returns True when it took responsibility (scheduled the next run).

@@ -11,6 +11,7 @@ of a worker that died is freed by the next sweep once its lease runs out.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, overload
 from redis.exceptions import RedisError
 
 from ._base import AdmissionBlocked, Dependency, current_docket, current_execution, current_worker
+from ._windows import scope_within, validate_scope
 
 if TYPE_CHECKING:
     from ..docket import Docket
@@ -106,13 +108,23 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
             max_concurrent, argument_name = argument_name, None
         if max_concurrent < 1:
             raise ValueError(f"ConcurrencyLimit needs max_concurrent >= 1, got {max_concurrent}")
-        if scope is not None and (not scope or any(c in scope for c in "{}*?[] \n")):
-            raise ValueError(f"Invalid ConcurrencyLimit scope {scope!r}")
+        validate_scope(scope)
         self.argument_name = argument_name if isinstance(argument_name, str) else None
         self.max_concurrent = max_concurrent
         self.scope = scope
         self._value: Any = None
         self._bound = False
+        self._concurrency_key: str | None = None
+
+    @property
+    def concurrency_key(self) -> str:
+        """The Redis key of the slots this run holds (only on the value a run receives)."""
+        if self._concurrency_key is None:
+            raise RuntimeError(
+                "ConcurrencyLimit not initialized - use within task context: only the "
+                "value injected into a running task knows its concurrency key"
+            )
+        return self._concurrency_key
 
     def __repr__(self) -> str:
         return f"ConcurrencyLimit({self.argument_name!r}, max_concurrent={self.max_concurrent}" + (
@@ -121,12 +133,17 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
 
     def bind_to_parameter(self, name: str, value: Any) -> ConcurrencyLimit:
         bound = ConcurrencyLimit(self.argument_name or name, self.max_concurrent, self.scope)
-        bound._value = value
-        bound._bound = True
+        # Limited by the annotated parameter's own value, unless the declaration names
+        # another argument (``Annotated[int, ConcurrencyLimit("tenant", 2)]``): that
+        # one's value is read from the run like a parameter-default limit's.
+        if self.argument_name in (None, name):
+            bound._value = value
+            bound._bound = True
         return bound
 
     def _limit_key(self, docket: Docket, execution: Execution) -> str:
-        base = f"{docket.prefix}:concurrency:{self.scope or ''}"
+        scope = scope_within(docket, self.scope) if self.scope else ""
+        base = f"{docket.prefix}:concurrency:{scope}"
         if self.argument_name is None:
             return f"{base}:task:{execution.function_name}"
         if self._bound:
@@ -173,7 +190,11 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
         if int(outcome) == 1:
             _held.set((holders, execution.key))
             _slots_by_worker.setdefault(worker, {})[execution.key] = holders
-            return self
+            # The value injected for this run knows the slot it holds; the declaration,
+            # shared by every run, stays as declared.
+            held = copy.copy(self)
+            held._concurrency_key = holders
+            return held
         if int(outcome) == 0:
             logger.debug("⏳ %s parked: all %d slots taken", execution.key, self.max_concurrent)
         raise ConcurrencyBlocked(execution, holders, self.max_concurrent)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
-from ._base import Dependency, current_docket, current_execution, current_worker
+from ._base import Provider, current_docket, current_execution, current_worker
 
 if TYPE_CHECKING:
     from ..docket import Docket
@@ -12,22 +12,22 @@ if TYPE_CHECKING:
     from ..worker import Worker
 
 
-class _CurrentDocket(Dependency["Docket"]):
+class _CurrentDocket(Provider["Docket"]):
     async def __aenter__(self) -> Docket:
         return current_docket.get()
 
 
-class _CurrentWorker(Dependency["Worker"]):
+class _CurrentWorker(Provider["Worker"]):
     async def __aenter__(self) -> Worker:
         return current_worker.get()
 
 
-class _CurrentExecution(Dependency["Execution"]):
+class _CurrentExecution(Provider["Execution"]):
     async def __aenter__(self) -> Execution:
         return current_execution.get()
 
 
-class _TaskKey(Dependency[str]):
+class _TaskKey(Provider[str]):
     async def __aenter__(self) -> str:
         return current_execution.get().key
 

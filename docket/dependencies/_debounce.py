@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 from ._base import AdmissionBlocked, Dependency, current_docket, current_execution
 from ._windows import describe, milliseconds, validate_scope, window_key
@@ -44,7 +44,7 @@ class Debounce(Dependency["Debounce"]):
     ``scope`` names a separate set of bursts inside the docket.
     """
 
-    single: ClassVar[bool] = True
+    single = True
 
     def __init__(self, settle: timedelta, *, scope: str | None = None) -> None:
         self.settle = settle

@@ -1,14 +1,15 @@
 """Dependencies made from functions: ``Depends`` (per run) and ``Shared`` (per worker).
 
-The function may return a value, a coroutine, a (sync or async) context manager, be a
-(sync or async) generator function, or return another ``Dependency``; context managers
-and generators stay open for the run (or, for ``Shared``, for the worker's life) and
-are closed in reverse order, with the task's exception thrown into them.
+Both are uncalled-for's, so one cache serves docket's declarations and those of any
+library on the same engine (FastMCP's among them). Docket's own forms accept a little
+more than the engine does, as docket always has: the function may be a plain (sync or
+async) generator function, set up before the task and closed after it with the task's
+exception thrown in at the ``yield``, or it may return another ``Dependency``
+(``Depends(TaskLogger)``), which is then resolved in its place.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import (
     AsyncGenerator,
@@ -27,127 +28,138 @@ from contextlib import (
     contextmanager,
 )
 from contextvars import ContextVar
-from types import TracebackType
 from typing import Any, cast, overload
 
-from ._arguments import _ArgumentReference
-from ._base import Dependency, current_worker
-from ._frames import CycleError, ResolutionScope, current_scope, reset_scope, set_scope
-from ._plans import function_name, get_plan
+from uncalled_for import CycleError, DependencyFactory, Frame, SharedContext
+from uncalled_for.frames import _current_frame
+from uncalled_for.functional import _Depends as _EngineDepends
+from uncalled_for.introspection import _parameter_cache, get_dependency_parameters
+from uncalled_for.shared import _Shared as _EngineShared
 
-type DependencyFunction[R] = Callable[
-    ..., R | Awaitable[R] | AbstractContextManager[R] | AbstractAsyncContextManager[R]
+from ._base import Dependency
+
+__all__ = [
+    "DependencyFunction",
+    "Depends",
+    "Shared",
+    "SharedContext",
+    "_Depends",
+    "_Shared",
+    "_parameter_cache",
+    "get_dependency_parameters",
 ]
 
+type DependencyFunction[R] = DependencyFactory[R]
 
-class _Failed:
-    """A cached failure, so a second reference to a broken dependency fails alike."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
+# The ``Depends`` being built in this task, outermost first: (cache key, label).
+_building: ContextVar[tuple[tuple[Hashable, str], ...]] = ContextVar(
+    "docket_building_depends", default=()
+)
 
 
-async def _produce(scope: ResolutionScope, raw: Any) -> Any:
-    """Turn what a dependency function returned into the value to inject."""
+async def _produce(stack: AsyncExitStack, raw: Any) -> Any:
+    """What a dependency function returned, turned into the value to inject."""
     if inspect.isasyncgen(raw):
         generator = cast(AsyncGenerator[Any, None], raw)
-        return await scope.stack.enter_async_context(asynccontextmanager(lambda: generator)())
+        return await stack.enter_async_context(asynccontextmanager(lambda: generator)())
     if inspect.isgenerator(raw):
         sync_generator = cast(Generator[Any, None, None], raw)
-        return scope.stack.enter_context(contextmanager(lambda: sync_generator)())
+        return stack.enter_context(contextmanager(lambda: sync_generator)())
     if isinstance(raw, Dependency):
-        # ``Depends(TaskLogger)``: the function builds a dependency, which is resolved.
-        return await scope.enter(raw)
+        return await stack.enter_async_context(raw)
     if isinstance(raw, AbstractAsyncContextManager):
-        return await scope.stack.enter_async_context(cast(AbstractAsyncContextManager[Any], raw))
+        return await stack.enter_async_context(cast(AbstractAsyncContextManager[Any], raw))
     if isinstance(raw, AbstractContextManager):
-        return scope.stack.enter_context(cast(AbstractContextManager[Any], raw))
+        return stack.enter_context(cast(AbstractContextManager[Any], raw))
     if inspect.isawaitable(raw):
         return await raw
     return raw
 
 
-async def _call_arguments(
-    scope: ResolutionScope, function: Callable[..., Any], bindings: dict[str, Any]
-) -> dict[str, Any]:
-    """The keyword arguments a dependency function is called with."""
-    arguments: dict[str, Any] = {}
-    for declared in get_plan(function).suppliers:
-        name = cast(str, declared.parameter)
-        if name not in bindings:
-            arguments[name] = await scope.enter(declared.dependency)
-    for name, value in bindings.items():
-        if isinstance(value, Dependency):
-            arguments[name] = await scope.enter(value)
-        else:
-            arguments[name] = value
-    return arguments
+def _name(function: Callable[..., Any]) -> str:
+    name = getattr(function, "__qualname__", None) or getattr(function, "__name__", None)
+    return name if isinstance(name, str) else repr(function)
 
 
-def _binding_key(name: str, value: Any) -> Hashable:
-    if isinstance(value, _ArgumentReference):
-        return value.reference_key(name)
-    if isinstance(value, _Depends):
-        return value.cache_key
-    if isinstance(value, Dependency):
-        # Custom dependencies may do different work on each entry even when equal.
-        return ("id", id(value))
-    try:
-        hash(value)
-    except TypeError:
-        return ("id", id(value))
-    # 1, 1.0 and True are equal but a function may treat them differently.
-    return ("value", type(value), value)
-
-
-class _Depends[R](Dependency[R]):
+class _Depends[R](_EngineDepends[R]):
     """A per-run dependency on a function; one value per run for equal declarations."""
 
-    def __init__(self, factory: DependencyFunction[R], **bindings: Any) -> None:
+    def __init__(self, factory: DependencyFactory[R], **bindings: Any) -> None:
         if not callable(factory):
             raise TypeError(f"Depends() needs a callable, got {factory!r}")
-        self.factory = factory
-        self.bindings = bindings
-        self._bound: dict[str, Any] = {
-            name: value.for_parameter(name) if isinstance(value, Dependency) else value
-            for name, value in bindings.items()
-        }
-        self.cache_key: Hashable = (
-            (factory, tuple(sorted((n, _binding_key(n, v)) for n, v in bindings.items())))
-            if bindings
-            else factory
-        )
+        super().__init__(factory, **bindings)
 
     def __repr__(self) -> str:
         bound = "".join(f", {name}={value!r}" for name, value in self.bindings.items())
-        return f"Depends({function_name(self.factory)}{bound})"
+        return f"Depends({_name(self.factory)}{bound})"
 
     async def __aenter__(self) -> R:
-        scope = current_scope()
-        key = self.cache_key
-        if key in scope.cache:
-            cached = scope.cache[key]
-            if isinstance(cached, _Failed):
-                raise cached.error
-            return cast(R, cached)
-
-        if any(building == key for building, _ in scope.building):
-            chain = " -> ".join([*(name for _, name in scope.building), repr(self)])
+        # The engine would recurse until the stack runs out on a loop of functions that
+        # depend on each other; name the loop instead.
+        key = self._cache_key()
+        building = _building.get()
+        if any(entry == key for entry, _ in building):
+            chain = " -> ".join([*(label for _, label in building), repr(self)])
             raise CycleError(f"Circular dependency: {chain}")
-
-        scope.building.append((key, repr(self)))
+        token = _building.set((*building, (key, repr(self))))
         try:
-            arguments = await _call_arguments(scope, self.factory, self._bound)
-            value = await _produce(scope, self.factory(**arguments))
-        except Exception as error:
-            scope.cache[key] = _Failed(error)
-            raise
+            return await super().__aenter__()
         finally:
-            scope.building.pop()
-        scope.cache[key] = value
-        return cast(R, value)
+            _building.reset(token)
+
+    async def _resolve_factory_value(self, stack: AsyncExitStack, raw_value: Any) -> R:
+        return cast(R, await _produce(stack, raw_value))
+
+
+class _Shared[R](_EngineShared[R]):
+    """A dependency on a function whose value is made once per worker."""
+
+    def __init__(self, factory: DependencyFactory[R]) -> None:
+        if not callable(factory):
+            raise TypeError(f"Shared() needs a callable, got {factory!r}")
+        super().__init__(factory)
+
+    def __repr__(self) -> str:
+        return f"Shared({_name(self.factory)})"
+
+    async def __aenter__(self) -> R:
+        try:
+            SharedContext.resolved.get()
+        except LookupError:
+            raise RuntimeError(
+                f"{self!r} is made once per worker, and there is no worker here: it "
+                "resolves only in a task a Worker runs (or inside a SharedContext)"
+            ) from None
+        return await super().__aenter__()
+
+    async def _resolve_parameters(self) -> dict[str, Any]:
+        # A shared value outlives the run that built it, so what it is made from must
+        # not come from that run's arguments: refuse, rather than serve every later run
+        # the first one's.
+        token = _current_frame.set(_NO_RUN)
+        try:
+            return await super()._resolve_parameters()
+        finally:
+            _current_frame.reset(token)
+
+    async def _resolve_factory_value(self, stack: AsyncExitStack, raw_value: Any) -> R:
+        return cast(R, await _produce(stack, raw_value))
+
+
+class _NoRunFrame(Frame):
+    """The frame a ``Shared`` factory's own dependencies see: no run's arguments."""
+
+    def __init__(self) -> None:
+        super().__init__(_NoRunFrame, {}, {})
+
+    async def resolve(self, name: str, *, provided_only: bool = False) -> Any:
+        raise RuntimeError(
+            f"A Shared dependency cannot read the task argument {name!r}: its value "
+            "outlives the run that built it, so it cannot depend on one run's arguments"
+        )
+
+
+_NO_RUN = _NoRunFrame()
 
 
 @overload
@@ -180,94 +192,6 @@ def Depends(dependency: Callable[..., Any], **bindings: Any) -> Any:
     return _Depends(dependency, **bindings)
 
 
-class SharedScope:
-    """The values of ``Shared`` dependencies for one worker, and their cleanup.
-
-    The worker makes one when it starts (``worker.shared_scope``) and closes it with
-    ``aclose()`` when it exits, which closes the values in reverse order of creation.
-    """
-
-    def __init__(self) -> None:
-        self.values: dict[Any, Any] = {}
-        self.stack = AsyncExitStack()
-        self.lock = asyncio.Lock()
-
-    async def aclose(self) -> None:
-        try:
-            await self.stack.aclose()
-        finally:
-            self.values.clear()
-
-    async def __aenter__(self) -> SharedScope:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-# The Shared factories being built in this task, outermost first. The outermost build
-# holds the scope's lock; builds nested inside it must not wait for it again.
-_building_shared: ContextVar[tuple[Any, ...]] = ContextVar("docket_building_shared", default=())
-
-
-class _Shared[R](Dependency[R]):
-    """A dependency on a function whose value is made once per worker."""
-
-    def __init__(self, factory: DependencyFunction[R]) -> None:
-        if not callable(factory):
-            raise TypeError(f"Shared() needs a callable, got {factory!r}")
-        self.factory = factory
-
-    def __repr__(self) -> str:
-        return f"Shared({function_name(self.factory)})"
-
-    async def __aenter__(self) -> R:
-        worker = current_worker.get(None)
-        shared: SharedScope | None = getattr(worker, "shared_scope", None)
-        if shared is None:
-            raise RuntimeError(f"{self!r} needs a running worker (one with a shared_scope)")
-
-        factory = self.factory
-        if factory in shared.values:
-            return cast(R, shared.values[factory])
-
-        building = _building_shared.get()
-        if factory in building:
-            chain = " -> ".join([*(f"Shared({function_name(f)})" for f in building), repr(self)])
-            raise CycleError(f"Circular dependency: {chain}")
-        if building:
-            return await self._build(shared, building)
-        async with shared.lock:
-            if factory in shared.values:
-                return cast(R, shared.values[factory])
-            return await self._build(shared, building)
-
-    async def _build(self, shared: SharedScope, building: tuple[Any, ...]) -> R:
-        # Built on a stack of its own, so a failure unwinds only what this build made;
-        # on success that stack joins the worker's and closes with it.
-        stack = AsyncExitStack()
-        scope = ResolutionScope(stack, frame=None)
-        building_token = _building_shared.set((*building, self.factory))
-        scope_token = set_scope(scope)
-        try:
-            arguments = await _call_arguments(scope, self.factory, {})
-            value = await _produce(scope, self.factory(**arguments))
-        except BaseException:
-            await stack.aclose()
-            raise
-        finally:
-            reset_scope(scope_token)
-            _building_shared.reset(building_token)
-        shared.stack.push_async_exit(stack)
-        shared.values[self.factory] = value
-        return cast(R, value)
-
-
 @overload
 def Shared[R](factory: Callable[..., AbstractAsyncContextManager[R]]) -> R: ...
 @overload
@@ -284,8 +208,8 @@ def Shared(factory: Callable[..., Any]) -> Any:
     """The value of ``factory(...)``, made once per worker and given to every run.
 
     Made on first use (concurrent first uses wait for one build) and cleaned up when
-    the worker exits. The same function anywhere means the same value. ``factory`` may
-    take the same forms as for ``Depends`` and may declare dependencies of its own, but
-    none that read one run's arguments.
+    the worker exits. The same function anywhere means the same value, uncalled-for's
+    ``Shared`` included. ``factory`` may take the same forms as for ``Depends`` and may
+    declare dependencies of its own, but none that read one run's arguments.
     """
     return _Shared(factory)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Self
 
 from ._base import CompletionHandler, TaskOutcome, current_execution, format_duration
-from ._plans import PERPETUAL_ATTRIBUTE, forget_plan, function_name, get_plan
+from ._declarations import PERPETUAL_ATTRIBUTE, declarations, function_name
 
 if TYPE_CHECKING:
     from ..execution import Execution
@@ -87,11 +87,10 @@ class Perpetual(CompletionHandler["Perpetual"]):
                 raise TypeError(
                     f"@{type(self).__name__} cannot mark {function_name(target)}: {error}"
                 ) from error
-            forget_plan(target)
 
-        from ._resolution import validate_dependencies
+        from ._resolution import validate_task
 
-        validate_dependencies(targets[-1])
+        validate_task(targets[-1])
         return function
 
     @property
@@ -165,7 +164,7 @@ def get_perpetual(function: Callable[..., Any]) -> Perpetual | None:
     Looks at parameter defaults, ``Annotated`` metadata and the decorator, so the
     worker can keep ``automatic=True`` tasks scheduled.
     """
-    for declared in get_plan(function).all_declared():
+    for declared in declarations(function):
         if isinstance(declared.dependency, Perpetual):
             return declared.dependency
     return None

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._base import Dependency, current_execution
+from ._base import Provider, current_execution
 
 if TYPE_CHECKING:
     from ..execution import ExecutionProgress
 
 
-class Progress(Dependency["Progress"]):
+class Progress(Provider["Progress"]):
     """The running task's progress: ``current`` of ``total`` plus a ``message``.
 
     async def import_rows(rows: list[Row], progress: Progress = Progress()) -> None:

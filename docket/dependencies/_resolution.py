@@ -11,18 +11,37 @@ The worker wraps each run in ``resolved_dependencies``::
         ...resolution.failure_handler, resolution.completion_handler...
 
 The resolution is its own result (``resolved is resolution``), so its handlers are at
-hand even when entering failed with ``FailedDependency``: a ``Retry`` then retries a
-run whose dependency broke, as it retries one whose body did.
+hand even when entering failed with ``DependencyResolutionError``: a ``Retry`` then
+retries a run whose dependency broke, as it retries one whose body did.
+
+The engine is uncalled-for's: a run sets its per-call cache, exit stack and frame (the
+task's arguments by name) and the worker's ``Shared`` values, then enters what the
+task declares. Anything built on ``uncalled_for.Dependency`` resolves here, docket's
+own and third parties' alike.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from contextvars import Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
+
+from uncalled_for import (
+    FailedDependency,
+    Frame,
+    SharedContext,
+    get_annotation_dependencies,
+    get_dependency_parameters,
+    get_signature,
+    validate_dependencies,
+)
+from uncalled_for.frames import _current_frame
+from uncalled_for.functional import _Depends as _EngineDepends
 
 from ._base import (
     AdmissionBlocked,
@@ -34,34 +53,105 @@ from ._base import (
     current_execution,
     current_worker,
 )
-from ._frames import Frame, ResolutionScope, reset_scope, set_scope
-from ._plans import Declared, Plan, function_name, get_plan
+from ._declarations import HANDLER_KINDS, declarations, decorator_of, function_name
 
 if TYPE_CHECKING:
     from ..docket import Docket
     from ..execution import Execution
     from ..worker import Worker
 
+__all__ = [
+    "DependencyResolutionError",
+    "FailedDependency",
+    "ResolvedDependencies",
+    "WorkerShared",
+    "get_single_dependency_of_type",
+    "get_single_dependency_parameter_of_type",
+    "resolved_dependencies",
+    "run_stack",
+    "validate_dependencies",
+    "validate_task",
+    "validate_worker_dependencies",
+]
 
-class FailedDependency(Exception):
-    """A run could not start because one of its dependencies raised.
 
-    ``parameter`` names the dependency (a task parameter or a worker dependency),
-    ``error`` is what it raised (also the ``__cause__``).
+class DependencyResolutionError(ExceptionGroup):  # type: ignore[type-arg]
+    """A run could not start because dependencies raised; one sub-exception each.
+
+    The message starts as the released docket's does (``Failed to resolve dependencies
+    for parameter(s): a, b``) and goes on with the task and each error. ``parameters``
+    names the failed parameters (or worker dependencies), in the order of
+    ``exceptions``.
     """
 
-    def __init__(self, parameter: str, error: BaseException, task: str | None = None) -> None:
-        self.parameter = parameter
-        self.error = error
-        self.task = task
-        where = f" of task {task!r}" if task else ""
-        detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        super().__init__(f"Failed to resolve dependency {parameter!r}{where}: {detail}")
-        self.__cause__ = error
+    parameters: tuple[str, ...] = ()
+    task: str | None = None
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Stored as a run's result: rebuild from the parts, which keeps the cause.
-        return (type(self), (self.parameter, self.error, self.task))
+
+def _resolution_error(
+    failures: Sequence[tuple[str, Exception]], task: str | None
+) -> DependencyResolutionError:
+    names = ", ".join(name for name, _ in failures)
+    details = "; ".join(
+        f"{name}: {type(error).__name__}: {error}"
+        if str(error)
+        else f"{name}: {type(error).__name__}"
+        for name, error in failures
+    )
+    where = f" of task {task!r}" if task else ""
+    error = DependencyResolutionError(
+        f"Failed to resolve dependencies for parameter(s): {names}{where} ({details})",
+        [failure for _, failure in failures],
+    )
+    error.parameters = tuple(name for name, _ in failures)
+    error.task = task
+    return error
+
+
+class WorkerShared:
+    """One worker's ``Shared`` values: the state of an uncalled-for ``SharedContext``.
+
+    Kept by the worker rather than in the context of whichever task entered it, so
+    every run sees the same values however the worker's tasks were started. Closed
+    (in reverse order of creation) when the worker exits.
+    """
+
+    def __init__(self) -> None:
+        self.resolved: dict[Any, Any] = {}
+        self.lock = asyncio.Lock()
+        self.stack = AsyncExitStack()
+
+    def activate(self) -> tuple[Token[Any], Token[Any], Token[Any]]:
+        return (
+            SharedContext.resolved.set(self.resolved),
+            SharedContext.lock.set(self.lock),
+            SharedContext.stack.set(self.stack),
+        )
+
+    @staticmethod
+    def deactivate(tokens: tuple[Token[Any], Token[Any], Token[Any]]) -> None:
+        resolved, lock, stack = tokens
+        SharedContext.stack.reset(stack)
+        SharedContext.lock.reset(lock)
+        SharedContext.resolved.reset(resolved)
+
+    async def aclose(self) -> None:
+        try:
+            await self.stack.aclose()
+        finally:
+            self.resolved.clear()
+            self.stack = AsyncExitStack()
+
+
+def run_stack() -> AsyncExitStack:
+    """The exit stack of the run whose dependencies are being entered."""
+    try:
+        return _EngineDepends.stack.get()
+    except LookupError:
+        raise RuntimeError(
+            "Dependencies resolve only while a worker runs a task; this one was entered "
+            "outside of a run"
+        ) from None
 
 
 # -- declarations -------------------------------------------------------------------
@@ -109,30 +199,31 @@ def _describe(found: list[tuple[str, Dependency[Any]]]) -> str:
     return ", ".join(f"{label} ({type(dependency).__name__})" for label, dependency in found)
 
 
-def validate_dependencies(function: Callable[..., Any]) -> None:
+def validate_task(function: Callable[..., Any]) -> None:
     """Raise ``ValueError`` when ``function`` declares dependencies that cannot coexist.
 
-    A ``single`` dependency (Retry, Timeout, Perpetual, a custom Runtime...) may appear
-    once per task, counting subclasses of one ``single`` base together: a Retry and an
-    ExponentialRetry conflict, and so do a Perpetual parameter and ``@Perpetual``.
+    uncalled-for's ``validate_dependencies`` first (a ``single`` dependency such as
+    Retry, Timeout or Perpetual appears once per task, counting subclasses of one
+    ``single`` base together), then docket's ``@Perpetual`` decorator against the
+    rest. Declarations the engine cannot read (two dependencies for one parameter, say)
+    are a ``ValueError`` too, naming the task.
     """
     try:
-        plan = get_plan(function)
-    except ValueError:
-        raise
+        found = declarations(function)
     except Exception as error:
         raise ValueError(
             f"Cannot read the dependencies of task {function_name(function)!r}: {error}"
         ) from error
-    conflict = _single_conflict(
-        [(declared.label, declared.dependency) for declared in plan.all_declared()]
-    )
+    # Our own check first, for a message that names the task and the parameters; the
+    # engine's own check then covers whatever else it may come to enforce.
+    conflict = _single_conflict([(declared.label, declared.dependency) for declared in found])
     if conflict is not None:
-        base, found = conflict
+        base, clashing = conflict
         raise ValueError(
-            f"Only one {base.__name__} dependency is allowed, but task {plan.name!r} "
-            f"declares {len(found)}: {_describe(found)}"
+            f"Only one {base.__name__} dependency is allowed, but found: "
+            f"{_describe(clashing)} (in task {function_name(function)!r})"
         )
+    validate_dependencies(function)
 
 
 def validate_worker_dependencies(
@@ -161,7 +252,7 @@ def validate_worker_dependencies(
                 f"Worker dependency {label} must be a Dependency such as Depends(fn) or "
                 f"Retry(...), got {type(dependency).__name__}"
             )
-        validated[given if given is not None else f"__worker_dependency_{index}__"] = dependency
+        validated[given if given is not None else f"__worker_dep_{index}__"] = dependency
 
     conflict = _single_conflict(list(validated.items()))
     if conflict is not None:
@@ -176,7 +267,7 @@ def get_single_dependency_parameter_of_type[D: Dependency[Any]](
     function: Callable[..., Any], dependency_type: type[D]
 ) -> D | None:
     """The dependency of ``dependency_type`` that ``function`` declares, if any."""
-    for declared in get_plan(function).all_declared():
+    for declared in declarations(function):
         if isinstance(declared.dependency, dependency_type):
             return declared.dependency
     return None
@@ -195,6 +286,26 @@ def get_single_dependency_of_type[D: Dependency[Any]](
 # -- one run ------------------------------------------------------------------------
 
 
+def _provided(
+    function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The caller's arguments by parameter name (positional ones included)."""
+    if not args:
+        return kwargs
+    provided = dict(kwargs)
+    try:
+        parameters = get_signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return provided
+    for value, parameter in zip(args, parameters, strict=False):
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            break
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+            break
+        provided.setdefault(parameter.name, value)
+    return provided
+
+
 class ResolvedDependencies:
     """The dependencies of one run, entered; an async context manager.
 
@@ -206,10 +317,10 @@ class ResolvedDependencies:
     Entering sets ``current_docket``, ``current_worker`` and ``current_execution`` until
     exit, resolves worker dependencies first, then the task's parameters in order,
     then argument guards, then the decorator. Exiting closes them in reverse order,
-    throwing the run's exception into generator dependencies. A dependency that raises
-    makes entering raise ``FailedDependency`` (``AdmissionBlocked`` passes unwrapped);
-    after a failure only handler dependencies are still entered, so a retry remains
-    possible.
+    throwing the run's exception into generator dependencies. Dependencies that raise
+    make entering raise ``DependencyResolutionError`` naming every one of them
+    (``AdmissionBlocked`` passes unwrapped); after a failure only handler dependencies
+    are still entered, so a retry remains possible.
     """
 
     arguments: dict[str, Any]
@@ -240,6 +351,8 @@ class ResolvedDependencies:
         self.completion_handler = None
         self._stack: AsyncExitStack | None = None
         self._tokens: tuple[Token[Docket], Token[Worker], Token[Execution]] | None = None
+        self._engine_tokens: tuple[Token[Any], ...] = ()
+        self._shared_tokens: tuple[Token[Any], Token[Any], Token[Any]] | None = None
 
     def _note(self, value: Any) -> None:
         if isinstance(value, Runtime):
@@ -250,6 +363,15 @@ class ResolvedDependencies:
             self.completion_handler = value
 
     def _reset_context(self) -> None:
+        if self._engine_tokens:
+            frame_token, stack_token, cache_token = self._engine_tokens
+            self._engine_tokens = ()
+            _current_frame.reset(frame_token)
+            _EngineDepends.stack.reset(stack_token)
+            _EngineDepends.cache.reset(cache_token)
+        if self._shared_tokens is not None:
+            WorkerShared.deactivate(self._shared_tokens)
+            self._shared_tokens = None
         if self._tokens is not None:
             docket_token, worker_token, execution_token = self._tokens
             self._tokens = None
@@ -260,31 +382,50 @@ class ResolvedDependencies:
     async def __aenter__(self) -> Self:
         worker = self.worker
         execution = self.execution
-        plan = get_plan(self.function) if self.function is not None else None
+        function = self.function
 
         self._tokens = (
             current_docket.set(worker.docket),
             current_worker.set(worker),
             current_execution.set(execution),
         )
-        if (
-            plan is not None
-            and not self.worker_dependencies
-            and not (plan.suppliers or plan.guards or plan.decorator)
-        ):
-            # Nothing to resolve or close (most tasks): no scope, no exit stack.
+        if function is None:
+            suppliers: dict[str, Dependency[Any]] = {}
+            guards: dict[str, list[Dependency[Any]]] = {}
+            decorator = None
+        else:
+            try:
+                suppliers = get_dependency_parameters(function)
+                guards = get_annotation_dependencies(function)
+            except Exception as error:
+                self._reset_context()
+                raise _resolution_error(
+                    [("(declarations)", error)], function_name(function)
+                ) from error
+            decorator = decorator_of(function)
+        if not self.worker_dependencies and not suppliers and not guards and decorator is None:
+            # Nothing to resolve or close (most tasks): no frame, no exit stack.
             return self
+
         stack = self._stack = AsyncExitStack()
-        frame = Frame(plan, execution.args, execution.kwargs) if plan is not None else None
-        scope_token = set_scope(ResolutionScope(stack, frame))
+        shared: WorkerShared | None = getattr(worker, "shared", None)
+        if isinstance(shared, WorkerShared):
+            self._shared_tokens = shared.activate()
+        provided = _provided(function, execution.args, execution.kwargs) if function else {}
+        frame = Frame(function or _no_function, provided, suppliers)
+        self._engine_tokens = (
+            _current_frame.set(frame),
+            _EngineDepends.stack.set(stack),
+            _EngineDepends.cache.set({}),
+        )
         try:
-            failure = await self._resolve(plan, frame)
+            failures = await self._resolve(frame, suppliers, guards, decorator, provided)
         except BaseException as error:
-            reset_scope(scope_token)
             await self._abandon(error)
             raise
-        reset_scope(scope_token)
-        if failure is not None:
+        if failures:
+            task = function_name(function) if function else execution.function_name
+            failure = _resolution_error(failures, task)
             await self._abandon(failure)
             raise failure
         return self
@@ -297,95 +438,109 @@ class ResolvedDependencies:
         finally:
             self._reset_context()
 
-    async def _resolve(self, plan: Plan | None, frame: Frame | None) -> FailedDependency | None:
-        """Enter everything; the first failure, if any (handlers are still entered)."""
-        scope_stack = self._stack
-        assert scope_stack is not None
-        task = plan.name if plan is not None else self.execution.function_name
-        failure: FailedDependency | None = None
+    async def _resolve(
+        self,
+        frame: Frame,
+        suppliers: dict[str, Dependency[Any]],
+        guards: dict[str, list[Dependency[Any]]],
+        decorator: Dependency[Any] | None,
+        provided: dict[str, Any],
+    ) -> list[tuple[str, Exception]]:
+        """Enter everything; the failures, if any (handlers are still entered)."""
+        stack = self._stack
+        assert stack is not None
+        failures: list[tuple[str, Exception]] = []
 
-        conflict = self._worker_conflict(plan)
+        conflict = self._worker_conflict()
         if conflict is not None:
-            return conflict
+            return [conflict]
 
         for name, dependency in self.worker_dependencies.items():
             bound = dependency.for_parameter(name)
-            if failure is not None and not isinstance(bound, _HANDLERS):
+            if failures and not isinstance(bound, HANDLER_KINDS):
                 continue
             try:
-                value = await scope_stack.enter_async_context(bound)
+                value = await stack.enter_async_context(bound)
             except AdmissionBlocked:
                 raise
             except Exception as error:
-                failure = failure or FailedDependency(name, error, task)
+                failures.append((name, error))
                 continue
             self.values[name] = value
             self._note(value)
 
-        if plan is None or frame is None:
-            return failure
-
-        for declared in plan.suppliers:
-            parameter = declared.parameter
-            assert parameter is not None
-            if frame.is_supplied(parameter):
-                continue
-            if failure is not None and not declared.handler:
+        kwargs = self.execution.kwargs
+        for parameter in suppliers:
+            if parameter in provided:
+                supplied = kwargs.get(parameter)
+                if isinstance(supplied, HANDLER_KINDS):
+                    # ``retry=Retry(attempts=2)`` from the caller overrides the declared
+                    # default, and works as a handler like one.
+                    try:
+                        value = await stack.enter_async_context(supplied)
+                    except Exception as error:
+                        failures.append((parameter, error))
+                        continue
+                    self.arguments[parameter] = value
+                    self._note(value)
                 continue
             try:
                 value = await frame.resolve(parameter)
             except AdmissionBlocked:
                 raise
             except Exception as error:
-                failure = failure or FailedDependency(parameter, error, task)
+                failures.append((parameter, error))
                 continue
             self.arguments[parameter] = value
             self.values[parameter] = value
             self._note(value)
 
-        for declared in (*plan.guards, *((plan.decorator,) if plan.decorator else ())):
-            if failure is not None and not declared.handler:
-                continue
+        for parameter, dependencies in guards.items():
+            for guard in dependencies:
+                if failures and not isinstance(guard, HANDLER_KINDS):
+                    continue
+                value_now = provided.get(parameter, self.arguments.get(parameter))
+                try:
+                    value = await stack.enter_async_context(
+                        guard.bind_to_parameter(parameter, value_now)
+                    )
+                except AdmissionBlocked:
+                    raise
+                except Exception as error:
+                    failures.append((parameter, error))
+                    continue
+                self._note(value)
+
+        if decorator is not None:
             try:
-                value = await self._enter_guard(declared, frame, scope_stack)
+                self._note(await stack.enter_async_context(decorator))
             except AdmissionBlocked:
                 raise
             except Exception as error:
-                failure = failure or FailedDependency(
-                    declared.parameter or declared.label, error, task
-                )
-                continue
-            self._note(value)
+                failures.append((f"@{type(decorator).__name__}", error))
 
-        return failure
+        return failures
 
-    @staticmethod
-    async def _enter_guard(declared: Declared, frame: Frame, stack: AsyncExitStack) -> Any:
-        dependency = declared.dependency
-        if declared.parameter is not None:
-            dependency = dependency.bind_to_parameter(
-                declared.parameter, frame.current_value(declared.parameter)
-            )
-        return await stack.enter_async_context(dependency)
-
-    def _worker_conflict(self, plan: Plan | None) -> FailedDependency | None:
-        if not self.worker_dependencies or plan is None:
+    def _worker_conflict(self) -> tuple[str, Exception] | None:
+        function = self.function
+        if not self.worker_dependencies or function is None:
             return None
         entries = [
             (f"worker dependency {name!r}", d) for name, d in self.worker_dependencies.items()
         ]
         if not any(_single_bases(type(d)) for _, d in entries):
             return None
-        entries += [(d.label, d.dependency) for d in plan.all_declared()]
+        entries += [(d.label, d.dependency) for d in declarations(function)]
         conflict = _single_conflict(entries)
         if conflict is None:
             return None
         base, found = conflict
         error = ValueError(
-            f"Only one {base.__name__} dependency is allowed, but task {plan.name!r} and "
-            f"its worker declare {_describe(found)}; declare it in one place"
+            f"Only one {base.__name__} dependency is allowed, but task "
+            f"{function_name(function)!r} and its worker declare {_describe(found)}; "
+            "declare it in one place"
         )
-        return FailedDependency(found[-1][0], error, plan.name)
+        return (found[-1][0], error)
 
     async def __aexit__(
         self,
@@ -402,7 +557,8 @@ class ResolvedDependencies:
             self._reset_context()
 
 
-_HANDLERS = (Runtime, FailureHandler, CompletionHandler)
+def _no_function() -> None:
+    """What a resolution with no task function (an unknown task) frames."""
 
 
 def resolved_dependencies(

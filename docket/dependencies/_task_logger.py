@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping, MutableMapping
 from typing import Any, cast
 
-from ._base import Dependency, current_docket, current_execution, current_worker
+from ._base import Provider, current_docket, current_execution, current_worker
 
 FIELDS_ATTRIBUTE = "docket_fields"
 
@@ -65,7 +65,7 @@ class TaskLoggerAdapter(logging.LoggerAdapter[logging.Logger]):
         return msg, kwargs
 
 
-class _TaskLogger(Dependency[TaskLoggerAdapter]):
+class _TaskLogger(Provider[TaskLoggerAdapter]):
     async def __aenter__(self) -> TaskLoggerAdapter:
         execution = current_execution.get()
         docket = current_docket.get(None)

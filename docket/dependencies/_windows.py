@@ -15,14 +15,14 @@ in the released docket); a scope keeps them apart.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .._redis.keys import validate_name
 from ._base import AdmissionBlocked
-from ._frames import current_scope
+from ._resolution import run_stack
 
 if TYPE_CHECKING:
     from ..docket import Docket
@@ -31,11 +31,36 @@ if TYPE_CHECKING:
 logger = logging.getLogger("docket.dependencies")
 
 
+# A scope names a corner of its own docket: letters, digits and ``_.-:``, optionally
+# written under the docket's own prefix (``f"{docket.prefix}:billing"``), as code written
+# for the released docket does. Braces, globs and spaces would reach other keys.
+_SCOPE = re.compile(r"(?:\{[A-Za-z0-9_.\-]{1,128}\}:)?[A-Za-z0-9_.:\-]{1,256}")
+
+
 def validate_scope(scope: str | None) -> str | None:
-    """``scope`` if it is a legal key segment (1-128 of ``A-Za-z0-9_.-``)."""
+    """``scope`` if it is a legal scope (see ``_SCOPE``); None stays None."""
     if scope is None:
         return None
-    return validate_name(scope, "scope")
+    if not isinstance(scope, str) or not _SCOPE.fullmatch(scope):
+        raise ValueError(
+            f"Invalid scope {scope!r}: use letters, digits, '_', '-', '.' and ':' (it may "
+            "start with the docket's own prefix, as in f'{docket.prefix}:billing'); "
+            "braces, glob characters and spaces would reach other keys"
+        )
+    return scope
+
+
+def scope_within(docket: Docket, scope: str) -> str:
+    """``scope`` relative to ``docket``'s prefix, which it may start with."""
+    if not scope.startswith("{"):
+        return scope
+    own = f"{docket.keys.prefix}:"
+    if not scope.startswith(own):
+        raise ValueError(
+            f"Scope {scope!r} starts with another docket's prefix; a scope stays inside "
+            f"its own docket (start it with {own!r} or leave the prefix out)"
+        )
+    return scope[len(own) :]
 
 
 def milliseconds(span: timedelta, what: str) -> int:
@@ -59,7 +84,7 @@ def window_key(
     """The Redis key of one task's (or one argument value's) window."""
     parts = [docket.keys.prefix, kind]
     if scope is not None:
-        parts += ["scope", scope]
+        parts += ["scope", scope_within(docket, scope)]
     if parameter is None:
         parts += ["task", execution.function_name]
     else:
@@ -99,4 +124,4 @@ def undo_if_refused(undo: Callable[[], Awaitable[Any]]) -> None:
                 logger.warning("Could not give back an admission", exc_info=True)
         return False
 
-    current_scope().stack.push_async_exit(on_exit)
+    run_stack().push_async_exit(on_exit)

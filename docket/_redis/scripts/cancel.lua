@@ -36,5 +36,9 @@ elseif state == 'running' then
 else
   redis.call('DEL', record)
 end
-publish_state(ARGV[3], key, 'cancelled', {completed_at = now})
+-- A running copy publishes its own final state when it settles: cancelled, or completed
+-- when it chose to finish anyway (it caught the CancelledError).
+if state ~= 'running' then
+  publish_state(ARGV[3], key, 'cancelled', {completed_at = now})
+end
 return state

@@ -32,7 +32,10 @@ for i = 1, n do
     redis.call('XACK', stream, group, mid)
     redis.call('XDEL', stream, mid)
     local r = redis.call('HMGET', record, 'state', 'gen')
-    if state ~= 'ack' and r[2] == gen and r[1] == 'running' then
+    -- 'cancelled' with this run's generation: cancelled while it ran. The run's own
+    -- outcome is the final word (a task that caught the CancelledError and returned
+    -- completed); a retry or successor was already refused by schedule.lua.
+    if state ~= 'ack' and r[2] == gen and (r[1] == 'running' or r[1] == 'cancelled') then
       local key = string.sub(record, #ARGV[5] + 1)
       if ttl > 0 then
         redis.call('HSET', record, 'state', state, 'completed', now, 'error', err)
