@@ -341,9 +341,9 @@ def bridge(function: Callable[..., Any], *, name: str | None = None) -> Callable
         wrapper.__name__ = name
     setattr(wrapper, BRIDGED_ATTRIBUTE, True)
 
-    from docket.dependencies import validate_dependencies
+    from docket.dependencies import validate_task
 
-    validate_dependencies(wrapper)
+    validate_task(wrapper)
     return wrapper
 
 
