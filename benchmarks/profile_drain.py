@@ -31,7 +31,7 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("decoding messages", ("messages.py", "serialization.py", "_decode", "pickle")),
     (
         "running a task: dependencies, metrics, outcome",
-        ("_resolution.py", "_frames.py", "_run_started", "_run_task", "_execute"),
+        ("_resolution.py", "frames.py", "_run_started", "_run_task", "_execute"),
     ),
     (
         "claiming, starting and settling",

@@ -189,7 +189,7 @@ def test_decorator_cron_option() -> None:
 
 
 def _perpetual_of(function: Any) -> Any:
-    from docket.dependencies._plans import PERPETUAL_ATTRIBUTE
+    from docket.dependencies._declarations import PERPETUAL_ATTRIBUTE
 
     return getattr(function, PERPETUAL_ATTRIBUTE, None)
 
