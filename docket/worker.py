@@ -167,6 +167,7 @@ class Worker:
         self._last_runs: set[str] = set()
         # Of those, the ones whose body is over, for _execute to clean up after.
         self._spent_keys: set[str] = set()
+        self._crashes: list[Exception] = []
         self._reclaim_cursor = "0-0"
         self._metrics = WorkerMetrics(docket.name, self.name)
         self._traced_internals = enable_internal_instrumentation
@@ -471,6 +472,9 @@ class Worker:
         connection = self.docket._connection
         check = max(_seconds(self.minimum_check_interval), 0.001)
         while not self._stopping:
+            if self._crashes:
+                crashes, self._crashes = self._crashes, []
+                raise ExceptionGroup(f"Worker {self.name} could not run its tasks", crashes)
             try:
                 free = self.concurrency - len(self._active)
                 if free <= 0:
@@ -676,6 +680,7 @@ class Worker:
         )
         if task.done():
             self._begun.discard(mid)
+            self._note_crash(task)
             return
         self._active[mid] = (execution, task)
         # A task cancelled before its first step (a cancel or an abort right after the
@@ -683,8 +688,19 @@ class Worker:
         # and _drain would spin on it forever.
         task.add_done_callback(lambda done: self._forget(mid, done))
 
+    def _note_crash(self, task: asyncio.Task[None]) -> None:
+        """_execute handles everything a task can do; what still escapes it is a bug in
+        the worker itself, which stops the run loop (raised from it as an
+        ExceptionGroup, as the released worker's task group does) instead of being lost.
+        The message stays pending, so another worker runs it after the redelivery
+        timeout."""
+        if not task.cancelled() and isinstance(error := task.exception(), Exception):
+            self._crashes.append(error)
+            self._slot_freed.set()
+
     def _forget(self, mid: str, task: asyncio.Task[None]) -> None:
         self._begun.discard(mid)
+        self._note_crash(task)
         entry = self._active.get(mid)
         if entry is not None and entry[1] is task:
             del self._active[mid]
@@ -715,8 +731,9 @@ class Worker:
             if self._spent_keys and execution.message_id in self._spent_keys:
                 self._spent_keys.discard(execution.message_id)
                 # The last run of its key that run_at_most allows scheduled no successor
-                # (its handlers were skipped), but its body may have added or replaced
-                # one: withdraw that, so run_at_most ends instead of waiting for it.
+                # (its completion handler was skipped), but a retry or its body may have
+                # added or replaced one: withdraw that, so run_at_most ends instead of
+                # waiting for it.
                 # Never this run itself: its own settlement may not have landed yet.
                 await self.docket._cancel(execution.key, other_than=execution.generation)
         except asyncio.CancelledError:
@@ -869,7 +886,9 @@ class Worker:
                 # cancelling it now would leave its message unsettled until redelivery.
                 self._begun.discard(execution.message_id or "")
                 # The last run run_at_most allows for its key ends with its own outcome:
-                # no retry or successor is scheduled for a run that may not happen.
+                # no successor (a Perpetual's next run) is scheduled for a run that may
+                # not happen. A retry is this run going on, so it is scheduled, then
+                # withdrawn by _execute, and the key ends cancelled, as released.
                 last_run = bool(self._last_runs) and execution.message_id in self._last_runs
                 if last_run:
                     self._last_runs.discard(execution.message_id or "")
@@ -884,7 +903,7 @@ class Worker:
                     TASKS_FAILED.add(1, metric_labels)
                     span.record_exception(error)
                     span.set_status(Status(StatusCode.ERROR, str(error)))
-                    handler = resolution.failure_handler if not last_run else None
+                    handler = resolution.failure_handler
                     if handler is not None and await handler.handle_failure(execution, outcome):
                         self._count_successor(execution, TASKS_RETRIED, metric_labels)
                         return _Settlement(execution, "ack")

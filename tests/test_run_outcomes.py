@@ -196,3 +196,37 @@ def test_a_scope_under_another_docket_s_prefix_is_refused(docket: Docket) -> Non
     RateLimit(1, per=timedelta(seconds=1), scope="{shop}:billing")
     with pytest.raises(ValueError, match="scope"):
         RateLimit(1, per=timedelta(seconds=1), scope="{shop}")
+
+
+async def test_run_at_most_withdraws_the_retry_of_the_last_allowed_run(docket: Docket) -> None:
+    attempts: list[int] = []
+
+    async def fragile(retry: Retry = Retry(attempts=3)) -> None:
+        attempts.append(retry.attempt)
+        raise ValueError("fail")
+
+    execution = await docket.add(fragile)()
+    async with fast_worker(docket) as worker:
+        await worker.run_at_most({execution.key: 1})
+
+    # The retry is this run going on; it was scheduled, then withdrawn.
+    assert attempts == [1]
+    await execution.sync()
+    assert execution.state == ExecutionState.CANCELLED
+
+
+async def test_a_bug_that_escapes_a_run_stops_the_worker_loop_loudly(docket: Docket) -> None:
+    async def task() -> None: ...
+
+    await docket.add(task)()
+    async with fast_worker(docket) as worker:
+
+        async def broken(execution: object) -> None:
+            raise RuntimeError("a bug in the worker")
+
+        # Stands in for a defect in the worker's own run path: it must surface from the
+        # run loop, not vanish into an unobserved asyncio task.
+        worker._execute = broken  # type: ignore[method-assign,assignment]
+        with pytest.raises(ExceptionGroup) as caught:
+            await asyncio.wait_for(worker.run_until_finished(), 20)
+    assert any("a bug in the worker" in str(error) for error in caught.value.exceptions)
