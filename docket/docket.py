@@ -598,6 +598,24 @@ class Docket:
 
     # -- cancelling -----------------------------------------------------------------
 
+    async def schedule(self, execution: Execution) -> None:
+        """Schedule a prepared ``Execution`` as ``add`` would (strikes apply, and a key
+        already scheduled, queued or running is left alone: ``ALREADY_SCHEDULED``)."""
+        with self._producer_span(
+            "docket.schedule", self._task_labels(execution.function_name)
+        ) as span:
+            if self.strike_list and self.strike_list.is_stricken(
+                execution.function_name, execution.arguments_by_name()
+            ):
+                execution.disposition = Disposition.STRUCK
+                logger.info("Task %s is struck; not scheduled", execution.call_repr())
+            else:
+                await execution.schedule(replace=False)
+            if span is not None:
+                span.set_attribute("docket.key", execution.key)
+                span.set_attribute("docket.disposition", execution.disposition.value)
+        self._count_scheduled("add", execution)
+
     async def cancel(self, key: str) -> None:
         """Withdraw a scheduled or queued task; ask its worker to stop a running one."""
         with self._producer_span("docket.cancel", self._labels) as span:

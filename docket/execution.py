@@ -132,52 +132,83 @@ _EVENT_TIMES = ("when", "started_at", "completed_at", "updated_at")
 
 
 class ExecutionProgress:
-    """Live progress of a run: ``current`` of ``total``, plus a message."""
+    """Live progress of a run: ``current`` of ``total``, plus a message.
 
-    def __init__(self, execution: Execution) -> None:
-        self._execution = execution
+    Every execution has one (``execution.progress``); ``ExecutionProgress(docket, key)``
+    makes one for a key on its own, as the released docket does, for tools that report
+    or read a run's progress without its ``Execution``. Writes land in the task's
+    record, only while the key belongs to the run that reports (a standalone instance
+    reports for whichever run holds the key), and are published to subscribers.
+    """
+
+    def __init__(self, docket: Docket | Execution, key: str | None = None) -> None:
+        if isinstance(docket, Execution):
+            self._execution: Execution | None = docket
+            self.docket = docket.docket
+            self.key = docket.key
+        else:
+            if key is None:
+                raise TypeError("ExecutionProgress(docket, key) needs the task's key")
+            self._execution = None
+            self.docket = docket
+            self.key = key
         self.current: int | None = None
         self.total: int = 100
         self.message: str | None = None
         self.updated_at: datetime | None = None
 
-    async def _publish(self, message_changed: bool = False) -> None:
-        execution = self._execution
-        docket = execution.docket
+    @classmethod
+    async def create(cls, docket: Docket, key: str) -> ExecutionProgress:
+        """The progress of ``key`` as it stands in Redis now."""
+        progress = cls(docket, key)
+        await progress.sync()
+        return progress
+
+    async def _publish(
+        self,
+        *,
+        total: int | None = None,
+        increment: int = 0,
+        message: str | None = None,
+        message_changed: bool = False,
+    ) -> None:
+        docket = self.docket
         keys = docket.keys
-        await docket._scripts.progress(
-            keys=[keys.record(execution.key)],
+        generation = "" if self._execution is None else str(self._execution.generation)
+        reply = await docket._scripts.progress(
+            keys=[keys.record(self.key)],
             args=[
-                execution.generation,
-                self.current if self.current is not None else 0,
-                self.total,
-                self.message or "",
+                generation,
+                increment,
+                total if total is not None else "",
+                message or "",
                 1 if message_changed else 0,
                 keys.events_prefix,
-                execution.key,
+                self.key,
             ],
         )
+        if reply:
+            current, stored_total = reply[0], reply[1]
+            self.current = int(current)
+            self.total = int(stored_total)
         self.updated_at = datetime.now(UTC)
 
     async def set_total(self, total: int) -> None:
         if total < 1:
             raise ValueError(f"Progress total must be at least 1, got {total}")
         self.total = total
-        if self.current is None:
-            self.current = 0
-        await self._publish()
+        await self._publish(total=total)
 
     async def increment(self, amount: int = 1) -> None:
+        """Add ``amount`` to ``current`` (atomically in Redis, so concurrent reporters
+        add up)."""
         if amount < 1:
             raise ValueError(f"Progress increment must be at least 1, got {amount}")
-        self.current = (self.current or 0) + amount
-        await self._publish()
+        await self._publish(increment=amount)
 
     async def set_message(self, message: str | None) -> None:
         self.message = message
-        if self.current is None:
-            self.current = 0
-        await self._publish(message_changed=True)
+        await self._publish(message=message, message_changed=True)
 
     def _load(self, record: dict[bytes, bytes]) -> None:
         current = record.get(b"pcur")
@@ -187,10 +218,18 @@ class ExecutionProgress:
         self.updated_at = timestamp(record.get(b"pupd"))
 
     async def sync(self) -> None:
-        await self._execution.sync()
+        if self._execution is not None:
+            await self._execution.sync()
+            return
+        async with self.docket.redis() as redis:
+            record = await redis.hgetall(self.docket.keys.record(self.key))
+        self._load(record or {})
 
     async def subscribe(self) -> AsyncIterator[ProgressEvent]:
-        async for event in self._execution.subscribe():
+        execution = self._execution
+        if execution is None:
+            execution = Execution(self.docket, None, (), {}, self.key, datetime.now(UTC))
+        async for event in execution.subscribe():
             if event["type"] == "progress":
                 yield event  # type: ignore[misc]
 
@@ -326,6 +365,108 @@ class Execution:
         if record:
             self._load_record(record)
 
+    # -- worker-side calls ------------------------------------------------------------
+    #
+    # The worker claims and settles in batches through its own scripts; these are the
+    # one-at-a-time calls code written for the released docket drives by hand (tests,
+    # tools, custom runners). Each is one atomic script, fenced by generation.
+
+    async def schedule(
+        self,
+        replace: bool = False,
+        reschedule_message: str | bytes | None = None,
+        expected_generation: int = 0,
+    ) -> Disposition:
+        """Schedule this execution (add, or ``replace``), or reschedule it in place of
+        ``reschedule_message`` / only while the key is still at ``expected_generation``.
+        Sets and returns ``disposition``. Strikes are checked by ``Docket.schedule``."""
+        docket = self.docket
+        rescheduling = reschedule_message is not None or expected_generation > 0
+        mode = "reschedule" if rescheduling else ("replace" if replace else "add")
+        function = self.function if self.function is not None else _placeholder(self)
+        prepared, keys, argv = docket._prepare(
+            mode,
+            function,
+            self.when,
+            self.key,
+            self.args,
+            self.kwargs,
+            self.attempt,
+            function_name=self.function_name,
+        )
+        if argv is None:
+            self.disposition = Disposition.STRUCK
+            return self.disposition
+        if rescheduling:
+            argv[8] = str(expected_generation or self.generation)
+        reply = await docket._scripts.run("schedule", keys, argv)
+        docket._apply_reply(prepared, reply)
+        self.disposition = prepared.disposition
+        if prepared.disposition is Disposition.SCHEDULED:
+            self.generation = prepared.generation
+            self.state = prepared.state
+            self.message_id = prepared.message_id
+            self.trace_context = prepared.trace_context
+        return self.disposition
+
+    async def claim(self, worker: str) -> bool:
+        """Mark this run RUNNING under ``worker``; False when the key now belongs to a
+        newer run or was cancelled (then nothing is written but the cancelled event)."""
+        started = await self._mark("running", worker=worker)
+        if not started:
+            await self.sync()
+            return False
+        self.state = ExecutionState.RUNNING
+        self.worker = worker
+        self.started_at = timestamp(started)
+        self.progress.current, self.progress.total, self.progress.message = 0, 100, None
+        return True
+
+    async def mark_as_completed(self, result_key: str | None = None) -> None:
+        """Record that this run completed (``result_key``: where its result is kept)."""
+        await self._mark("completed")
+        self._finished(ExecutionState.COMPLETED, None, result_key)
+
+    async def mark_as_failed(self, error: str | None = None, result_key: str | None = None) -> None:
+        """Record that this run failed, with ``error`` as its message if given."""
+        await self._mark("failed", error=error or "")
+        self._finished(ExecutionState.FAILED, error, result_key)
+
+    async def mark_as_cancelled(self) -> None:
+        """Record that this run was cancelled."""
+        await self._mark("cancelled")
+        self._finished(ExecutionState.CANCELLED, None, None)
+
+    def _finished(self, state: ExecutionState, error: str | None, result_key: str | None) -> None:
+        self.state = state
+        self.error = error
+        self.result_key = result_key
+        self.completed_at = datetime.now(UTC)
+        self.progress.current, self.progress.message = None, None
+
+    async def _mark(self, state: str, *, worker: str = "", error: str = "") -> Any:
+        docket = self.docket
+        keys = docket.keys
+        ttl = docket.execution_ttl.total_seconds()
+        from ._redis.keys import GROUP
+
+        return await docket._scripts.run(
+            "mark",
+            [keys.record(self.key), keys.result(self.key), keys.stream],
+            [
+                self.generation,
+                state,
+                worker,
+                error,
+                "",
+                ttl,
+                keys.events_prefix,
+                self.key,
+                GROUP,
+                "" if state == "running" else (self.message_id or ""),
+            ],
+        )
+
     async def is_superseded(self) -> bool:
         """True when the key now belongs to a newer schedule than this run's."""
         async with self.docket.redis() as redis:
@@ -447,6 +588,19 @@ class Execution:
         if self.state != ExecutionState.COMPLETED or data is None:
             return None
         return self.docket._load_result(self.key, data)
+
+
+def _placeholder(execution: Execution) -> TaskFunction:
+    """A stand-in for a function this process does not know, named after it."""
+
+    async def placeholder(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(
+            f"Task {execution.function_name!r} is not registered in this process; only "
+            "its record was loaded"
+        )
+
+    placeholder.__name__ = placeholder.__qualname__ = execution.function_name
+    return placeholder
 
 
 def is_terminal(state: ExecutionState) -> bool:

@@ -31,6 +31,7 @@ SCRIPT_NAMES = (
     "cancel",
     "clear",
     "progress",
+    "mark",
     "heartbeat",
     "worker_gone",
     "strike",
@@ -92,6 +93,7 @@ class Scripts:
     cancel: AsyncScript
     clear: AsyncScript
     progress: AsyncScript
+    mark: AsyncScript
     heartbeat: AsyncScript
     worker_gone: AsyncScript
     strike: AsyncScript

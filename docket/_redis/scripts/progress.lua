@@ -1,17 +1,28 @@
 -- Record progress of a running task, if the key still belongs to this run.
 -- KEYS: 1 record
--- ARGV: 1 generation, 2 current, 3 total, 4 message ('' clears it),
---       5 message set (0|1), 6 events channel prefix, 7 key
+-- ARGV: 1 generation ('' = whichever run holds the key), 2 increment (0 = none),
+--       3 total ('' = unchanged), 4 message ('' clears it), 5 message set (0|1),
+--       6 events channel prefix, 7 key
+-- Returns {current, total}, or 0 when the key belongs to another run.
 local record = KEYS[1]
-if redis.call('HGET', record, 'gen') ~= ARGV[1] then return 0 end
+if ARGV[1] ~= '' and redis.call('HGET', record, 'gen') ~= ARGV[1] then return 0 end
 local now = fmt_time(server_now())
-redis.call('HSET', record, 'pcur', ARGV[2], 'ptot', ARGV[3], 'pupd', now)
+local current
+if tonumber(ARGV[2]) > 0 then
+  current = redis.call('HINCRBY', record, 'pcur', ARGV[2])
+else
+  current = tonumber(redis.call('HGET', record, 'pcur') or '0')
+  redis.call('HSET', record, 'pcur', current)
+end
+if ARGV[3] ~= '' then redis.call('HSET', record, 'ptot', ARGV[3]) end
+local total = tonumber(redis.call('HGET', record, 'ptot') or '100')
+redis.call('HSET', record, 'ptot', total, 'pupd', now)
 if ARGV[5] == '1' then
   if ARGV[4] == '' then redis.call('HDEL', record, 'pmsg') else redis.call('HSET', record, 'pmsg', ARGV[4]) end
 end
 local msg = redis.call('HGET', record, 'pmsg')
-local event = {type = 'progress', key = ARGV[7], current = tonumber(ARGV[2]),
-  total = tonumber(ARGV[3]), updated_at = now}
+local event = {type = 'progress', key = ARGV[7], current = current,
+  total = total, updated_at = now}
 if msg then event['message'] = msg end
 redis.call('PUBLISH', ARGV[6] .. ARGV[7], cjson.encode(event))
-return 1
+return {current, total}

@@ -39,7 +39,8 @@ for i = 1, n do
       local key = string.sub(record, #ARGV[5] + 1)
       if ttl > 0 then
         redis.call('HSET', record, 'state', state, 'completed', now, 'error', err)
-        redis.call('HDEL', record, 'mid')
+        -- Progress belongs to a run in flight; a final state has none.
+        redis.call('HDEL', record, 'mid', 'pcur', 'ptot', 'pmsg', 'pupd')
         if result ~= '' then
           redis.call('SET', result_key, result, 'PX', math.floor(ttl * 1000))
           redis.call('HSET', record, 'result', '1')

@@ -1,0 +1,48 @@
+-- The worker-side calls code written for the released docket makes by hand
+-- (Execution.claim, mark_as_completed / _failed / _cancelled): one run's record moved to
+-- RUNNING or to a final state, fenced by generation like the worker's own claim and
+-- settle. A message of the run's, when it has one, is acked with the final state.
+-- KEYS: 1 record, 2 result, 3 stream
+-- ARGV: 1 generation, 2 state (running|completed|failed|cancelled), 3 worker,
+--       4 error, 5 result bytes ('' = none), 6 ttl seconds, 7 events channel prefix,
+--       8 key, 9 group, 10 message id ('' = none)
+-- Returns the started time for a claim, 1 for a final state written, 0 when the key now
+-- belongs to a newer run (superseded) or, for a claim, was cancelled.
+local record, result_key, stream = KEYS[1], KEYS[2], KEYS[3]
+local gen, state, worker = ARGV[1], ARGV[2], ARGV[3]
+local ttl, prefix, key = tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local r = redis.call('HMGET', record, 'state', 'gen')
+if r[2] and tonumber(r[2]) > tonumber(gen) then
+  return 0
+end
+local now = fmt_time(server_now())
+if state == 'running' then
+  if r[1] == 'cancelled' then
+    publish_state(prefix, key, 'cancelled')
+    return 0
+  end
+  redis.call('HSET', record, 'state', 'running', 'gen', gen, 'worker', worker,
+    'started', now, 'pcur', 0, 'ptot', 100)
+  redis.call('HDEL', record, 'pmsg', 'pupd', 'completed', 'error', 'result')
+  publish_state(prefix, key, 'running', {worker = worker, started_at = now})
+  return now
+end
+if ARGV[10] ~= '' then
+  redis.call('XACK', stream, ARGV[9], ARGV[10])
+  redis.call('XDEL', stream, ARGV[10])
+end
+if ttl > 0 then
+  redis.call('HSET', record, 'state', state, 'gen', gen, 'completed', now, 'error', ARGV[4])
+  redis.call('HDEL', record, 'mid', 'pcur', 'ptot', 'pmsg', 'pupd')
+  if ARGV[5] ~= '' then
+    redis.call('SET', result_key, ARGV[5], 'PX', math.floor(ttl * 1000))
+    redis.call('HSET', record, 'result', '1')
+  end
+  redis.call('PEXPIRE', record, math.floor(ttl * 1000))
+else
+  redis.call('DEL', record)
+end
+local extra = {completed_at = now}
+if ARGV[4] ~= '' then extra['error'] = ARGV[4] end
+publish_state(prefix, key, state, extra)
+return 1
