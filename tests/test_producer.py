@@ -1155,9 +1155,9 @@ async def test_records_and_results_expire_after_the_ttl(
         await execution.sync()
         assert await execution.get_result(timeout=timedelta(seconds=5)) == 42
 
-    assert execution.result_key is not None
+    assert execution.result_key == f"{execution.key}:{execution.generation}"
     kept = set(await keys_matching(redis_client, f"*{execution.key}*"))
-    assert execution.result_key.encode() in kept
+    assert docket.keys.result(execution.key, execution.generation).encode() in kept
     assert len(kept) >= 2  # the record and the result
     for redis_key in kept:
         pttl = await redis_client.pttl(redis_key)
