@@ -11,15 +11,16 @@ from contextlib import AbstractContextManager, asynccontextmanager, nullcontext,
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from opentelemetry.trace import Span, SpanKind
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
 
 from . import serialization
-from ._redis.client import Connection, redact_url
+from ._redis.client import Connection, check_credentials, redact_url
 from ._redis.keys import GROUP, Keys, validate_name
 from ._redis.scripts import Scripts
+from ._results import Results
 from .execution import (
     Disposition,
     Execution,
@@ -51,6 +52,9 @@ from .strikes import (
     encode_condition,
 )
 from .uuid7 import uuid7_str
+
+if TYPE_CHECKING:
+    from key_value.aio.protocols.key_value import AsyncKeyValue
 
 logger = logging.getLogger("docket")
 
@@ -141,7 +145,7 @@ class Docket:
         heartbeat_interval: timedelta = timedelta(seconds=2),
         missed_heartbeats: int = 5,
         execution_ttl: timedelta = timedelta(minutes=15),
-        result_storage: Any = None,
+        result_storage: AsyncKeyValue | None = None,
         enable_internal_instrumentation: bool = False,
         credential_provider: Any = None,
         *,
@@ -156,8 +160,8 @@ class Docket:
         if execution_ttl < timedelta(0):
             raise ValueError("execution_ttl must be zero (keep nothing) or positive")
         self.execution_ttl = execution_ttl
-        self.result_storage = result_storage
         self.enable_internal_instrumentation = enable_internal_instrumentation
+        check_credentials(self.url, credential_provider)
         self.credential_provider = credential_provider
         if signing_key is None:
             signing_key = os.environ.get("DOCKET_SIGNING_KEY") or None
@@ -169,6 +173,10 @@ class Docket:
             raise ValueError("max_payload_bytes must be positive, or None for no limit")
         self.max_payload_bytes = max_payload_bytes
         self.keys = Keys(self.name)
+        self._results = Results(self, result_storage)
+        # The given store, or (by default) a view of the results kept in this docket's
+        # Redis; either way an AsyncKeyValue with each result under Execution.result_key.
+        self.result_storage: AsyncKeyValue = self._results.store
         self.tasks: dict[str, TaskFunction] = {}
         self.strike_list = StrikeList()
         self._entered = False
@@ -187,9 +195,76 @@ class Docket:
     def __repr__(self) -> str:
         return f"Docket(name={self.name!r}, url={redact_url(self.url)!r})"
 
+    # -- the Redis layout, by the released docket's names --------------------------------
+
     @property
     def prefix(self) -> str:
+        """What every key and channel of this docket starts with: ``{name}``, a hash tag,
+        so all of it lives in one Redis Cluster slot."""
         return self.keys.prefix
+
+    def key(self, suffix: str) -> str:
+        """A key of your own under this docket's prefix (same hash slot), for data that
+        lives beside the docket's (FastMCP keeps its task metadata here). The docket never
+        reads, writes, clears or expires anything under it."""
+        return self.keys.external(suffix)
+
+    @property
+    def queue_key(self) -> str:
+        """The sorted set of scheduled tasks' keys, scored by when they are due."""
+        return self.keys.queue
+
+    @property
+    def stream_key(self) -> str:
+        """The stream of tasks due now, which workers read as ``worker_group_name``."""
+        return self.keys.stream
+
+    @property
+    def worker_group_name(self) -> str:
+        return GROUP
+
+    def runs_key(self, task_key: str) -> str:
+        """The hash recording a task's state (``state``, ``worker``, ``error``...)."""
+        return self.keys.record(task_key)
+
+    def known_task_key(self, task_key: str) -> str:
+        """Unused here: a task's record (``runs_key``) is what makes its key known."""
+        return self.keys.unused(f"known:{task_key}")
+
+    def parked_task_key(self, task_key: str) -> str:
+        """Unused here: a scheduled task's call is kept in its record (``runs_key``)."""
+        return self.keys.unused(f"parked:{task_key}")
+
+    def stream_id_key(self, task_key: str) -> str:
+        """Unused here: a queued task's stream id is kept in its record (``runs_key``)."""
+        return self.keys.unused(f"stream-id:{task_key}")
+
+    def cancel_channel(self, task_key: str) -> str:
+        """Unused here: workers hear every cancellation on one channel per docket."""
+        return self.keys.unused(f"cancel:{task_key}")
+
+    @property
+    def results_collection(self) -> str:
+        """The collection results live in by default (``<collection>:<result_key>``)."""
+        return self.keys.results
+
+    @property
+    def workers_set(self) -> str:
+        """The sorted set of workers, scored by their last heartbeat."""
+        return self.keys.workers
+
+    def worker_tasks_set(self, worker_name: str) -> str:
+        """The set of task names a worker can run."""
+        return self.keys.worker_tasks(worker_name)
+
+    def task_workers_set(self, task_name: str) -> str:
+        """Unused here: which workers run a task is read from ``worker_tasks_set``."""
+        return self.keys.unused(f"task-workers:{task_name}")
+
+    @property
+    def redelivery_sweep_key(self) -> str:
+        """Unused here: workers reclaim stalled tasks without a shared lock."""
+        return self.keys.unused("redelivery-sweep")
 
     def labels(self) -> dict[str, str]:
         """The metric labels (and span attributes) of everything this docket does."""
@@ -237,12 +312,23 @@ class Docket:
         try:
             await self._scripts.ensure_group(keys=[self.keys.stream], args=[GROUP])
             await self._load_strikes()
+        except AuthenticationError:
+            # As released, credentials are not checked on entering: the first command
+            # raises redis-py's own error. A provider's credentials may also start
+            # working later; workers create the group and the monitor loads strikes.
+            pass
         except (RedisError, OSError) as error:
             await self._connection.aclose()
             self._entered = False
             raise ConnectionError(
                 f"Cannot reach Redis at {redact_url(self.url)}: {error}"
             ) from error
+        try:
+            await self._results.open()
+        except BaseException:
+            await self._connection.aclose()
+            self._entered = False
+            raise
         self._strike_monitor = asyncio.create_task(
             self._monitor_strikes(), name=f"docket-strikes-{self.name}"
         )

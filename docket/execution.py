@@ -14,6 +14,7 @@ from enum import StrEnum
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args, get_origin, get_type_hints
 
+from ._results import IN_STORE, LOST, ResultStoreError, result_key
 from .annotations import Logged, logged_marker
 
 if TYPE_CHECKING:
@@ -30,6 +31,9 @@ class ExecutionState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+
+# What a record's ``result`` field says when a result is there to read.
+_KEPT = (b"1", IN_STORE)
 
 TERMINAL_STATES = frozenset(
     {ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED}
@@ -273,6 +277,7 @@ class Execution:
         self.completed_at: datetime | None = None
         self.error: str | None = None
         self.result_key: str | None = None
+        self._result_lost = False
         self.disposition = disposition
         self.schedule_exception: BaseException | None = None
         self.progress = ExecutionProgress(self)
@@ -351,7 +356,9 @@ class Execution:
         self.started_at = timestamp(record.get(b"started"))
         self.completed_at = timestamp(record.get(b"completed"))
         self.error = _text(record.get(b"error")) or None
-        self.result_key = self.docket.keys.result(self.key) if record.get(b"result") else None
+        stored = record.get(b"result")
+        self.result_key = result_key(self.key, self.generation) if stored in _KEPT else None
+        self._result_lost = stored == LOST
         mid = _text(record.get(b"mid"))
         if mid:
             self.message_id = mid
@@ -562,9 +569,10 @@ class Execution:
                     raise TimeoutError(
                         f"Task {self.key!r} did not finish in time (state: {self.state.value})"
                     ) from None
-                if not self._record_found:
+                if not self._record_found and limit is None:
                     # Expired, or a fire-and-forget docket (execution_ttl=0) that keeps no
-                    # record: nothing will ever report back.
+                    # record: nothing will ever report back. With a time limit, as
+                    # released, the wait runs out instead (TimeoutError).
                     return
                 if event["type"] == "state" and event["state"] in TERMINAL_STATES:
                     await self.sync()
@@ -577,8 +585,9 @@ class Execution:
             raise ExecutionCancelled(f"Task {self.key!r} was cancelled")
         data: bytes | None = None
         if self.result_key is not None:
-            async with self.docket.redis() as redis:
-                data = await redis.get(self.result_key)
+            data = await self.docket._results.load(self.result_key)
+        if self.state == ExecutionState.COMPLETED and self._result_lost:
+            raise ResultStoreError(self.error or f"The result of task {self.key!r} was lost")
         if self.state == ExecutionState.FAILED:
             if data is not None:
                 error = self.docket._load_result(self.key, data)

@@ -1005,6 +1005,8 @@ class Worker:
             self._settle_idle.set()
             return
         docket = self.docket
+        if docket._results.external:
+            await self._store_results(batch)
         keys = docket.keys
         script_keys = [keys.stream]
         args: list[Any] = [
@@ -1016,7 +1018,10 @@ class Worker:
         ]
         for item in batch:
             execution = item.execution
-            script_keys += [keys.record(execution.key), keys.result(execution.key)]
+            script_keys += [
+                keys.record(execution.key),
+                keys.result(execution.key, execution.generation),
+            ]
             args += [
                 execution.message_id,
                 execution.generation,
@@ -1040,6 +1045,20 @@ class Worker:
                     "Lost the lease on %s before settling it; another worker owns it now",
                     item.execution.call_repr(),
                 )
+
+    async def _store_results(self, batch: list[_Settlement]) -> None:
+        """Put the batch's results in the docket's own result_storage before their final
+        states are settled, so a run reads as finished only once its result is there. A
+        failed put keeps the final state; the run's record says the result was lost."""
+        results = self.docket._results
+        pending = [item for item in batch if item.result]
+        saved = await asyncio.gather(
+            *(results.save(item.execution, item.result) for item in pending)
+        )
+        for item, (marker, problem) in zip(pending, saved, strict=True):
+            item.result = marker
+            if problem and item.state == "completed":
+                item.error = problem
 
     # -- background loops -----------------------------------------------------------
 

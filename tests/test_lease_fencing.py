@@ -219,7 +219,9 @@ async def test_worker_paused_past_its_lease_does_not_settle_the_run_another_work
                 assert record["state"] == "running"
                 assert record["worker"] == "B"
                 assert "completed" not in record and "error" not in record
-                assert not await redis_client.exists(docket.keys.result(execution.key))
+                assert not await redis_client.exists(
+                    docket.keys.result(execution.key, execution.generation)
+                )
                 release_b.set()
 
             await asyncio.wait_for(b_run, 15)
@@ -275,7 +277,7 @@ class Scene:
 
     @property
     def result(self) -> str:
-        return self.docket.keys.result(self.execution.key)
+        return self.docket.keys.result(self.execution.key, self.execution.generation)
 
     async def read_as(self, consumer: str) -> None:
         stream = self.docket.keys.stream

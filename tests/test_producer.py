@@ -1155,9 +1155,9 @@ async def test_records_and_results_expire_after_the_ttl(
         await execution.sync()
         assert await execution.get_result(timeout=timedelta(seconds=5)) == 42
 
-    assert execution.result_key is not None
+    assert execution.result_key == f"{execution.key}:{execution.generation}"
     kept = set(await keys_matching(redis_client, f"*{execution.key}*"))
-    assert execution.result_key.encode() in kept
+    assert docket.keys.result(execution.key, execution.generation).encode() in kept
     assert len(kept) >= 2  # the record and the result
     for redis_key in kept:
         pttl = await redis_client.pttl(redis_key)
@@ -1191,7 +1191,11 @@ async def test_execution_ttl_zero_keeps_no_record_and_no_result(
 
         assert await keys_matching(redis_client, f"*{execution.key}*") == []
         assert await docket.get_execution(execution.key) is None
-        assert await execution.get_result(timeout=timedelta(seconds=2)) is None
+        # Nothing will report back: as released, a wait with a limit runs out; one
+        # without a limit returns None rather than waiting forever.
+        with pytest.raises(TimeoutError):
+            await execution.get_result(timeout=timedelta(seconds=0.2))
+        assert await execution.get_result() is None
 
 
 # --- URLs -----------------------------------------------------------------------------

@@ -22,6 +22,8 @@ import cloudpickle  # type: ignore[import-untyped]
 import pytest
 from _redis_server import RedisServer
 from redis.asyncio import Redis
+from redis.credentials import UsernamePasswordCredentialProvider
+from redis.exceptions import AuthenticationError
 
 import docket.worker as worker_module
 from docket import Docket, ExecutionState, Logged, PayloadTooLarge, Worker, serialization
@@ -419,7 +421,9 @@ async def test_forged_unsigned_result_is_refused_and_never_unpickled(
                 "when": f"{time.time():.6f}",
             },
         )
-        await redis_client.set(docket.keys.result(key), b"0" + cloudpickle.dumps(_Canary(canary)))
+        await redis_client.set(
+            docket.keys.result(key, 1), b"0" + cloudpickle.dumps(_Canary(canary))
+        )
         execution = await docket.get_execution(key)
         assert execution is not None
         with pytest.raises(ValueError, match="not signed"):
@@ -494,7 +498,7 @@ async def test_json_serializer_runs_tasks_with_json_arguments(
             await run_until_finished(worker)
         expected = {"text": "hello", "numbers": numbers, "options": options}
         assert await execution.get_result(timeout=5) == expected
-        stored = await redis_client.get(docket.keys.result(execution.key))
+        stored = await redis_client.get(docket.keys.result(execution.key, execution.generation))
         assert stored is not None and json.loads(stored[1:]) == expected
 
 
@@ -696,24 +700,73 @@ async def test_password_is_never_in_worker_logs(
         assert password not in text
 
 
-@pytest.mark.parametrize("problem", ["wrong-port", "wrong-password"])
 async def test_connection_error_does_not_reveal_the_password(
-    secured_redis: RedisServer, password: str, docket_name: str, problem: str
+    password: str, docket_name: str
 ) -> None:
-    if problem == "wrong-port":
-        port = _free_port()
-        url = f"redis://:{password}@127.0.0.1:{port}/0"
-        secret = password
-    else:
-        port = secured_redis.port
-        secret = "wrong-" + password
-        url = f"redis://:{secret}@127.0.0.1:{port}/0"
+    port = _free_port()
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
     with pytest.raises(ConnectionError) as caught:
         async with Docket(name=docket_name, url=url):
             pass
-    assert secret not in str(caught.value)
-    assert secret not in "".join(traceback.format_exception(caught.value))
+    assert password not in str(caught.value)
+    assert password not in "".join(traceback.format_exception(caught.value))
     assert f"127.0.0.1:{port}" in str(caught.value), "the error should say where it tried"
+
+
+@pytest.mark.parametrize("given", ["wrong-password", "no-password"])
+async def test_wrong_credentials_fail_at_the_first_command_with_redis_pys_error(
+    secured_redis: RedisServer, password: str, docket_name: str, given: str
+) -> None:
+    """As released: entering does not check credentials; the first command raises
+    redis-py's own AuthenticationError (which names no password)."""
+    secret = "wrong-" + password
+    credentials = f":{secret}@" if given == "wrong-password" else ""
+    url = f"redis://{credentials}127.0.0.1:{secured_redis.port}/0"
+    async with Docket(name=docket_name, url=url) as docket:
+        with pytest.raises(AuthenticationError) as caught:
+            await docket.add("trace")("hello")
+    assert secret not in "".join(traceback.format_exception(caught.value))
+    assert password not in "".join(traceback.format_exception(caught.value))
+
+
+async def test_a_credential_provider_authenticates_every_connection(
+    secured_redis: RedisServer, password: str, docket_name: str
+) -> None:
+    provider = UsernamePasswordCredentialProvider("default", password)
+    url = f"redis://127.0.0.1:{secured_redis.port}/0"
+    async with Docket(name=docket_name, url=url, credential_provider=provider) as docket:
+        execution = await docket.add(_double)(21)
+        async with Worker(docket, minimum_check_interval=FAST) as worker:
+            await run_until_finished(worker)
+        assert await execution.get_result(timeout=5) == 42
+
+
+async def test_a_wrong_credential_provider_fails_at_the_first_command(
+    secured_redis: RedisServer, password: str, docket_name: str
+) -> None:
+    provider = UsernamePasswordCredentialProvider("default", "wrong-" + password)
+    url = f"redis://127.0.0.1:{secured_redis.port}/0"
+    async with Docket(name=docket_name, url=url, credential_provider=provider) as docket:
+        with pytest.raises(AuthenticationError):
+            await docket.add(_double)(21)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://user:pw@127.0.0.1:6390/0",
+        "redis://:pw@127.0.0.1:6390/0",
+        "rediss://user@127.0.0.1:6390/0",
+    ],
+)
+def test_url_credentials_and_a_credential_provider_are_refused_together(url: str) -> None:
+    provider = UsernamePasswordCredentialProvider("default", "pw")
+    with pytest.raises(ValueError, match=r"^Pass credentials in the URL or in credential_provider"):
+        Docket(name="refused", url=url, credential_provider=provider)
+
+
+async def _double(x: int) -> int:
+    return x * 2
 
 
 # --- docket names ---------------------------------------------------------------------------
@@ -735,5 +788,5 @@ def test_invalid_docket_names_are_rejected(name: str) -> None:
 def test_valid_docket_names_are_accepted_and_tag_every_key(name: str) -> None:
     docket = Docket(name=name, url="redis://127.0.0.1:1/0")
     keys = docket.keys
-    for key in (keys.stream, keys.queue, keys.dead_letters, keys.record("k"), keys.result("k")):
+    for key in (keys.stream, keys.queue, keys.dead_letters, keys.record("k"), keys.result("k", 1)):
         assert key.startswith("{" + name + "}:")

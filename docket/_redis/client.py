@@ -47,6 +47,19 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+def check_credentials(url: str, credential_provider: Any) -> None:
+    """Refuse credentials in the URL together with a provider: redis-py would only
+    object at the first connection, far from the code that passed both."""
+    if credential_provider is None:
+        return
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        raise ValueError(
+            "Pass credentials in the URL or in credential_provider, not both: "
+            f"{redact_url(url)!r} has credentials and a credential_provider was given too"
+        )
+
+
 class ActivitySignal:
     """Wakes in-process waiters when something lands in a memory:// docket.
 
@@ -99,6 +112,7 @@ class Connection:
                 f"Unsupported docket URL {redact_url(url)!r}: the scheme must be one of "
                 + ", ".join(f"{s}://" for s in SUPPORTED_SCHEMES)
             )
+        check_credentials(url, credential_provider)
         self.url = url
         self.is_memory = scheme == "memory"
         self.activity: ActivitySignal | None = None

@@ -65,8 +65,15 @@ class Keys:
     def record(self, key: str) -> str:
         return self.record_prefix + key
 
-    def result(self, key: str) -> str:
-        return f"{self.prefix}:result:{key}"
+    @property
+    def results(self) -> str:
+        """The collection results live in: one key per run, ``<collection>:<result key>``."""
+        return f"{self.prefix}:result"
+
+    def result(self, key: str, generation: int | str) -> str:
+        """Where the default store keeps one run's result (its generation in the name, so
+        a superseded run's result is never the one read)."""
+        return f"{self.results}:{key}:{generation}"
 
     @property
     def concurrency_registry(self) -> str:
@@ -100,6 +107,21 @@ class Keys:
     @property
     def strikes_channel(self) -> str:
         return f"{self.prefix}:strikes-changed"
+
+    # For others' data: a docket's own keys never start with this, so nothing it does
+    # (clear(), expiry, the test suite's leak checks) touches what lives under it.
+    @property
+    def external_prefix(self) -> str:
+        return f"{self.prefix}:ext:"
+
+    def external(self, suffix: str) -> str:
+        return self.external_prefix + suffix
+
+    # The released layout's names for things this layout keeps elsewhere (in the task's
+    # record, or on one channel for the whole docket): keys under the prefix that
+    # nothing reads or writes, so code that touches them disturbs nothing.
+    def unused(self, name: str) -> str:
+        return f"{self.prefix}:unused:{name}"
 
     def permanent(self) -> set[str]:
         """Keys that legitimately outlive every task (what a leak check may ignore)."""

@@ -93,6 +93,10 @@ def _typed(error: ResponseError) -> ResponseError | AuthenticationError:
         return AuthenticationError(message)
     if message.startswith("NOSCRIPT"):
         return NoScriptError(message)
+    if message.startswith("ERR Protocol error: unauthenticated"):
+        # A server that wants a password refuses a large request before it gets as far
+        # as NOAUTH (redis-py's smaller first command would have heard NOAUTH).
+        return AuthenticationError(f"Authentication required. ({message})")
     return error
 
 

@@ -4,7 +4,9 @@
 -- KEYS: 1 stream, then per run: record, result
 -- ARGV: 1 group, 2 worker, 3 ttl seconds (0 = keep nothing), 4 events channel prefix,
 --       5 record key prefix, then per run: id, generation, deliveries, state
---       (completed|failed|cancelled|ack), error, result bytes ('' = none)
+--       (completed|failed|cancelled|ack), error, result: the sealed bytes to keep at the
+--       result key, '' for none, 's' kept in result_storage, 'x' lost there (sealed
+--       bytes start with '0' or '1', so neither marker is ever a result)
 -- Returns per run: 1 settled, 2 acked only (superseded or already final) or settled
 -- before (this worker's own earlier call, sent again after its reply was lost), 0 lease
 -- lost
@@ -41,7 +43,11 @@ for i = 1, n do
         redis.call('HSET', record, 'state', state, 'completed', now, 'error', err)
         -- Progress belongs to a run in flight; a final state has none.
         redis.call('HDEL', record, 'mid', 'pcur', 'ptot', 'pmsg', 'pupd')
-        if result ~= '' then
+        if result == 's' or result == 'x' then
+          -- Kept in the docket's result_storage ('s'), or lost there ('x'): the worker
+          -- wrote it (or failed to) before settling.
+          redis.call('HSET', record, 'result', result)
+        elseif result ~= '' then
           redis.call('SET', result_key, result, 'PX', math.floor(ttl * 1000))
           redis.call('HSET', record, 'result', '1')
         end
