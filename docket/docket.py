@@ -813,7 +813,15 @@ class Docket:
             function = getattr(function, "__name__", str(function))
         if function is None and parameter is None:
             raise ValueError("A strike needs a task name, a parameter, or both")
-        condition = StrikeCondition(function, parameter, Operator(operator), value)
+        try:
+            condition = StrikeCondition(function, parameter, Operator(operator), value)
+        except TypeError as error:
+            # An unhashable value can never be stored or matched; as released, that is
+            # reported and the strike does nothing, rather than failing the caller.
+            logger.warning(
+                "Incompatible type for strike condition: %s %r (%s)", operator, value, error
+            )
+            return
         if action == "strike":
             self.strike_list.add(condition)
         else:

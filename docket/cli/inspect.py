@@ -25,6 +25,7 @@ from .options import (
     CliError,
     DocketOption,
     UrlOption,
+    load_collection,
     run,
 )
 
@@ -50,6 +51,7 @@ def _patchable(name: str) -> Any:
 async def _take_snapshot(docket_name: str, url: str, tasks: list[str]) -> DocketSnapshot:
     async with _patchable("Docket")(name=docket_name, url=url) as docket:
         for path in tasks:
+            load_collection(path)  # for its clear errors; the import is then cached
             try:
                 docket.register_collection(path)
             except (ImportError, AttributeError, TypeError, ValueError) as error:
@@ -182,7 +184,9 @@ def snapshot(
     taken = run(_take_snapshot(docket_, url, tasks or []))
     output = _patchable("Console")()
     output.print(_snapshot_table(docket_, taken))
-    if stats and (taken.running or taken.future):
+    if not taken.total_tasks:
+        output.print("Nothing is scheduled, queued or running")
+    elif stats and (taken.running or taken.future):
         output.print()
         output.print(_stats_table(taken))
 

@@ -43,7 +43,8 @@ def _condition(
     value: Any = tuple(parsed) if operator is Operator.BETWEEN else (parsed or [None])[0]
     if function in (None, "", "*") and parameter in (None, "", "*"):
         raise typer.BadParameter(
-            "Must provide either a function and/or a parameter (use '*' for the other)"
+            "Must provide either a function and/or a parameter: a strike needs a function, "
+            "a parameter, or both (use '*' for the other)"
         )
     try:
         return StrikeCondition(function, parameter, operator, value)
