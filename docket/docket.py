@@ -209,11 +209,16 @@ class Docket:
             return
         labels = self._task_labels(execution.function_name)
         if disposition is Disposition.STRUCK:
-            TASKS_STRICKEN.add(1, labels)
+            TASKS_STRICKEN.add(1, {**labels, "docket.where": "docket"})
             return
         if disposition in (Disposition.FAILED, Disposition.SUPERSEDED):
             return
-        (TASKS_REPLACED if mode == "replace" else TASKS_ADDED).add(1, labels)
+        if mode == "replace":
+            # As released: a replace counts as a cancel of what it replaces, too.
+            TASKS_REPLACED.add(1, labels)
+            TASKS_CANCELLED.add(1, labels)
+        else:
+            TASKS_ADDED.add(1, labels)
         if disposition is Disposition.SCHEDULED:
             TASKS_SCHEDULED.add(1, labels)
 
@@ -524,6 +529,9 @@ class Docket:
             if span is not None:
                 span.set_attribute("docket.batch.count", len(calls))
             results = await self._schedule_chunks(mode, calls, chunk_size)
+            if span is not None:
+                stricken = sum(1 for e in results if e.disposition is Disposition.STRUCK)
+                span.set_attribute("docket.batch.stricken", stricken)
         for execution in results:
             self._count_scheduled(mode, execution)
         return results

@@ -437,9 +437,7 @@ class StrikeList:
         self._by_parameter = {parameter: tuple(e) for parameter, e in by_parameter.items()}
         self._warned.clear()
 
-    def is_stricken(
-        self, function_name: Any, arguments: Mapping[str, Any] | None = None
-    ) -> bool:
+    def is_stricken(self, function_name: Any, arguments: Mapping[str, Any] | None = None) -> bool:
         """Whether a call of ``function_name`` with ``arguments`` is struck.
 
         ``arguments`` maps parameter names to the values of this call (the
