@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib
 import logging
 import os
@@ -129,6 +130,24 @@ class DocketSnapshot:
     future: list[Execution]
     running: list[Execution]
     workers: list[WorkerInfo]
+
+
+class RunningExecution(Execution):
+    """A task a worker is running, as ``snapshot().running`` lists it: an ``Execution``
+    whose ``worker`` is set, with ``started`` (its ``started_at``) as released."""
+
+    worker: str | None
+
+    @classmethod
+    def of(cls, execution: Execution) -> RunningExecution:
+        running = copy.copy(execution)
+        # A subclass that adds no state, so the copy's attributes are all it needs.
+        running.__class__ = cls
+        return running  # type: ignore[return-value]
+
+    @property
+    def started(self) -> datetime | None:
+        return self.started_at
 
 
 class Docket:
@@ -745,7 +764,7 @@ class Docket:
                 continue
             execution = await self._execution_from_record(entry_key, record, fields)
             if _text(mid) in pending_ids and execution.state == ExecutionState.RUNNING:
-                running.append(execution)
+                running.append(RunningExecution.of(execution))
             elif execution.state == ExecutionState.QUEUED:
                 future.append(execution)
         future.sort(key=lambda e: e.when)
