@@ -3,6 +3,7 @@
 Scheduling work for later is as easy as running it now.
 """
 
+from . import tasks, testing
 from ._version import __version__
 from .agenda import Agenda
 from .annotations import Logged
@@ -78,4 +79,6 @@ __all__ = [
     "Worker",
     "WorkerInfo",
     "__version__",
+    "tasks",
+    "testing",
 ]

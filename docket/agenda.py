@@ -100,7 +100,7 @@ class Agenda:
         Returns one ``Execution`` per call, in the agenda's order.
         """
         if over <= timedelta(0):
-            raise ValueError(f"'over' must be a positive duration, got {over}")
+            raise ValueError(f"'over' parameter must be a positive duration, got {over}")
         if jitter is not None and jitter < timedelta(0):
             raise ValueError(f"'jitter' must not be negative, got {jitter}")
         items = list(self._items)

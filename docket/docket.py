@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib
 import logging
 import os
@@ -133,6 +134,24 @@ class DocketSnapshot:
     future: list[Execution]
     running: list[Execution]
     workers: list[WorkerInfo]
+
+
+class RunningExecution(Execution):
+    """A task a worker is running, as ``snapshot().running`` lists it: an ``Execution``
+    whose ``worker`` is set, with ``started`` (its ``started_at``) as released."""
+
+    worker: str | None
+
+    @classmethod
+    def of(cls, execution: Execution) -> RunningExecution:
+        running = copy.copy(execution)
+        # A subclass that adds no state, so the copy's attributes are all it needs.
+        running.__class__ = cls
+        return running  # type: ignore[return-value]
+
+    @property
+    def started(self) -> datetime | None:
+        return self.started_at
 
 
 class Docket:
@@ -284,11 +303,16 @@ class Docket:
             return
         labels = self._task_labels(execution.function_name)
         if disposition is Disposition.STRUCK:
-            TASKS_STRICKEN.add(1, labels)
+            TASKS_STRICKEN.add(1, {**labels, "docket.where": "docket"})
             return
         if disposition in (Disposition.FAILED, Disposition.SUPERSEDED):
             return
-        (TASKS_REPLACED if mode == "replace" else TASKS_ADDED).add(1, labels)
+        if mode == "replace":
+            # As released: a replace counts as a cancel of what it replaces, too.
+            TASKS_REPLACED.add(1, labels)
+            TASKS_CANCELLED.add(1, labels)
+        else:
+            TASKS_ADDED.add(1, labels)
         if disposition is Disposition.SCHEDULED:
             TASKS_SCHEDULED.add(1, labels)
 
@@ -610,6 +634,9 @@ class Docket:
             if span is not None:
                 span.set_attribute("docket.batch.count", len(calls))
             results = await self._schedule_chunks(mode, calls, chunk_size)
+            if span is not None:
+                stricken = sum(1 for e in results if e.disposition is Disposition.STRUCK)
+                span.set_attribute("docket.batch.stricken", stricken)
         for execution in results:
             self._count_scheduled(mode, execution)
         return results
@@ -841,7 +868,7 @@ class Docket:
                 continue
             execution = await self._execution_from_record(entry_key, record, fields)
             if _text(mid) in pending_ids and execution.state == ExecutionState.RUNNING:
-                running.append(execution)
+                running.append(RunningExecution.of(execution))
             elif execution.state == ExecutionState.QUEUED:
                 future.append(execution)
         future.sort(key=lambda e: e.when)
@@ -917,7 +944,15 @@ class Docket:
             function = getattr(function, "__name__", str(function))
         if function is None and parameter is None:
             raise ValueError("A strike needs a task name, a parameter, or both")
-        condition = StrikeCondition(function, parameter, Operator(operator), value)
+        try:
+            condition = StrikeCondition(function, parameter, Operator(operator), value)
+        except TypeError as error:
+            # An unhashable value can never be stored or matched; as released, that is
+            # reported and the strike does nothing, rather than failing the caller.
+            logger.warning(
+                "Incompatible type for strike condition: %s %r (%s)", operator, value, error
+            )
+            return
         if action == "strike":
             self.strike_list.add(condition)
         else:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind
 
 tracer = trace.get_tracer("docket")
@@ -102,29 +101,65 @@ TASK_PUNCTUALITY = meter.create_histogram(
 # -- gauges ------------------------------------------------------------------------------
 
 
-class WorkerMetrics:
-    """One worker's label sets and gauge samples.
+class _RunningCounts(dict[str, int]):
+    """Runs in progress per task name, as the worker counts them: every change is also
+    added to the ``TASKS_RUNNING`` up-down counter (looked up when it happens, so a
+    caller who patches ``TASKS_RUNNING.add`` sees each +1 and -1)."""
 
-    Label dicts are built once per task name and shared by every measurement. The
-    gauges below read ``running`` and the depth samples the heartbeat loop takes, so
-    their callbacks (which may run on an exporter's thread) never touch Redis.
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def __setitem__(self, task: str, count: int) -> None:
+        delta = count - self.get(task, 0)
+        super().__setitem__(task, count)
+        if delta:
+            TASKS_RUNNING.add(delta, self._metrics.task_labels(task))
+
+
+class WorkerMetrics:
+    """One worker's label sets, its running counts and its depth samples.
+
+    Label dicts are built once per task name and shared by every measurement. Setting
+    ``queue_depth`` or ``schedule_depth`` (the heartbeat loop's samples) records them on
+    the gauges of the same names.
     """
 
-    __slots__ = ("_by_task", "base", "docket_name", "queue_depth", "running", "schedule_depth")
+    __slots__ = ("_by_task", "_queue_depth", "_schedule_depth", "base", "docket_name", "running")
 
     def __init__(self, docket_name: str, worker_name: str) -> None:
         self.docket_name = docket_name
         self.base: dict[str, str] = {"docket.name": docket_name, "docket.worker": worker_name}
         self._by_task: dict[str, dict[str, str]] = {}
-        self.running: dict[str, int] = {}
-        self.queue_depth: int | None = None
-        self.schedule_depth: int | None = None
+        self.running: dict[str, int] = _RunningCounts(self)
+        self._queue_depth: int | None = None
+        self._schedule_depth: int | None = None
 
     def task_labels(self, task: str) -> dict[str, str]:
         labels = self._by_task.get(task)
         if labels is None:
             labels = self._by_task[task] = {**self.base, "docket.task": task}
         return labels
+
+    @property
+    def queue_depth(self) -> int | None:
+        return self._queue_depth
+
+    @queue_depth.setter
+    def queue_depth(self, value: int | None) -> None:
+        self._queue_depth = value
+        if value is not None:
+            QUEUE_DEPTH.set(value, {"docket.name": self.docket_name})
+
+    @property
+    def schedule_depth(self) -> int | None:
+        return self._schedule_depth
+
+    @schedule_depth.setter
+    def schedule_depth(self, value: int | None) -> None:
+        self._schedule_depth = value
+        if value is not None:
+            SCHEDULE_DEPTH.set(value, {"docket.name": self.docket_name})
 
 
 _live_lock = threading.Lock()
@@ -141,47 +176,19 @@ def unregister_worker(sample: WorkerMetrics) -> None:
         _live.pop(id(sample), None)
 
 
-def _live_workers() -> list[WorkerMetrics]:
-    with _live_lock:
-        return list(_live.values())
-
-
-def _observe_running(options: CallbackOptions) -> Iterable[Observation]:
-    for sample in _live_workers():
-        for task, count in dict(sample.running).items():
-            yield Observation(count, sample.task_labels(task))
-
-
-def _observe_depth(attribute: str) -> Any:
-    def observe(options: CallbackOptions) -> Iterable[Observation]:
-        # One value per docket, however many workers of it live in this process.
-        latest: dict[str, int] = {}
-        for sample in _live_workers():
-            value = getattr(sample, attribute)
-            if value is not None:
-                latest[sample.docket_name] = value
-        for name, value in latest.items():
-            yield Observation(value, {"docket.name": name})
-
-    return observe
-
-
-TASKS_RUNNING = meter.create_observable_gauge(
-    "docket_tasks_running",
-    callbacks=[_observe_running],
-    unit="1",
-    description="Runs in progress on this worker",
+# Instruments callers can patch (``mocker.patch("docket.instrumentation.TASKS_RUNNING.add")``),
+# as the released docket's were.
+TASKS_RUNNING = meter.create_up_down_counter(
+    "docket_tasks_running", unit="1", description="Runs in progress on this worker"
 )
-QUEUE_DEPTH = meter.create_observable_gauge(
+QUEUE_DEPTH = meter.create_gauge(
     "docket_queue_depth",
-    callbacks=[_observe_depth("queue_depth")],
     unit="1",
     description="Tasks due now and waiting for a worker (stream entries not yet "
     "claimed, plus scheduled ones already due), as of the last heartbeat",
 )
-SCHEDULE_DEPTH = meter.create_observable_gauge(
+SCHEDULE_DEPTH = meter.create_gauge(
     "docket_schedule_depth",
-    callbacks=[_observe_depth("schedule_depth")],
     unit="1",
     description="Tasks scheduled for the future, as of the last heartbeat",
 )
@@ -281,3 +288,75 @@ def internal(enabled: bool, name: str, attributes: Mapping[str, str]) -> Iterato
         yield
     finally:
         otel_context.detach(token)
+
+
+# -- the released docket's helpers --------------------------------------------------------
+
+
+class _MessageGetter:
+    """OpenTelemetry ``Getter`` for a stream message (``dict[bytes, bytes]``)."""
+
+    def get(self, carrier: Mapping[bytes, bytes], key: str) -> list[str] | None:
+        value = carrier.get(key.encode())
+        return None if value is None else [value.decode()]
+
+    def keys(self, carrier: Mapping[bytes, bytes]) -> list[str]:
+        return [key.decode() for key in carrier]
+
+
+class _MessageSetter:
+    """OpenTelemetry ``Setter`` for a stream message (``dict[bytes, bytes]``)."""
+
+    def set(self, carrier: dict[bytes, bytes], key: str, value: str) -> None:
+        carrier[key.encode()] = value.encode()
+
+
+message_getter = _MessageGetter()
+message_setter = _MessageSetter()
+
+
+@contextmanager
+def healthcheck_server(host: str = "0.0.0.0", port: int | None = None) -> Iterator[None]:
+    """While the block runs, answer any GET on ``port`` with 200 ``OK`` (liveness only:
+    the process is up). Nothing is served when ``port`` is None. ``docket worker
+    --healthcheck-port`` serves the richer ``Worker.is_healthy()`` check instead."""
+    if port is None:
+        yield
+        return
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True, name="healthcheck")
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def metrics_server(host: str = "0.0.0.0", port: int | None = None) -> Iterator[None]:
+    """While the block runs, serve docket's metrics as Prometheus text on ``port``
+    (nothing when ``port`` is None). Needs ``pip install pydocket[metrics]``; without
+    it, raises ``MetricsUnavailable``, an ImportError that says so."""
+    if port is None:
+        yield
+        return
+    from .metrics_server import serve_metrics
+
+    server = serve_metrics(port, host)
+    try:
+        yield
+    finally:
+        server.close()

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -129,6 +130,12 @@ class DocketFormatter(logging.Formatter):
         millis = min(int((record.created - second) * 1000), 999)
         return f"{self._stamp_head}.{millis:03d}{self._stamp_tail}"
 
+    @staticmethod
+    def _released_asctime(record: logging.LogRecord) -> str:
+        """``2025-01-31 12:00:00,123`` in local time: logging's default ``asctime``."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        return f"{stamp},{int(record.msecs):03d}"
+
     def _exception_text(self, record: logging.LogRecord) -> str | None:
         if record.exc_info and record.exc_info[0] is not None:
             return "".join(traceback.format_exception(*record.exc_info)).rstrip()
@@ -147,6 +154,12 @@ class DocketFormatter(logging.Formatter):
                 "level": record.levelname,
                 "logger": record.name,
                 "message": message,
+                # The keys the released docket's JSON lines had, which log pipelines
+                # may already select on.
+                "name": record.name,
+                "levelname": record.levelname,
+                "asctime": self._released_asctime(record),
+                "exc_info": failure,
             }
             for name, value in fields:
                 document.setdefault(name, value)

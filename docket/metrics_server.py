@@ -34,9 +34,10 @@ logger = logging.getLogger("docket.metrics")
 INSTALL_HINT = "pip install 'pydocket[metrics]'"
 
 
-class MetricsUnavailable(RuntimeError):
+class MetricsUnavailable(ImportError, RuntimeError):
     """The metrics endpoint cannot be served (the extra is missing, or the process's
-    MeterProvider was set up without docket's reader)."""
+    MeterProvider was set up without docket's reader). An ImportError, as the released
+    docket raised for the missing extra."""
 
 
 def _require_extra() -> None:
@@ -46,7 +47,8 @@ def _require_extra() -> None:
     except ImportError as error:
         raise MetricsUnavailable(
             f"Serving metrics (--metrics-port) needs the 'metrics' extra, which is not "
-            f"installed ({error}); install it with: {INSTALL_HINT}"
+            f"installed ({error}). Install with: pip install pydocket[metrics] "
+            f"(in zsh: {INSTALL_HINT})"
         ) from error
 
 

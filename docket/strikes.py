@@ -30,8 +30,11 @@ from uuid import UUID
 __all__ = [
     "LiteralOperator",
     "Operator",
+    "Restore",
+    "Strike",
     "StrikeChanges",
     "StrikeCondition",
+    "StrikeInstruction",
     "StrikeList",
     "decode_condition",
     "encode_condition",
@@ -194,6 +197,53 @@ def _compare(operator: Operator, argument: Any, value: Any) -> bool:
         return False
 
 
+class StrikeInstruction:
+    """A change to the strikes: ``Strike(...)`` or ``Restore(...)``, applied with
+    ``StrikeList.update()`` (the released docket's instruction objects)."""
+
+    direction: Literal["strike", "restore"]
+
+    def __init__(
+        self,
+        function: str | None,
+        parameter: str | None,
+        operator: Operator | LiteralOperator | str,
+        value: Any,
+    ) -> None:
+        self.function = function
+        self.parameter = parameter
+        self.operator = operator if isinstance(operator, Operator) else _operator(operator)
+        self.value = value
+
+    def condition(self) -> StrikeCondition:
+        return StrikeCondition(self.function, self.parameter, self.operator, self.value)
+
+    def labels(self) -> dict[str, str]:
+        labels: dict[str, str] = {}
+        if self.function:
+            labels["docket.task"] = self.function
+        if self.parameter:
+            labels["docket.parameter"] = self.parameter
+            labels["docket.operator"] = self.operator.value
+            labels["docket.value"] = repr(self.value)
+        return labels
+
+    def call_repr(self) -> str:
+        value = repr(self.value) if self.parameter else "*"
+        return f"{self.function or '*'}({self.parameter or '*'} {self.operator.value} {value})"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.call_repr()})"
+
+
+class Strike(StrikeInstruction):
+    direction: Literal["strike", "restore"] = "strike"
+
+
+class Restore(StrikeInstruction):
+    direction: Literal["strike", "restore"] = "restore"
+
+
 class StrikeChanges(NamedTuple):
     added: tuple[StrikeCondition, ...]
     removed: tuple[StrikeCondition, ...]
@@ -205,7 +255,27 @@ _ParameterIndex = dict[str, tuple[tuple[Operator, Any, StrikeCondition], ...]]
 class StrikeList:
     """The set of strikes in effect, indexed for the per-task check."""
 
-    def __init__(self, conditions: Iterable[StrikeCondition] = ()) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        name: str = "strikelist",
+        enable_internal_instrumentation: bool = False,
+        credential_provider: Any = None,
+        *,
+        conditions: Iterable[StrikeCondition] = (),
+    ) -> None:
+        # The released StrikeList took a Redis URL and name and kept itself in sync; here
+        # a Docket does that for its strike_list, and these are kept for the names only.
+        if url is not None and not isinstance(url, str):
+            raise TypeError(
+                "StrikeList's first argument is the Redis URL; pass strike conditions "
+                "as StrikeList(conditions=[...])"
+            )
+        self.url = url
+        self.name = name
+        self.enable_internal_instrumentation = enable_internal_instrumentation
+        self.credential_provider = credential_provider
+        self._extra_conditions: list[Callable[[Any], bool]] = []
         self._conditions: dict[StrikeCondition, None] = {}
         self._whole_tasks: frozenset[str] = frozenset()
         self._by_task: dict[str, _ParameterIndex] = {}
@@ -281,6 +351,68 @@ class StrikeList:
     def __repr__(self) -> str:
         return f"StrikeList([{', '.join(str(c) for c in self._conditions)}])"
 
+    # -- the released docket's view of the strikes ---------------------------------------
+
+    @property
+    def task_strikes(self) -> dict[str, dict[str, set[tuple[Operator, Any]]]]:
+        """``{task: {parameter: {(operator, value), ...}}}``; a task struck as a whole
+        maps to the strikes on its parameters (an empty dict when it has none)."""
+        view: dict[str, dict[str, set[tuple[Operator, Any]]]] = {}
+        for c in self._conditions:
+            if c.function is None:
+                continue
+            parameters = view.setdefault(c.function, {})
+            if c.parameter is not None:
+                parameters.setdefault(c.parameter, set()).add((c.operator, c.value))
+        return view
+
+    @property
+    def parameter_strikes(self) -> dict[str, set[tuple[Operator, Any]]]:
+        """``{parameter: {(operator, value), ...}}`` for the strikes on any task."""
+        view: dict[str, set[tuple[Operator, Any]]] = {}
+        for c in self._conditions:
+            if c.function is None and c.parameter is not None:
+                view.setdefault(c.parameter, set()).add((c.operator, c.value))
+        return view
+
+    @property
+    def prefix(self) -> str:
+        return self.name
+
+    @property
+    def strike_key(self) -> str:
+        return f"{self.prefix}:strikes"
+
+    def update(self, instruction: StrikeInstruction) -> None:
+        """Apply a ``Strike`` or ``Restore`` to this list (locally)."""
+        try:
+            condition = instruction.condition()
+        except (TypeError, ValueError) as error:
+            # As released: a strike that cannot be kept is reported, not raised.
+            logger.warning(
+                "Incompatible type for strike condition: %s %r (%s)",
+                instruction.operator,
+                instruction.value,
+                error,
+            )
+            return
+        if instruction.direction == "strike":
+            self.add(condition)
+        else:
+            self.discard(condition)
+
+    def add_condition(self, condition: Callable[[Any], bool]) -> None:
+        """Also count an ``Execution`` as struck when ``condition(execution)`` is true
+        (consulted by ``is_stricken(execution)``)."""
+        self._extra_conditions.insert(0, condition)
+
+    def remove_condition(self, condition: Callable[[Any], bool]) -> None:
+        self._extra_conditions.remove(condition)
+
+    async def wait_for_strikes_loaded(self) -> None:
+        """Nothing to wait for on a list of its own; a Docket's list is loaded when the
+        Docket's ``wait_for_strikes_loaded()`` returns."""
+
     def _reindex(self) -> None:
         # Strikes change rarely and tasks run constantly, so the indexes are
         # rebuilt on every change to keep is_stricken down to dict lookups.
@@ -305,12 +437,22 @@ class StrikeList:
         self._by_parameter = {parameter: tuple(e) for parameter, e in by_parameter.items()}
         self._warned.clear()
 
-    def is_stricken(self, function_name: str, arguments: Mapping[str, Any]) -> bool:
+    def is_stricken(self, function_name: Any, arguments: Mapping[str, Any] | None = None) -> bool:
         """Whether a call of ``function_name`` with ``arguments`` is struck.
 
         ``arguments`` maps parameter names to the values of this call (the
-        caller binds positional arguments to names).
+        caller binds positional arguments to names). As in the released docket, a
+        single argument may also be an ``Execution`` (checked against every strike and
+        every ``add_condition`` condition) or a mapping of arguments alone (checked
+        against the strikes on parameters of any task).
         """
+        if arguments is None:
+            target = function_name
+            if isinstance(target, Mapping):
+                return self.is_stricken("", target)
+            if any(condition(target) for condition in list(self._extra_conditions)):
+                return True
+            return self.is_stricken(target.function_name, target.arguments_by_name())
         if not self._conditions:
             return False
         if function_name in self._whole_tasks:
@@ -341,7 +483,8 @@ class StrikeList:
         # The argument's value is deliberately not logged: arguments may be
         # private, and only its type is needed to spot a mistyped strike.
         logger.warning(
-            "Strike %s cannot be compared with an argument of type %s; treating it as no match",
+            "Incompatible type for strike condition: %s cannot be compared with an "
+            "argument of type %s; treating it as no match",
             condition,
             type(argument).__name__,
         )

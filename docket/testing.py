@@ -113,7 +113,7 @@ async def assert_task_scheduled(
     if not waiting:
         raise AssertionError(
             f"Task {name} not found with {_criteria(name, args, kwargs, key)}: "
-            f"no tasks are scheduled on docket {docket.name!r}"
+            f"no tasks scheduled on docket {docket.name!r}"
         )
     raise AssertionError(
         f"Task {name} not found with {_criteria(name, args, kwargs, key)}\n\n"

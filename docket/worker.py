@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import itertools
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -22,6 +20,7 @@ from typing import Any
 from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 from redis.exceptions import RedisError, ResponseError
 
+from ._fallback import default_fallback_task
 from ._redis.client import BLOCK_SECONDS
 from ._redis.keys import GROUP
 from ._redis.scripts import script_source
@@ -64,6 +63,8 @@ from .logging import DEFERRABLE
 from .messages import PoisonMessage, open_payload, parse_fields
 
 logger = logging.getLogger("docket.worker")
+
+__all__ = ["Worker", "default_fallback_task"]
 
 MOVE_BATCH = 1000
 DEFAULT_MAX_DELIVERIES = 5
@@ -1280,95 +1281,54 @@ class Worker:
         concurrency: int = 10,
         redelivery_timeout: timedelta = timedelta(minutes=5),
         reconnection_delay: timedelta = timedelta(seconds=5),
-        minimum_check_interval: timedelta = timedelta(milliseconds=250),
+        minimum_check_interval: timedelta = timedelta(milliseconds=100),
         scheduling_resolution: timedelta = timedelta(milliseconds=250),
         schedule_automatic_tasks: bool = True,
         enable_internal_instrumentation: bool = False,
         until_finished: bool = False,
         healthcheck_port: int | None = None,
         metrics_port: int | None = None,
-        tasks: Sequence[str] = ("docket.tasks:standard_tasks",),
-        fallback_task: str | None = None,
-        dependencies: str | None = None,
+        tasks: list[str] = ["docket.tasks:standard_tasks"],  # noqa: B006 - never mutated
+        fallback_task: str | Callable[..., Any] | None = None,
         message_batch: int = 1000,
+        dependencies: Mapping[str, Any] | Sequence[Any] | str | None = None,
+        *,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
     ) -> None:
-        """Run a worker the way the CLI does, with SIGTERM/SIGINT handling: the first
-        signal stops claiming and drains, a second one exits at once.
+        """Run a worker the way the CLI does (the arguments keep the released order).
 
+        ``tasks`` are ``module:name`` task collections to register; ``fallback_task``
+        and ``dependencies`` may be given as ``module:name`` paths. SIGTERM/SIGINT stop
+        claiming and drain in-flight tasks; a second signal exits at once.
         ``healthcheck_port`` serves ``is_healthy()`` as 200/503; ``metrics_port`` serves
-        Prometheus text on ``/metrics`` and raises ``MetricsUnavailable`` (saying how to
-        install the ``metrics`` extra) when it cannot.
+        Prometheus text and raises ``MetricsUnavailable`` (saying how to install the
+        ``metrics`` extra) when it cannot. Embedded in another framework, use
+        ``run_forever()`` inside ``async with Worker(...)`` instead: it installs no
+        signal handlers.
         """
-        metrics = None
-        if metrics_port is not None:
-            from .metrics_server import serve_metrics
+        from ._worker_run import run_worker
 
-            # Before connecting: a missing extra or a taken port fails at once.
-            metrics = serve_metrics(metrics_port)
-        try:
-            async with Docket(
-                name=docket_name,
-                url=url,
-                enable_internal_instrumentation=enable_internal_instrumentation,
-            ) as docket:
-                for collection in tasks:
-                    docket.register_collection(collection)
-                worker = cls(
-                    docket,
-                    name=name,
-                    concurrency=concurrency,
-                    redelivery_timeout=redelivery_timeout,
-                    reconnection_delay=reconnection_delay,
-                    minimum_check_interval=minimum_check_interval,
-                    scheduling_resolution=scheduling_resolution,
-                    schedule_automatic_tasks=schedule_automatic_tasks,
-                    enable_internal_instrumentation=enable_internal_instrumentation,
-                    fallback_task=_import_member(fallback_task) if fallback_task else None,
-                    dependencies=_import_member(dependencies) if dependencies else None,
-                    message_batch=message_batch,
-                )
-                loop = asyncio.get_running_loop()
-                main = asyncio.current_task()
-                signals_seen = 0
-
-                def on_signal(signum: int) -> None:
-                    nonlocal signals_seen
-                    signals_seen += 1
-                    if signals_seen == 1:
-                        logger.warning(
-                            "Received %s: finishing in-flight tasks (send again to exit now)",
-                            signal.Signals(signum).name,
-                        )
-                        worker.stop()
-                    else:
-                        logger.warning(
-                            "Received %s again: exiting now", signal.Signals(signum).name
-                        )
-                        worker.abort()
-                        if main is not None:
-                            main.cancel()
-
-                for signum in (signal.SIGTERM, signal.SIGINT):
-                    loop.add_signal_handler(signum, on_signal, signum)
-                health = None
-                try:
-                    async with worker:
-                        if healthcheck_port is not None:
-                            from .healthcheck import serve_healthcheck
-
-                            health = await serve_healthcheck(worker, healthcheck_port)
-                        if until_finished:
-                            await worker.run_until_finished()
-                        else:
-                            await worker.run_forever()
-                finally:
-                    if health is not None:
-                        health.close()
-                    for signum in (signal.SIGTERM, signal.SIGINT):
-                        loop.remove_signal_handler(signum)
-        finally:
-            if metrics is not None:
-                metrics.close()
+        await run_worker(
+            cls,
+            docket_name=docket_name,
+            url=url,
+            name=name,
+            concurrency=concurrency,
+            redelivery_timeout=redelivery_timeout,
+            reconnection_delay=reconnection_delay,
+            minimum_check_interval=minimum_check_interval,
+            scheduling_resolution=scheduling_resolution,
+            schedule_automatic_tasks=schedule_automatic_tasks,
+            enable_internal_instrumentation=enable_internal_instrumentation,
+            until_finished=until_finished,
+            healthcheck_port=healthcheck_port,
+            metrics_port=metrics_port,
+            tasks=tasks,
+            fallback_task=fallback_task,
+            message_batch=message_batch,
+            dependencies=dependencies,
+            max_deliveries=max_deliveries,
+        )
 
     def is_healthy(self) -> bool:
         """Whether the worker loop is alive and Redis reachable: it is running (or
@@ -1394,14 +1354,3 @@ class Worker:
         if read_since is not None and now - read_since > BLOCK_SECONDS * 3:
             return f"a read from Redis has hung for {now - read_since:.0f}s"
         return None
-
-
-def _import_member(path: str) -> Any:
-    module_name, _, member = path.partition(":")
-    if not module_name or not member:
-        raise ValueError(f"{path!r} must look like 'package.module:name'")
-    module = importlib.import_module(module_name)
-    try:
-        return getattr(module, member)
-    except AttributeError:
-        raise ValueError(f"Module {module_name!r} has no member {member!r}") from None

@@ -277,7 +277,7 @@ async def test_worker_until_finished_runs_the_added_tasks_and_exits_0(
 
     assert result.code == 0, result
     assert sorted(ran(project)) == ["first", "second"]
-    assert "hello from the test" in result.stderr
+    assert "hello from the test" in result.stdout
     for execution in (first, second, traced):
         await execution.sync()
         assert execution.state == ExecutionState.COMPLETED
@@ -320,7 +320,7 @@ async def test_sigterm_lets_the_running_task_finish_then_exits_0(
             worker.kill()
 
     assert result.code == 0, result
-    assert "Received SIGTERM" in result.stderr
+    assert "Received SIGTERM" in result.stdout
     await execution.sync()
     assert execution.state == ExecutionState.COMPLETED
 
@@ -373,8 +373,8 @@ async def test_worker_options_from_environment_variables(
     assert ran(project) == ["from-env"]
     await execution.sync()
     assert execution.worker == "env-worker"
-    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
-    assert lines, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, result.stdout
     assert {line["level"] for line in lines} >= {"INFO"}
     assert any(line.get("worker") == "env-worker" for line in lines)
 
@@ -392,9 +392,9 @@ async def test_worker_plain_log_format(redis_url: str, docket_name: str, produce
         *target(redis_url, docket_name),
     )
     assert result.code == 0, result
-    line = next(line for line in result.stderr.splitlines() if "plain words" in line)
+    line = next(line for line in result.stdout.splitlines() if "plain words" in line)
     assert re.match(r"\d{4}-\d\d-\d\dT\S+ INFO ", line), line
-    assert "worker=plain-worker" in result.stderr
+    assert "worker=plain-worker" in result.stdout
 
 
 async def test_worker_serves_a_health_check(
@@ -487,7 +487,6 @@ def in_process(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[..., Res
 
 
 COMMANDS_WITH_A_URL = [
-    ["worker"],
     ["strike", "some_task"],
     ["restore", "some_task"],
     ["clear"],
@@ -505,9 +504,17 @@ COMMANDS_WITH_A_URL = [
 
 
 async def test_memory_urls_are_refused_by_the_script() -> None:
-    result = await cli("worker", "--url", "memory://shared")
-    assert_one_line_error(result, "memory://", "process of its own", "redis://")
+    result = await cli("clear", "--url", "memory://shared")
+    assert_one_line_error(result, "memory://", "not supported", "process of its own", "redis://")
     assert result.code == 2
+
+
+async def test_the_worker_runs_a_memory_docket_of_its_own() -> None:
+    # A docket inside the worker's own process, for local development: tasks it is
+    # given at startup (here, none) run, and it exits once there is nothing left.
+    result = await cli("worker", "--until-finished", "--url", "memory://dev", "--docket", "dev")
+    assert result.code == 0, result
+    assert "Starting worker" in result.stdout
 
 
 def test_memory_urls_are_refused_by_every_command(in_process: Callable[..., Result]) -> None:
@@ -730,7 +737,7 @@ async def test_tasks_trace_fail_sleep_add_built_in_tasks(
 
     result = await cli("worker", "--until-finished", *FAST, *target(redis_url, docket_name))
     assert result.code == 0, result
-    assert "a message" in result.stderr and "on purpose" in result.stderr
+    assert "a message" in result.stdout and "on purpose" in result.stdout
     states = {}
     for name, key in added.items():
         execution = await producer.get_execution(key)
@@ -801,11 +808,11 @@ async def test_snapshot_and_stats(redis_url: str, docket_name: str, producer: Do
         assert key in result.stdout
     assert re.search(r"trace-now\s*│\s*queued", result.stdout), result.stdout
     assert re.search(r"in 4m \d\ds\s*│\s*sleep\s*│\s*sleep-later\s*│\s*scheduled", result.stdout)
-    assert "Tasks by name" not in result.stdout
+    assert "Task Count Statistics by Function" not in result.stdout
 
     result = await cli("snapshot", "--stats", *target(redis_url, docket_name))
     assert result.code == 0, result
-    assert "Tasks by name" in result.stdout
+    assert "Task Count Statistics by Function" in result.stdout
     # Task, total, running, queued, scheduled.
     assert re.search(r"│ trace\s*│\s*2 │\s*0 │\s*1 │\s*1 │", result.stdout), result.stdout
     assert re.search(r"│ sleep\s*│\s*1 │\s*0 │\s*0 │\s*1 │", result.stdout), result.stdout
@@ -826,7 +833,7 @@ async def test_snapshot_and_workers_with_a_live_worker(
 
         result = await cli("snapshot", *target(redis_url, docket_name))
         assert result.code == 0, result
-        assert "1 worker, 1/1 running" in result.stdout
+        assert "1 workers, 1/1 running" in result.stdout
         assert re.search(r"long-nap\s*│\s*running\s*│\s*napper", result.stdout), result.stdout
 
         result = await cli("workers", "ls", *target(redis_url, docket_name))
@@ -855,7 +862,7 @@ async def test_commands_read_url_and_docket_from_the_environment(
     env = {"DOCKET_URL": redis_url, "DOCKET_NAME": docket_name, "DOCKET_SNAPSHOT_STATS": "true"}
     result = await cli("snapshot", env=env)
     assert result.code == 0, result
-    assert "env-key" in result.stdout and "Tasks by name" in result.stdout
+    assert "env-key" in result.stdout and "Task Count Statistics by Function" in result.stdout
     # The option wins over the variable.
     result = await cli("snapshot", "--docket", docket_name + "-other", env=env)
     assert "env-key" not in result.stdout
@@ -976,7 +983,7 @@ async def test_dead_letters_list_requeue_and_purge(
 
     result = await cli("worker", "--until-finished", *FAST, *target(redis_url, docket_name))
     assert result.code == 0, result
-    assert "unknown task 'record'" in result.stderr
+    assert "unknown task 'record'" in result.stdout
 
     result = await cli("dead-letters", "list", *target(redis_url, docket_name))
     assert result.code == 0, result

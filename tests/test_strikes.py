@@ -343,7 +343,7 @@ def test_replace_all_reports_the_changes() -> None:
     a = StrikeCondition("a")
     b = StrikeCondition(None, "x", Operator.EQUAL, 1)
     c = StrikeCondition("c", "y", Operator.GREATER_THAN, 2)
-    strikes = StrikeList([a, b])
+    strikes = StrikeList(conditions=[a, b])
 
     changes = strikes.replace_all([b, c, c])
 

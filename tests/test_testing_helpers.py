@@ -112,7 +112,7 @@ async def test_a_failed_match_lists_what_is_scheduled(docket: Docket) -> None:
 
 
 async def test_a_failed_match_on_an_empty_docket_says_so(docket: Docket) -> None:
-    with pytest.raises(AssertionError, match="no tasks are scheduled"):
+    with pytest.raises(AssertionError, match="no tasks scheduled on docket"):
         await assert_task_scheduled(docket, send_email)
 
 

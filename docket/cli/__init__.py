@@ -10,14 +10,44 @@ import sys
 from typing import Any
 
 import typer
+from rich.console import Console
 
 from .._version import __version__
+from ..docket import Docket
+from ..worker import Worker
 from . import dead_letters, inspect, tasks
+from ._support import (
+    duration,
+    interpret_python_value,
+    iterate_with_timeout,
+    relative_time,
+    validate_url,
+)
 from .clear import clear
+from .inspect import snapshot, watch
 from .strikes import restore, strike
 from .worker import worker
 
-__all__ = ["app", "main"]
+# Docket, Worker and Console are names here on purpose: the commands look them up on
+# this module when they run, so a tool can swap them (as the released test suite does).
+__all__ = [
+    "Console",
+    "Docket",
+    "Worker",
+    "app",
+    "clear",
+    "duration",
+    "interpret_python_value",
+    "iterate_with_timeout",
+    "main",
+    "relative_time",
+    "restore",
+    "snapshot",
+    "strike",
+    "validate_url",
+    "watch",
+    "worker",
+]
 
 app = typer.Typer(
     name="docket",
@@ -38,8 +68,8 @@ app.command()(worker)
 app.command()(strike)
 app.command()(restore)
 app.command()(clear)
-app.command()(inspect.snapshot)
-app.command()(inspect.watch)
+app.command()(snapshot)
+app.command()(watch)
 app.add_typer(inspect.workers_app, name="workers")
 app.add_typer(tasks.app, name="tasks")
 app.add_typer(dead_letters.app, name="dead-letters")

@@ -13,10 +13,10 @@ async def _clear(docket_name: str, url: str) -> int:
 
 
 def clear(
-    docket: DocketOption = DEFAULT_DOCKET,
+    docket_: DocketOption = DEFAULT_DOCKET,
     url: UrlOption = DEFAULT_URL,
 ) -> None:
     """Cancel every scheduled and queued task; running tasks finish."""
-    count = run(_clear(docket, url))
-    noun = "task" if count == 1 else "tasks"
-    say(f"Cleared {count} {noun} from docket {docket!r}")
+    count = run(_clear(docket_, url))
+    # "tasks" even for one: the released wording, which scripts match.
+    say(f"Cleared {count} tasks from docket {docket_!r}")

@@ -40,12 +40,24 @@ POLL_SECONDS = 1.0
 # -- snapshot ---------------------------------------------------------------------------
 
 
+def _patchable(name: str) -> Any:
+    # Looked up on the docket.cli package at call time: tools (and the released test
+    # suite) replace docket.cli.Docket or docket.cli.Console to see what a command does.
+    from .. import cli
+
+    return getattr(cli, name)
+
+
 async def _take_snapshot(docket_name: str, url: str, tasks: list[str]) -> DocketSnapshot:
-    async with Docket(name=docket_name, url=url) as docket:
+    async with _patchable("Docket")(name=docket_name, url=url) as docket:
         for path in tasks:
-            for function in load_collection(path):
-                docket.register(function)
-        return await docket.snapshot()
+            load_collection(path)  # for its clear errors; the import is then cached
+            try:
+                docket.register_collection(path)
+            except (ImportError, AttributeError, TypeError, ValueError) as error:
+                raise CliError(f"cannot register task collection {path!r}: {error}") from None
+        snapshot: DocketSnapshot = await docket.snapshot()
+        return snapshot
 
 
 @dataclass
@@ -82,11 +94,20 @@ def task_stats(snapshot: DocketSnapshot) -> dict[str, TaskStats]:
     return stats
 
 
-def _snapshot_table(snapshot: DocketSnapshot) -> Table:
+def _snapshot_table(docket_name: str, snapshot: DocketSnapshot) -> Table:
     now = snapshot.taken
-    table = Table()
+    table = Table(
+        title="\n".join(
+            [
+                f"Docket: {escape(repr(docket_name))}",
+                f"as of {local_time(snapshot.taken)}",
+                f"{len(snapshot.workers)} workers, "
+                f"{len(snapshot.running)}/{snapshot.total_tasks} running",
+            ]
+        )
+    )
     table.add_column("When", style="green", no_wrap=True)
-    table.add_column("Task", style="cyan")
+    table.add_column("Function", style="cyan")
     table.add_column("Key", style="cyan", overflow="fold")
     table.add_column("State", no_wrap=True)
     table.add_column("Worker", style="yellow")
@@ -116,12 +137,12 @@ def _snapshot_table(snapshot: DocketSnapshot) -> Table:
 def _stats_table(snapshot: DocketSnapshot) -> Table:
     now = snapshot.taken
     stats = task_stats(snapshot)
-    table = Table()
-    table.add_column("Task", style="cyan")
+    table = Table(title="Task Count Statistics by Function")
+    table.add_column("Function", style="cyan")
     for column in ("Total", "Running", "Queued", "Scheduled"):
         table.add_column(column, justify="right")
-    table.add_column("Next due", style="green", no_wrap=True)
-    table.add_column("Last due", style="green", no_wrap=True)
+    table.add_column("Oldest Queued", style="green", no_wrap=True)
+    table.add_column("Latest Queued", style="green", no_wrap=True)
     # Busiest first: a runaway task is the first thing to see.
     for name, counts in sorted(stats.items(), key=lambda item: (-item[1].total, item[0])):
         table.add_row(
@@ -156,26 +177,18 @@ def snapshot(
             show_envvar=True,
         ),
     ] = None,
-    docket: DocketOption = DEFAULT_DOCKET,
+    docket_: DocketOption = DEFAULT_DOCKET,
     url: UrlOption = DEFAULT_URL,
 ) -> None:
     """Show what is scheduled, queued and running right now, and how many workers."""
-    taken = run(_take_snapshot(docket, url, tasks or []))
-    running = len(taken.running)
-    workers = len(taken.workers)
-    say(
-        f"Docket {docket!r} as of {local_time(taken.taken)}: "
-        f"{workers} worker{'' if workers == 1 else 's'}, "
-        f"{running}/{taken.total_tasks} running"
-    )
+    taken = run(_take_snapshot(docket_, url, tasks or []))
+    output = _patchable("Console")()
+    output.print(_snapshot_table(docket_, taken))
     if not taken.total_tasks:
-        say("Nothing is scheduled, queued or running")
-        return
-    console.print(_snapshot_table(taken))
-    if stats:
-        say("")
-        say("Tasks by name:")
-        console.print(_stats_table(taken))
+        output.print("Nothing is scheduled, queued or running")
+    elif stats and (taken.running or taken.future):
+        output.print()
+        output.print(_stats_table(taken))
 
 
 # -- watch ------------------------------------------------------------------------------

@@ -76,13 +76,22 @@ def safe_url(url: str) -> str:
 
 def check_url(url: str) -> str:
     """Refuse URLs no separate process can use, and those that cannot be parsed."""
+    if urlsplit(url).scheme == "memory":
+        raise typer.BadParameter(
+            "The memory:// URL scheme is not supported by the CLI: memory:// is a docket "
+            "inside one process, and this command runs in a process of its own, so it "
+            "would see an empty docket that vanishes when it exits; use a redis://, "
+            "rediss:// or unix:// URL (only `docket worker` runs a memory:// docket)"
+        )
+    return check_any_url(url)
+
+
+def check_any_url(url: str) -> str:
+    """Refuse what is not a URL docket can connect to; ``memory://`` is allowed (for
+    ``docket worker``, which runs the in-process docket itself)."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
-        raise typer.BadParameter(
-            "memory:// is a docket inside one process, and this command runs in a "
-            "process of its own, so it would see an empty docket that vanishes when it "
-            "exits; use a redis://, rediss:// or unix:// URL"
-        )
+        return url
     if scheme not in SUPPORTED_SCHEMES:
         raise typer.BadParameter(
             f"{safe_url(url)!r} is not a Redis URL; it must start with "
@@ -112,6 +121,19 @@ UrlOption = Annotated[
         help="The Redis server, e.g. redis://localhost:6379/0, rediss://..., unix:///path",
         envvar=URL_ENVVARS,
         callback=check_url,
+        show_envvar=True,
+    ),
+]
+
+WorkerUrlOption = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        "-u",
+        help="The Redis server, e.g. redis://localhost:6379/0, rediss://..., unix:///path; "
+        "or memory:// for a docket inside this one process (local development)",
+        envvar=URL_ENVVARS,
+        callback=check_any_url,
         show_envvar=True,
     ),
 ]

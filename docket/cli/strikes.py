@@ -7,14 +7,16 @@ from typing import Annotated, Any
 import typer
 
 from ..docket import Docket
-from ..strikes import Operator, StrikeCondition, parse_typed_value
+from ..strikes import Operator, StrikeCondition
+from ._support import interpret_python_value
 from .display import say
 from .options import DEFAULT_DOCKET, DEFAULT_URL, DocketOption, UrlOption, run
 
 _VALUE_HELP = (
     "The value to compare with, typed by a prefix: int:5, float:2.5, bool:true, "
     "decimal:9.99, datetime:2025-01-01T00:00:00+00:00, date:, timedelta: (seconds), "
-    "uuid:, none:, str: (the default). 'between' takes two values, low and high."
+    "uuid:, none:, str: (the default), or a type's import path (decimal.Decimal:9.99). "
+    "'between' takes two values, low and high."
 )
 
 
@@ -23,7 +25,7 @@ def _condition(
 ) -> StrikeCondition:
     """The strike the arguments describe; usage errors for anything it cannot be."""
     try:
-        parsed = [parse_typed_value(text) for text in values]
+        parsed = [interpret_python_value(text) for text in values]
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="VALUE") from None
     expected = 2 if operator is Operator.BETWEEN else 1
@@ -39,6 +41,11 @@ def _condition(
             param_hint="VALUE",
         )
     value: Any = tuple(parsed) if operator is Operator.BETWEEN else (parsed or [None])[0]
+    if function in (None, "", "*") and parameter in (None, "", "*"):
+        raise typer.BadParameter(
+            "Must provide either a function and/or a parameter: a strike needs a function, "
+            "a parameter, or both (use '*' for the other)"
+        )
     try:
         return StrikeCondition(function, parameter, operator, value)
     except (TypeError, ValueError) as error:
@@ -89,7 +96,7 @@ def strike(
     parameter: ParameterArgument = "*",
     operator: OperatorArgument = Operator.EQUAL,
     value: ValueArgument = None,
-    docket: DocketOption = DEFAULT_DOCKET,
+    docket_: DocketOption = DEFAULT_DOCKET,
     url: UrlOption = DEFAULT_URL,
 ) -> None:
     """Stop a task, or the calls whose argument matches, from being scheduled or run.
@@ -100,7 +107,7 @@ def strike(
     """
     condition = _condition(function, parameter, operator, value or [])
     say(f"Striking {_describe(condition)}")
-    run(_change("strike", docket, url, condition))
+    run(_change("strike", docket_, url, condition))
 
 
 def restore(
@@ -108,10 +115,10 @@ def restore(
     parameter: ParameterArgument = "*",
     operator: OperatorArgument = Operator.EQUAL,
     value: ValueArgument = None,
-    docket: DocketOption = DEFAULT_DOCKET,
+    docket_: DocketOption = DEFAULT_DOCKET,
     url: UrlOption = DEFAULT_URL,
 ) -> None:
     """Lift a strike: give the same arguments the strike was made with."""
     condition = _condition(function, parameter, operator, value or [])
     say(f"Restoring {_describe(condition)}")
-    run(_change("restore", docket, url, condition))
+    run(_change("restore", docket_, url, condition))

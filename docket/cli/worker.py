@@ -13,14 +13,15 @@ import typer
 
 from ..docket import Docket
 from ..logging import configure_logging
-from ..worker import Worker
+from ..metrics_server import MetricsUnavailable
+from ..worker import DEFAULT_MAX_DELIVERIES
 from .options import (
     DEFAULT_DOCKET,
     DEFAULT_URL,
     EXIT_INTERRUPTED,
     CliError,
     DocketOption,
-    UrlOption,
+    WorkerUrlOption,
     duration_option,
     fail,
     import_member,
@@ -50,7 +51,15 @@ class LogFormat(StrEnum):
 
 def default_log_format() -> LogFormat:
     """Rich on a terminal, plain text otherwise (log files, containers, pipes)."""
-    return LogFormat.RICH if sys.stderr.isatty() else LogFormat.PLAIN
+    return LogFormat.RICH if sys.stdout.isatty() else LogFormat.PLAIN
+
+
+def _worker_class() -> Any:
+    # Looked up on the docket.cli package at call time: tools (and the released test
+    # suite) replace docket.cli.Worker to see what the command would run.
+    from .. import cli
+
+    return cli.Worker
 
 
 def _check_collections(docket: str, url: str, tasks: list[str]) -> list[str]:
@@ -92,8 +101,8 @@ def worker(
             show_envvar=True,
         ),
     ] = DEFAULT_TASKS,
-    docket: DocketOption = DEFAULT_DOCKET,
-    url: UrlOption = DEFAULT_URL,
+    docket_: DocketOption = DEFAULT_DOCKET,
+    url: WorkerUrlOption = DEFAULT_URL,
     name: Annotated[
         str | None,
         typer.Option(
@@ -135,10 +144,10 @@ def worker(
         duration_option(
             "How often to look for work when the docket is quiet",
             "DOCKET_WORKER_MINIMUM_CHECK_INTERVAL",
-            timedelta(milliseconds=250),
+            timedelta(milliseconds=100),
             "--minimum-check-interval",
         ),
-    ] = timedelta(milliseconds=250),
+    ] = timedelta(milliseconds=100),
     scheduling_resolution: Annotated[
         timedelta,
         duration_option(
@@ -157,6 +166,16 @@ def worker(
             min=1,
         ),
     ] = 1000,
+    max_deliveries: Annotated[
+        int,
+        typer.Option(
+            help="How many times a message may be delivered without settling (its worker "
+            "died or hung each time) before it is dead-lettered instead of run again",
+            envvar="DOCKET_WORKER_MAX_DELIVERIES",
+            show_envvar=True,
+            min=1,
+        ),
+    ] = DEFAULT_MAX_DELIVERIES,
     schedule_automatic_tasks: Annotated[
         bool,
         typer.Option(
@@ -255,27 +274,26 @@ def worker(
     It runs until SIGTERM or SIGINT: the first lets in-flight tasks finish (then exits 0),
     a second exits at once. DURATION is 90, 90s, 250ms, 5m, 1h, mm:ss or hh:mm:ss.
     """
+    # Logs go to stdout, as the released worker's did (scripts and probes read them there).
     configure_logging(
-        logging_level.value, (logging_format or default_log_format()).value, batched=True
+        LogLevel(logging_level).value,
+        LogFormat(logging_format or default_log_format()).value,
+        stream=sys.stdout,
+        batched=True,
     )
     # This process logs through our formatters alone, which never show a record's thread,
     # process or asyncio task: skip gathering them for the two lines every run logs.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.logAsyncioTasks = False  # type: ignore[attr-defined, unused-ignore]
     try:
-        names = _check_collections(docket, url, tasks)
+        _check_collections(docket_, url, tasks)
         _check_member(fallback_task, "fallback task")
         _check_member(dependencies, "worker dependencies")
     except CliError as error:
         fail(str(error), error.code)
-    logger.info(
-        "Starting a worker for docket %r at %s; tasks: %s",
-        docket,
-        safe_url(url),
-        ", ".join(names),
-    )
+    logger.info("Connecting to docket %r at %s", docket_, safe_url(url))
     options: dict[str, Any] = {
-        "docket_name": docket,
+        "docket_name": docket_,
         "url": url,
         "name": name,
         "concurrency": concurrency,
@@ -292,6 +310,7 @@ def worker(
         "fallback_task": fallback_task,
         "dependencies": dependencies,
         "message_batch": message_batch,
+        "max_deliveries": max_deliveries,
     }
     if app is not None:
         runner = _app_runner()
@@ -299,7 +318,7 @@ def worker(
         options.pop("metrics_port")
         # The app's lifespan opens its own docket; only insist on one named explicitly.
         url_given = url != DEFAULT_URL
-        docket_given = docket != DEFAULT_DOCKET
+        docket_given = docket_ != DEFAULT_DOCKET
         worker_options = {
             k: v
             for k, v in options.items()
@@ -323,7 +342,7 @@ def worker(
                     app,
                     tasks=[t for t in tasks if t not in DEFAULT_TASKS],
                     url=url if url_given else None,
-                    docket_name=docket if docket_given else None,
+                    docket_name=docket_ if docket_given else None,
                     until_finished=until_finished,
                     **worker_options,
                 )
@@ -333,11 +352,8 @@ def worker(
         logger.info("Worker stopped")
         return
     try:
-        run(Worker.run(**options))
-    except RuntimeError as error:
-        # The metrics endpoint's MetricsUnavailable (the extra is missing, say).
-        if type(error).__name__ != "MetricsUnavailable":
-            raise
+        run(_worker_class().run(**options))
+    except MetricsUnavailable as error:
         fail(str(error))
     except asyncio.CancelledError:
         # A second SIGTERM/SIGINT: in-flight tasks were abandoned to redelivery.
