@@ -459,7 +459,7 @@ class Execution:
 
         return await docket._scripts.run(
             "mark",
-            [keys.record(self.key), keys.result(self.key), keys.stream],
+            [keys.record(self.key), keys.result(self.key, self.generation), keys.stream],
             [
                 self.generation,
                 state,
