@@ -29,6 +29,7 @@ from .execution import (
     TaskCall,
     TaskFunction,
     _text,
+    placeholder_for,
     timestamp,
 )
 from .instrumentation import (
@@ -711,6 +712,10 @@ class Docket:
 
     # -- cancelling -----------------------------------------------------------------
 
+    def _pubsub(self) -> Any:
+        """A pub/sub connection for following tasks (each one is a Redis connection)."""
+        return self._connection.client.pubsub()
+
     async def schedule(self, execution: Execution) -> None:
         """Schedule a prepared ``Execution`` as ``add`` would (strikes apply, and a key
         already scheduled, queued or running is left alone: ``ALREADY_SCHEDULED``)."""
@@ -827,6 +832,10 @@ class Docket:
             function_name=name,
             trace_context=parse_trace_context(record.get(b"trace")),
         )
+        if execution.function is None:
+            # A task this process does not know (the CLI's watch, a dashboard): a stand-in
+            # named after it, so the execution reads like any other.
+            execution._function = placeholder_for(execution)
         execution._load_record(record)
         return execution
 

@@ -6,13 +6,15 @@ import asyncio
 import inspect
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args, get_origin, get_type_hints
+
+from uncalled_for import Dependency, get_signature
 
 from ._results import IN_STORE, LOST, ResultStoreError, result_key
 from .annotations import Logged, logged_marker
@@ -229,12 +231,21 @@ class ExecutionProgress:
             record = await redis.hgetall(self.docket.keys.record(self.key))
         self._load(record or {})
 
-    async def subscribe(self) -> AsyncIterator[ProgressEvent]:
+    async def subscribe(
+        self, *, ready: asyncio.Event | None = None
+    ) -> AsyncIterator[ProgressEvent]:
+        """Every change of this run's progress from now on (see ``Execution.subscribe``;
+        ``ready`` is set once the subscription is confirmed)."""
         execution = self._execution
         if execution is None:
             execution = Execution(self.docket, None, (), {}, self.key, datetime.now(UTC))
-        async for event in execution.subscribe():
+        first = True
+        async for event in execution.subscribe(ready=ready):
             if event["type"] == "progress":
+                if first:
+                    # Where it stands now, which the caller can read off this object.
+                    first = False
+                    continue
                 yield event  # type: ignore[misc]
 
 
@@ -260,11 +271,11 @@ class Execution:
         disposition: Disposition = Disposition.LOADED,
     ) -> None:
         self.docket = docket
-        self.function = function
+        self._function = function
         self.function_name: str = function_name or str(getattr(function, "__name__", "<unknown>"))
-        self.args = args
-        self.kwargs = kwargs
-        self.key = key
+        self._args = args
+        self._kwargs = kwargs
+        self._key = key
         self.when = when
         self.attempt = attempt
         self.generation = generation
@@ -286,6 +297,24 @@ class Execution:
         # Set when a Retry or Perpetual scheduled this run's successor: what that did
         # (the worker counts retries, perpetuations and supersessions from it).
         self._rescheduled: Disposition | None = None
+
+    # What was called and under which key never changes for an execution (as released):
+    # a different call is a different Execution.
+    @property
+    def function(self) -> TaskFunction | None:
+        return self._function
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        return self._args
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return self._kwargs
+
+    @property
+    def key(self) -> str:
+        return self._key
 
     def __repr__(self) -> str:
         return (
@@ -390,7 +419,7 @@ class Execution:
         docket = self.docket
         rescheduling = reschedule_message is not None or expected_generation > 0
         mode = "reschedule" if rescheduling else ("replace" if replace else "add")
-        function = self.function if self.function is not None else _placeholder(self)
+        function = self.function if self.function is not None else placeholder_for(self)
         prepared, keys, argv = docket._prepare(
             mode,
             function,
@@ -482,16 +511,38 @@ class Execution:
 
     # -- waiting ----------------------------------------------------------------------
 
-    async def subscribe(self) -> AsyncGenerator[StateEvent | ProgressEvent, None]:
-        """The current state first, then every state and progress change as it happens."""
+    async def subscribe(
+        self, *, ready: asyncio.Event | None = None
+    ) -> AsyncGenerator[StateEvent | ProgressEvent, None]:
+        """The current state and progress first, then every change as it happens.
+
+        A finished task yields its two current events and ends without opening a pub/sub
+        connection. Otherwise the subscription is made only when a third event is asked
+        for; ``ready`` is set once it is confirmed, and a change made in between (after
+        the first read, before the subscription) is read back and yielded too.
+        """
+        await self.sync()
+        state_event, progress_event = self._state_event(), self._progress_event()
+        yield state_event
+        yield progress_event
+        if self.state in TERMINAL_STATES:
+            if ready is not None:
+                ready.set()
+            return
         docket = self.docket
-        pubsub = docket._connection.client.pubsub()
-        await pubsub.subscribe(docket.keys.events(self.key))
+        pubsub = docket._pubsub()
         try:
+            await pubsub.subscribe(docket.keys.events(self.key))
+            # The confirmation arrives before anything published after it.
+            await pubsub.get_message(ignore_subscribe_messages=False, timeout=None)
+            if ready is not None:
+                ready.set()
             await self.sync()
-            yield self._state_event()
-            if self.progress.current is not None:
-                yield self._progress_event()
+            fresh_state, fresh_progress = self._state_event(), self._progress_event()
+            if fresh_state != state_event:
+                yield fresh_state
+            if fresh_progress != progress_event:
+                yield fresh_progress
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is None:
@@ -540,7 +591,9 @@ class Execution:
         """Wait for the run to end: its return value, its exception re-raised,
         ``ExecutionCancelled``, or ``TimeoutError`` when ``timeout``/``deadline`` passes."""
         if timeout is not None and deadline is not None:
-            raise ValueError("Pass either timeout or deadline to get_result, not both")
+            raise ValueError(
+                "Cannot specify both timeout and deadline: pass one of them to get_result"
+            )
         limit: float | None = None
         if timeout is not None:
             limit = time.monotonic() + (
@@ -561,13 +614,15 @@ class Execution:
                 remaining = None if limit is None else limit - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(
-                        f"Task {self.key!r} did not finish in time (state: {self.state.value})"
+                        f"Timeout waiting for execution {self.key!r} to finish "
+                        f"(state: {self.state.value})"
                     )
                 try:
                     event = await asyncio.wait_for(anext(events), remaining)
                 except TimeoutError:
                     raise TimeoutError(
-                        f"Task {self.key!r} did not finish in time (state: {self.state.value})"
+                        f"Timeout waiting for execution {self.key!r} to finish "
+                        f"(state: {self.state.value})"
                     ) from None
                 if not self._record_found and limit is None:
                     # Expired, or a fire-and-forget docket (execution_ttl=0) that keeps no
@@ -599,7 +654,85 @@ class Execution:
         return self.docket._load_result(self.key, data)
 
 
-def _placeholder(execution: Execution) -> TaskFunction:
+def compact_signature(signature: inspect.Signature) -> str:
+    """A short form of a task's signature for listings: ``a: str, b: int = 1, ...``.
+
+    Dependencies are not the caller's business, so they collapse into one ``...``.
+    """
+    parts: list[str] = []
+    dependencies = 0
+    for parameter in signature.parameters.values():
+        if isinstance(parameter.default, Dependency):
+            dependencies += 1
+            continue
+        text = parameter.name
+        annotation = parameter.annotation
+        if annotation is not parameter.empty:
+            # Annotated[int, Logged] reads as int.
+            if get_origin(annotation) is not None and get_args(annotation):
+                annotation = get_args(annotation)[0]
+            text += f": {getattr(annotation, '__name__', str(annotation))}"
+        if parameter.default is not parameter.empty:
+            text += f" = {parameter.default!r}"
+        parts.append(text)
+    if dependencies:
+        parts.append("...")
+    return ", ".join(parts)
+
+
+async def schedule_many(
+    redis: Any,
+    executions: Sequence[Execution],
+    *,
+    replace: bool,
+    chunk_size: int | None = 1000,
+) -> None:
+    """Schedule prepared executions in pipelined chunks on ``redis``.
+
+    Each one is its own atomic schedule (as ``Execution.schedule``), with its own
+    ``disposition``: a struck one is ``STRUCK``, one whose script failed is ``FAILED``
+    with ``schedule_exception`` set; chunks never sent keep ``LOADED``.
+    """
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1 (or None), got {chunk_size}")
+    mode = "replace" if replace else "add"
+    size = chunk_size or max(len(executions), 1)
+    for start in range(0, len(executions), size):
+        chunk = executions[start : start + size]
+        sent: list[tuple[Execution, Execution]] = []
+        async with redis.pipeline(transaction=False) as pipe:
+            for execution in chunk:
+                docket = execution.docket
+                function = execution.function or placeholder_for(execution)
+                prepared, keys, argv = docket._prepare(
+                    mode,
+                    function,
+                    execution.when,
+                    execution.key,
+                    execution.args,
+                    execution.kwargs,
+                    execution.attempt,
+                    function_name=execution.function_name,
+                )
+                if argv is None:
+                    execution.disposition = Disposition.STRUCK
+                    continue
+                await docket._scripts.schedule(keys=keys, args=argv, client=pipe)
+                sent.append((execution, prepared))
+            replies = await pipe.execute(raise_on_error=False)
+        for (execution, prepared), reply in zip(sent, replies, strict=True):
+            if isinstance(reply, Exception):
+                execution.disposition = Disposition.FAILED
+                execution.schedule_exception = reply
+                continue
+            execution.docket._apply_reply(prepared, reply)
+            execution.disposition = prepared.disposition
+            execution.generation = prepared.generation
+            execution.state = prepared.state
+            execution.message_id = prepared.message_id
+
+
+def placeholder_for(execution: Execution) -> TaskFunction:
     """A stand-in for a function this process does not know, named after it."""
 
     async def placeholder(*args: Any, **kwargs: Any) -> None:
@@ -626,5 +759,7 @@ __all__ = [
     "StateEvent",
     "TaskCall",
     "TaskFunction",
-    "get_args",
+    "compact_signature",
+    "get_signature",
+    "schedule_many",
 ]

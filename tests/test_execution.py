@@ -223,6 +223,10 @@ async def test_subscribe_yields_progress_events(url: str, docket: Docket, worker
         first = await asyncio.wait_for(anext(events), 5)
         assert first["type"] == "state"
         assert first["state"] == ExecutionState.QUEUED
+        # Then where its progress stands: nothing reported before it runs.
+        second = await asyncio.wait_for(anext(events), 5)
+        assert second["type"] == "progress"
+        assert second["current"] is None
 
         async with in_background(worker):
 

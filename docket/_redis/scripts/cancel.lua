@@ -17,6 +17,20 @@ end
 if ARGV[6] ~= nil and ARGV[6] ~= '' and gen == ARGV[6] then
   return ''
 end
+-- The record keeps the call (a queued or running copy's payload lives in its stream
+-- entry, about to go), so get_execution still shows what was cancelled.
+if mid and redis.call('HEXISTS', record, 'payload') == 0 then
+  local entry = redis.call('XRANGE', stream, mid, mid)[1]
+  if entry then
+    local fields = entry[2]
+    for i = 1, #fields, 2 do
+      local name = fields[i]
+      if name == 'payload' or name == 'sig' or name == 'ser' then
+        redis.call('HSET', record, name, fields[i + 1])
+      end
+    end
+  end
+end
 if state == 'scheduled' then
   redis.call('ZREM', queue, key)
 elseif state == 'queued' and mid then
@@ -27,7 +41,6 @@ end
 local now = fmt_time(server_now())
 if ttl > 0 then
   redis.call('HSET', record, 'state', 'cancelled', 'completed', now)
-  redis.call('HDEL', record, 'payload', 'sig', 'ser')
   -- A running copy still settles its message; its record expires with the rest.
   redis.call('PEXPIRE', record, math.floor(ttl * 1000))
 elseif state == 'running' then

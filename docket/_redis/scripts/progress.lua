@@ -1,11 +1,12 @@
 -- Record progress of a running task, if the key still belongs to this run.
 -- KEYS: 1 record
--- ARGV: 1 generation ('' = whichever run holds the key), 2 increment (0 = none),
+-- ARGV: 1 generation ('' = whichever run holds the key; a key with no run yet takes any), 2 increment (0 = none),
 --       3 total ('' = unchanged), 4 message ('' clears it), 5 message set (0|1),
 --       6 events channel prefix, 7 key
 -- Returns {current, total}, or 0 when the key belongs to another run.
 local record = KEYS[1]
-if ARGV[1] ~= '' and redis.call('HGET', record, 'gen') ~= ARGV[1] then return 0 end
+local held = redis.call('HGET', record, 'gen')
+if ARGV[1] ~= '' and held and held ~= ARGV[1] then return 0 end
 local now = fmt_time(server_now())
 local current
 if tonumber(ARGV[2]) > 0 then

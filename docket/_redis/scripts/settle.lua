@@ -55,7 +55,9 @@ for i = 1, n do
       else
         redis.call('DEL', record)
       end
-      publish_state(ARGV[4], key, state, {completed_at = now, error = err})
+      local extra = {completed_at = now}
+      if err ~= '' then extra['error'] = err end
+      publish_state(ARGV[4], key, state, extra)
       out[i] = 1
     else
       out[i] = 2
