@@ -125,7 +125,48 @@ CATALOGUE: list[tuple[str, str, Callable[[Any], bool]]] = [
     ("docket.instrumentation", "TASK_PUNCTUALITY", is_histogram),
     ("docket.instrumentation", "QUEUE_DEPTH", is_gauge),
     ("docket.instrumentation", "SCHEDULE_DEPTH", is_gauge),
-]
+    *[
+        ("docket", name, callable)
+        for name in (
+            "CallArgument", "ConcurrencyLimit", "Cooldown", "Cron", "CurrentDocket",
+            "CurrentExecution", "CurrentWorker", "CycleError", "Debounce", "Depends",
+            "ExponentialRetry", "Perpetual", "Progress", "RateLimit", "Retry", "Shared",
+            "TaskArgument", "TaskCall", "TaskKey", "TaskLogger", "Timeout",
+        )
+    ],
+    ("docket.execution", "Disposition", is_class),
+    ("docket.execution", "Execution", is_class),
+    ("docket.execution", "ExecutionProgress", is_class),
+    ("docket.execution", "ExecutionState", is_class),
+    ("docket.execution", "ProgressEvent", is_class),
+    ("docket.execution", "StateEvent", is_class),
+    ("docket.execution", "TaskFunction", is_anything),
+    ("docket.execution", "TaskCall", is_class),
+    ("docket.execution", "compact_signature", is_function),
+    ("docket.execution", "get_signature", is_function),
+    ("docket.execution", "schedule_many", is_async_function),
+    *[
+        ("docket.dependencies", name, is_class)
+        for name in (
+            "AdmissionBlocked", "ConcurrencyBlocked", "CompletionHandler", "FailureHandler",
+            "Runtime", "TaskOutcome", "Dependency", "ConcurrencyLimit", "Cooldown",
+            "Debounce", "RateLimit", "SharedContext", "CycleError", "FailedDependency",
+        )
+    ],
+    *[
+        ("docket.dependencies", name, callable)
+        for name in (
+            "format_duration", "get_single_dependency_of_type",
+            "get_single_dependency_parameter_of_type", "resolved_dependencies", "Shared",
+            "CallArgument", "validate_dependencies", "_Depends",
+        )
+    ],
+    *[
+        ("docket.dependencies", name, lambda v: callable(v.get) and callable(v.set))
+        for name in ("current_docket", "current_execution", "current_worker")
+    ],
+    ("docket.dependencies", "_parameter_cache", lambda v: callable(v.pop) and callable(v.get)),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -230,3 +230,22 @@ async def test_a_bug_that_escapes_a_run_stops_the_worker_loop_loudly(docket: Doc
         with pytest.raises(ExceptionGroup) as caught:
             await asyncio.wait_for(worker.run_until_finished(), 20)
     assert any("a bug in the worker" in str(error) for error in caught.value.exceptions)
+
+
+async def test_a_running_limit_knows_its_concurrency_key(docket: Docket) -> None:
+    seen: list[str] = []
+
+    async def sync_customer(
+        customer_id: int,
+        limit: ConcurrencyLimit = ConcurrencyLimit("customer_id", max_concurrent=1),
+    ) -> None:
+        seen.append(limit.concurrency_key)
+
+    await docket.add(sync_customer)(7)
+    async with fast_worker(docket) as worker:
+        await worker.run_until_finished()
+
+    assert len(seen) == 1
+    assert seen[0].startswith(f"{docket.prefix}:") and seen[0].endswith("7")
+    with pytest.raises(RuntimeError, match="not initialized"):
+        _ = ConcurrencyLimit("customer_id").concurrency_key
