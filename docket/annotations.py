@@ -11,8 +11,8 @@ class Logged:
     Unmarked arguments print as ``...``: arguments often carry personal data or secrets,
     so showing them is opt-in. ``Logged(length_only=True)`` shows only a sized value's
     length, as the released docket prints it: ``{len 3}`` for a dict or set, ``(len 3)``
-    for a tuple and ``[len 3]`` for a list or any other sized value (``...`` when it has no
-    length).
+    for a tuple and ``[len 3]`` for a list or any other sized value (the value itself when it
+    has no length, as released).
     """
 
     def __init__(self, length_only: bool = False) -> None:
@@ -26,8 +26,6 @@ class Logged:
                 return f"(len {len(value)})"
             if hasattr(value, "__len__"):
                 return f"[len {len(value)}]"
-            # Only the length was allowed out; a value without one stays hidden.
-            return "..."
         return repr(value)
 
 

@@ -78,6 +78,10 @@ def _aware(when: datetime | None) -> datetime:
     return when
 
 
+CLEAR_BATCH = 1000
+"""How many scheduled (and how many queued) tasks one call of the clear script cancels."""
+
+
 class TaskHandle(Generic[P, R]):
     """A registered task, callable to add it: ``await handle(*a, **kw)`` runs it now,
     ``await handle.schedule(*a, key=..., when=..., **kw)`` with a key and/or a time."""
@@ -764,19 +768,31 @@ class Docket:
         return bool(previous)
 
     async def clear(self) -> int:
-        """Cancel every task that has not started yet; returns how many."""
+        """Cancel every task that has not started yet; returns how many.
+
+        Works in batches of ``CLEAR_BATCH`` scheduled and ``CLEAR_BATCH`` queued tasks
+        per script call, and stops after a batch that comes back short, so producers
+        adding tasks all the while cannot keep it going forever.
+        """
+        count = 0
         with self._producer_span("docket.clear", self._labels) as span:
-            count = int(
-                await self._scripts.clear(
-                    keys=[self.keys.stream, self.keys.queue],
-                    args=[
-                        GROUP,
-                        self.keys.record_prefix,
-                        self.execution_ttl.total_seconds(),
-                        self.keys.events_prefix,
-                    ],
+            while True:
+                batch = CLEAR_BATCH
+                cleared = int(
+                    await self._scripts.clear(
+                        keys=[self.keys.stream, self.keys.queue],
+                        args=[
+                            GROUP,
+                            self.keys.record_prefix,
+                            self.execution_ttl.total_seconds(),
+                            self.keys.events_prefix,
+                            batch,
+                        ],
+                    )
                 )
-            )
+                count += cleared
+                if cleared < batch:
+                    break
             if span is not None:
                 span.set_attribute("docket.cleared", count)
         if count:

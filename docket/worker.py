@@ -820,6 +820,8 @@ class Worker:
                         "docket.task": execution.function_name,
                         "docket.key": execution.key,
                         "docket.attempt": execution.attempt,
+                        "docket.when": execution.when.isoformat(),
+                        "code.function.name": execution.function_name,
                         "docket.worker": self.name,
                     },
                 )
@@ -831,7 +833,7 @@ class Worker:
                 error: BaseException | None = None
                 try:
                     # The run's exception leaves the ``async with`` so generator dependencies
-                    # see it; a DependencyResolutionError from entering lands here too, and the
+                    # see it; a DependencyExceptionGroup from entering lands here too, and the
                     # resolution still holds its handlers (a Retry retries broken deps).
                     async with resolution:
                         # Logged once admitted, inside the run's context: a run an admission
@@ -910,6 +912,8 @@ class Worker:
                         return _Settlement(execution, "ack")
                 else:
                     TASKS_SUCCEEDED.add(1, metric_labels)
+                    if span.is_recording():
+                        span.set_status(Status(StatusCode.OK))
                 completion = resolution.completion_handler if not last_run else None
                 if completion is not None and await completion.on_complete(execution, outcome):
                     self._count_successor(execution, TASKS_PERPETUATED, metric_labels)
@@ -924,7 +928,7 @@ class Worker:
                     )
                     return self._failed(execution, error)
                 if logged:
-                    _log_info("✓ [%s] %s", (duration_text, call_repr), log_context)
+                    _log_info("↩ [%s] %s", (duration_text, call_repr), log_context)
                 return self._completed(execution, result)
         finally:
             if admitted:

@@ -29,7 +29,7 @@ from docket import (
     TaskLogger,
     Worker,
 )
-from docket.dependencies import DependencyResolutionError, TaskLoggerAdapter
+from docket.dependencies import DependencyExceptionGroup, TaskLoggerAdapter
 
 # Every test gets conftest's ``docket`` on each backend in turn.
 pytestmark = pytest.mark.usefixtures("url")
@@ -218,7 +218,7 @@ async def test_a_failing_dependency_fails_the_run_naming_it(docket: Docket) -> N
     await run_all(docket)
 
     assert ran == []
-    with pytest.raises(DependencyResolutionError) as caught:
+    with pytest.raises(DependencyExceptionGroup) as caught:
         await execution.get_result()
     assert caught.value.parameters == ("db",)
     assert "Failed to resolve dependencies for parameter(s): db" in str(caught.value)
@@ -321,7 +321,7 @@ async def test_a_task_and_worker_retry_conflict(docket: Docket) -> None:
     execution = await docket.add(task)()
     await run_all(docket, dependencies={"retry": Retry(attempts=5)})
     assert ran == []
-    with pytest.raises(DependencyResolutionError, match="Only one Retry"):
+    with pytest.raises(DependencyExceptionGroup, match="Only one Retry"):
         await execution.get_result()
 
 

@@ -25,7 +25,7 @@ from docket.dependencies import (
     CurrentWorker,
     CycleError,
     Dependency,
-    DependencyResolutionError,
+    DependencyExceptionGroup,
     Depends,
     ExponentialRetry,
     Perpetual,
@@ -368,7 +368,7 @@ async def test_circular_dependencies_fail_with_a_clear_error() -> None:
 
     async def task(value: str = Depends(chicken)) -> None: ...
 
-    with pytest.raises(DependencyResolutionError) as caught:
+    with pytest.raises(DependencyExceptionGroup) as caught:
         async with resolve(task):
             pass
     assert isinstance(caught.value.exceptions[0], CycleError)
@@ -388,7 +388,7 @@ async def test_a_failing_dependency_names_the_parameter_and_the_error() -> None:
         events.append("open")
         try:
             yield "resource"
-        except DependencyResolutionError:
+        except DependencyExceptionGroup:
             events.append("saw failure")
             raise
         finally:
@@ -409,7 +409,7 @@ async def test_a_failing_dependency_names_the_parameter_and_the_error() -> None:
     ) -> None: ...
 
     resolution = resolve(task)
-    with pytest.raises(DependencyResolutionError) as caught:
+    with pytest.raises(DependencyExceptionGroup) as caught:
         async with resolution:
             raise AssertionError("the task must not run")
 
@@ -517,7 +517,7 @@ async def test_worker_and_task_single_dependencies_conflict() -> None:
     async def task(retry: Retry = Retry(attempts=2)) -> None: ...
 
     worker = StubWorker({"retry": ExponentialRetry(attempts=3)})
-    with pytest.raises(DependencyResolutionError, match="Only one Retry dependency is allowed"):
+    with pytest.raises(DependencyExceptionGroup, match="Only one Retry dependency is allowed"):
         async with resolve(task, worker=worker):
             pass
 
@@ -572,7 +572,7 @@ async def test_a_missing_task_argument_fails_the_run() -> None:
 
     async def task(who: int = Depends(customer)) -> None: ...
 
-    with pytest.raises(DependencyResolutionError, match="customer_id"):
+    with pytest.raises(DependencyExceptionGroup, match="customer_id"):
         async with resolve(task):
             pass
 
@@ -625,7 +625,7 @@ async def test_circular_call_arguments_fail() -> None:
 
     async def task(a: str = Depends(left), b: str = Depends(right)) -> None: ...
 
-    with pytest.raises(DependencyResolutionError) as caught:
+    with pytest.raises(DependencyExceptionGroup) as caught:
         async with resolve(task):
             pass
     assert all(isinstance(error, CycleError) for error in caught.value.exceptions)
@@ -737,7 +737,7 @@ async def test_a_failed_shared_build_is_tried_again() -> None:
     async def task(value: str = Shared(flaky)) -> None: ...
 
     worker = StubWorker()
-    with pytest.raises(DependencyResolutionError, match="not yet"):
+    with pytest.raises(DependencyExceptionGroup, match="not yet"):
         async with resolve(task, worker=worker):
             pass
     async with resolve(task, worker=worker) as resolved:
@@ -750,7 +750,7 @@ async def test_shared_factories_cannot_read_task_arguments() -> None:
 
     async def task(customer_id: int, value: int = Shared(per_customer)) -> None: ...
 
-    with pytest.raises(DependencyResolutionError, match="Shared"):
+    with pytest.raises(DependencyExceptionGroup, match="Shared"):
         async with resolve(task, 1):
             pass
 

@@ -813,7 +813,7 @@ async def test_a_runs_log_records_point_at_the_line_that_logged_them(
         await worker.run_until_finished()
 
     records = [
-        r for r in caplog.records if r.name == "docket.worker" and r.getMessage()[:1] in ("↪", "✓")
+        r for r in caplog.records if r.name == "docket.worker" and r.getMessage()[:1] in ("↪", "↩")
     ]
     assert len(records) == 2, [r.getMessage() for r in records]
     for record in records:

@@ -40,7 +40,7 @@ from ._perpetual import Perpetual, get_perpetual
 from ._progress import Progress
 from ._rate_limit import RateLimit
 from ._resolution import (
-    DependencyResolutionError,
+    DependencyExceptionGroup,
     FailedDependency,
     ResolvedDependencies,
     WorkerShared,
@@ -70,8 +70,8 @@ __all__ = [
     "CycleError",
     "Debounce",
     "Dependency",
+    "DependencyExceptionGroup",
     "DependencyFunction",
-    "DependencyResolutionError",
     "Depends",
     "ExponentialRetry",
     "FailedDependency",

@@ -36,10 +36,13 @@ class _TaskArgument(_CallArgument):
         except LookupError:
             if self.optional:
                 return None
-            raise KeyError(
+            # The released error (KeyError naming the parameter), with our detail in a note.
+            error = KeyError(self.parameter)
+            error.add_note(
                 f"task {frame.function.__name__!r} was not called with an argument "
                 f"{self.parameter!r}"
-            ) from None
+            )
+            raise error from None
 
     def __repr__(self) -> str:
         return f"TaskArgument({self.parameter!r})"

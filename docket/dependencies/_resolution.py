@@ -11,7 +11,7 @@ The worker wraps each run in ``resolved_dependencies``::
         ...resolution.failure_handler, resolution.completion_handler...
 
 The resolution is its own result (``resolved is resolution``), so its handlers are at
-hand even when entering failed with ``DependencyResolutionError``: a ``Retry`` then
+hand even when entering failed with ``DependencyExceptionGroup``: a ``Retry`` then
 retries a run whose dependency broke, as it retries one whose body did.
 
 The engine is uncalled-for's: a run sets its per-call cache, exit stack and frame (the
@@ -43,6 +43,7 @@ from uncalled_for import (
 from uncalled_for.frames import _current_frame
 from uncalled_for.functional import _Depends as _EngineDepends
 
+from ._arguments import _TaskArgument
 from ._base import (
     AdmissionBlocked,
     CompletionHandler,
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
     from ..worker import Worker
 
 __all__ = [
-    "DependencyResolutionError",
+    "DependencyExceptionGroup",
     "FailedDependency",
     "ResolvedDependencies",
     "WorkerShared",
@@ -75,7 +76,7 @@ __all__ = [
 ]
 
 
-class DependencyResolutionError(ExceptionGroup):  # type: ignore[type-arg]
+class DependencyExceptionGroup(ExceptionGroup):  # type: ignore[type-arg]
     """A run could not start because dependencies raised; one sub-exception each.
 
     The message starts as the released docket's does (``Failed to resolve dependencies
@@ -90,7 +91,7 @@ class DependencyResolutionError(ExceptionGroup):  # type: ignore[type-arg]
 
 def _resolution_error(
     failures: Sequence[tuple[str, Exception]], task: str | None
-) -> DependencyResolutionError:
+) -> DependencyExceptionGroup:
     names = ", ".join(name for name, _ in failures)
     details = "; ".join(
         f"{name}: {type(error).__name__}: {error}"
@@ -99,7 +100,7 @@ def _resolution_error(
         for name, error in failures
     )
     where = f" of task {task!r}" if task else ""
-    error = DependencyResolutionError(
+    error = DependencyExceptionGroup(
         f"Failed to resolve dependencies for parameter(s): {names}{where} ({details})",
         [failure for _, failure in failures],
     )
@@ -318,7 +319,7 @@ class ResolvedDependencies:
     exit, resolves worker dependencies first, then the task's parameters in order,
     then argument guards, then the decorator. Exiting closes them in reverse order,
     throwing the run's exception into generator dependencies. Dependencies that raise
-    make entering raise ``DependencyResolutionError`` naming every one of them
+    make entering raise ``DependencyExceptionGroup`` naming every one of them
     (``AdmissionBlocked`` passes unwrapped); after a failure only handler dependencies
     are still entered, so a retry remains possible.
     """
@@ -470,7 +471,7 @@ class ResolvedDependencies:
             self._note(value)
 
         kwargs = self.execution.kwargs
-        for parameter in suppliers:
+        for parameter, declared in suppliers.items():
             if parameter in provided:
                 supplied = kwargs.get(parameter)
                 if isinstance(supplied, HANDLER_KINDS):
@@ -483,6 +484,20 @@ class ResolvedDependencies:
                         continue
                     self.arguments[parameter] = value
                     self._note(value)
+                continue
+            if isinstance(declared, _TaskArgument) and declared.parameter is None:
+                # A bare TaskArgument() on the task itself names its own parameter: there
+                # is no argument for it to read but the one it is meant to supply.
+                failures.append(
+                    (
+                        parameter,
+                        ValueError(
+                            "No parameter name specified: a bare TaskArgument() reads an "
+                            "argument of the task it serves, so it belongs on a dependency "
+                            "function's parameter (or name one: TaskArgument('x'))"
+                        ),
+                    )
+                )
                 continue
             try:
                 value = await frame.resolve(parameter)

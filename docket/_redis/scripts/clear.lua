@@ -1,7 +1,9 @@
--- Cancel every task that has not started: all scheduled ones and every stream entry no
--- worker has read yet. Returns how many were cancelled.
+-- Cancel tasks that have not started: up to ARGV[5] scheduled ones and up to ARGV[5]
+-- stream entries no worker has read yet (one bounded batch, so a large docket never
+-- holds Redis for long; Docket.clear calls it until a batch comes back short).
+-- Returns how many were cancelled.
 -- KEYS: 1 stream, 2 queue
--- ARGV: 1 group, 2 record key prefix, 3 ttl seconds, 4 events channel prefix
+-- ARGV: 1 group, 2 record key prefix, 3 ttl seconds, 4 events channel prefix, 5 batch
 local stream, queue = KEYS[1], KEYS[2]
 local ttl = tonumber(ARGV[3])
 local now = fmt_time(server_now())
@@ -20,11 +22,13 @@ local function cancel_record(key, expected_state)
   publish_state(ARGV[4], key, 'cancelled', {completed_at = now})
 end
 
-for _, key in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
+local batch = tonumber(ARGV[5])
+local due = redis.call('ZRANGE', queue, 0, batch - 1)
+for _, key in ipairs(due) do
   cancel_record(key, 'scheduled')
+  redis.call('ZREM', queue, key)
   count = count + 1
 end
-redis.call('DEL', queue)
 
 local last = '0-0'
 if redis.call('EXISTS', stream) == 1 then
@@ -33,7 +37,7 @@ if redis.call('EXISTS', stream) == 1 then
     for j = 1, #g, 2 do info[g[j]] = g[j + 1] end
     if info['name'] == ARGV[1] then last = info['last-delivered-id'] end
   end
-  for _, entry in ipairs(redis.call('XRANGE', stream, '(' .. last, '+')) do
+  for _, entry in ipairs(redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', batch)) do
     local fields = entry[2]
     for j = 1, #fields, 2 do
       if fields[j] == 'key' then cancel_record(fields[j + 1], 'queued') end
