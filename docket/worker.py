@@ -322,6 +322,13 @@ class Worker:
         self._running_loop = True
         try:
             await self._run_loops(forever)
+        except asyncio.CancelledError:
+            if self._aborting:
+                raise
+            # As released: cancelling the task that runs a worker asks it to stop. What
+            # it had in flight was drained on the way out (_run_loops), so the run ends
+            # normally instead of raising into its caller.
+            logger.info("Worker %s was cancelled; stopped after finishing its runs", self.name)
         finally:
             self._running_loop = False
 
@@ -337,6 +344,12 @@ class Worker:
             ]
             try:
                 await self._consume(forever)
+            except asyncio.CancelledError:
+                if self._active and not self._aborting:
+                    logger.info(
+                        "Shutdown requested, finishing %d active tasks...", len(self._active)
+                    )
+                raise
             finally:
                 for task in loops:
                     task.cancel()

@@ -896,7 +896,7 @@ async def test_watch_follows_progress_until_the_task_completes(
     assert "progress: 0/4 (0%)" in lines
     assert "progress: 2/4 (50%) step 2 of 4" in lines
     assert "progress: 4/4 (100%) step 4 of 4" in lines
-    assert lines[-1].startswith("state: completed after ")
+    assert lines[-1].startswith("state: completed successfully after ")
     await execution.sync()
     assert execution.state == ExecutionState.COMPLETED
 
@@ -939,11 +939,15 @@ async def test_watch_exit_codes(redis_url: str, docket_name: str, producer: Dock
     assert result.code == 0, result
     assert result.stdout.splitlines()[-1].startswith("state: completed")
 
+    # As released, a task that ended is a watch that succeeded, however the task ended...
     result = await cli("watch", "doomed", *target(redis_url, docket_name))
-    assert result.code == 1, result
+    assert result.code == 0, result
     assert "state: failed" in result.stdout and "bad luck" in result.stdout
+    # ...and --exit-code says how it ended.
+    result = await cli("watch", "doomed", "--exit-code", *target(redis_url, docket_name))
+    assert result.code == 1, result
 
-    result = await cli("watch", "called-off", *target(redis_url, docket_name))
+    result = await cli("watch", "called-off", "--exit-code", *target(redis_url, docket_name))
     assert result.code == 3, result
     assert "state: cancelled" in result.stdout
 
@@ -958,7 +962,7 @@ async def test_watch_follows_a_scheduled_task_through_to_failure(
     await producer.add(fail, key="later-doom", when=datetime.now(UTC) + timedelta(seconds=1))(
         "eventually"
     )
-    watcher = await start("watch", "later-doom", *target(redis_url, docket_name))
+    watcher = await start("watch", "later-doom", "--exit-code", *target(redis_url, docket_name))
     first = await read_lines(watcher, 2)
     assert first[1].startswith("state: scheduled, due "), first
     worker = await cli("worker", "--until-finished", *FAST, *target(redis_url, docket_name))

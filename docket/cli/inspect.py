@@ -299,6 +299,8 @@ class Watched:
     def state_line(self) -> str:
         now = datetime.now(UTC)
         text = f"state: {self.state.value}"
+        if self.state == ExecutionState.COMPLETED:
+            text += " successfully"
         if self.state == ExecutionState.SCHEDULED and self.when is not None:
             text += f", due {relative_time(now, self.when)}"
         elif self.state == ExecutionState.RUNNING:
@@ -505,14 +507,22 @@ def watch(
     key: Annotated[str, typer.Argument(help="The key of the task to watch", metavar="KEY")],
     docket: DocketOption = DEFAULT_DOCKET,
     url: UrlOption = DEFAULT_URL,
+    exit_code: Annotated[
+        bool,
+        typer.Option(
+            "--exit-code/--no-exit-code",
+            help="Exit 1 when the task failed and 3 when it was cancelled (default: 0 "
+            "whenever it ended, as the released docket does)",
+        ),
+    ] = False,
 ) -> None:
     """Follow one task until it ends: its state, a progress bar and its messages.
 
-    Exits 0 when the task completes, 1 when it fails, 3 when it is cancelled and 4 when
-    there is no such task.
+    Exits 0 once the task has ended (with ``--exit-code``: 1 when it failed, 3 when it
+    was cancelled) and 4 when there is no such task.
     """
     code = run(_watch(docket, url, key))
-    if code:
+    if code == EXIT_NOT_FOUND or (code and exit_code):
         raise typer.Exit(code)
 
 
