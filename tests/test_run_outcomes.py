@@ -8,7 +8,7 @@ No ``from __future__ import annotations`` here: the tasks are closures whose
 
 import asyncio
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import pytest
@@ -249,3 +249,58 @@ async def test_a_running_limit_knows_its_concurrency_key(docket: Docket) -> None
     assert seen[0].startswith(f"{docket.prefix}:") and seen[0].endswith("7")
     with pytest.raises(RuntimeError, match="not initialized"):
         _ = ConcurrencyLimit("customer_id").concurrency_key
+
+
+async def test_a_cancelled_task_s_record_keeps_its_call(docket: Docket) -> None:
+    async def later(customer: str, *, amount: int) -> None: ...
+
+    docket.register(later)
+    queued = await docket.add(later, key="queued")("acme", amount=3)
+    scheduled = await docket.add(
+        later, key="scheduled", when=datetime.now(UTC) + timedelta(hours=1)
+    )("initech", amount=5)
+    for execution in (queued, scheduled):
+        await docket.cancel(execution.key)
+
+    for key, args, kwargs in (
+        ("queued", ("acme",), {"amount": 3}),
+        ("scheduled", ("initech",), {"amount": 5}),
+    ):
+        stored = await docket.get_execution(key)
+        assert stored is not None
+        assert stored.state == ExecutionState.CANCELLED
+        assert (stored.args, stored.kwargs) == (args, kwargs)
+
+
+async def test_get_execution_of_an_unknown_task_gives_a_placeholder_named_after_it(
+    docket: Docket, redis_url: str
+) -> None:
+    async def import_catalog(page: int) -> None: ...
+
+    docket.register(import_catalog)
+    await docket.add(import_catalog, key="catalog")(3)
+
+    # Another process (the CLI, a dashboard) that never imported the task.
+    async with Docket(name=docket.name, url=redis_url) as elsewhere:
+        stored = await elsewhere.get_execution("catalog")
+    assert stored is not None
+    assert stored.function is not None
+    assert stored.function.__name__ == "import_catalog"
+    assert stored.function_name == "import_catalog"
+    assert stored.args == (3,)
+
+
+async def test_get_result_on_a_fire_and_forget_docket_waits_out_its_timeout(
+    redis_url: str, docket_name: str
+) -> None:
+    async with Docket(name=docket_name, url=redis_url, execution_ttl=timedelta(0)) as quiet:
+
+        async def noop() -> None: ...
+
+        execution = await quiet.add(noop)()
+        async with fast_worker(quiet) as worker:
+            await worker.run_until_finished()
+        # No record is kept, so nothing will ever report back: as released, a wait with
+        # a limit runs it out.
+        with pytest.raises(TimeoutError):
+            await execution.get_result(timeout=timedelta(milliseconds=100))
