@@ -419,17 +419,7 @@ class Execution:
         docket = self.docket
         rescheduling = reschedule_message is not None or expected_generation > 0
         mode = "reschedule" if rescheduling else ("replace" if replace else "add")
-        function = self.function if self.function is not None else placeholder_for(self)
-        prepared, keys, argv = docket._prepare(
-            mode,
-            function,
-            self.when,
-            self.key,
-            self.args,
-            self.kwargs,
-            self.attempt,
-            function_name=self.function_name,
-        )
+        prepared, keys, argv = self._prepare(mode)
         if argv is None:
             self.disposition = Disposition.STRUCK
             return self.disposition
@@ -444,6 +434,20 @@ class Execution:
             self.message_id = prepared.message_id
             self.trace_context = prepared.trace_context
         return self.disposition
+
+    def _prepare(self, mode: str) -> tuple[Execution, list[str], list[Any] | None]:
+        """The schedule script's call for this execution (no arguments when struck)."""
+        function = self.function if self.function is not None else placeholder_for(self)
+        return self.docket._prepare(
+            mode,
+            function,
+            self.when,
+            self.key,
+            self.args,
+            self.kwargs,
+            self.attempt,
+            function_name=self.function_name,
+        )
 
     async def claim(self, worker: str) -> bool:
         """Mark this run RUNNING under ``worker``; False when the key now belongs to a
@@ -703,17 +707,7 @@ async def schedule_many(
         async with redis.pipeline(transaction=False) as pipe:
             for execution in chunk:
                 docket = execution.docket
-                function = execution.function or placeholder_for(execution)
-                prepared, keys, argv = docket._prepare(
-                    mode,
-                    function,
-                    execution.when,
-                    execution.key,
-                    execution.args,
-                    execution.kwargs,
-                    execution.attempt,
-                    function_name=execution.function_name,
-                )
+                prepared, keys, argv = execution._prepare(mode)
                 if argv is None:
                     execution.disposition = Disposition.STRUCK
                     continue
