@@ -322,7 +322,9 @@ async def test_scheduler_moves_a_due_backlog_over_1000_in_bounded_batches(
         nonlocal ran
         ran += 1
 
-    when = datetime.fromtimestamp(await server_time(redis_client) + 0.5, UTC)
+    # Far enough ahead that adding them all (slow on a loaded machine) ends before any
+    # is due, or the late ones would be queued at once rather than held.
+    when = datetime.fromtimestamp(await server_time(redis_client) + 2.0, UTC)
     await docket.add_many([docket.call(tick, when=when)() for _ in range(count)])
     assert await redis_client.zcard(docket.keys.queue) == count, "precondition: all held"
     await wait_for(
