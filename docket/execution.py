@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +18,8 @@ from uncalled_for import Dependency, get_signature
 
 from ._results import IN_STORE, LOST, ResultStoreError, result_key
 from .annotations import Logged, logged_marker
+from .instrumentation import parse_trace_context
+from .messages import PoisonMessage, open_payload, parse_fields
 
 if TYPE_CHECKING:
     from .docket import Docket
@@ -191,6 +193,7 @@ class ExecutionProgress:
                 1 if message_changed else 0,
                 keys.events_prefix,
                 self.key,
+                docket.execution_ttl.total_seconds(),
             ],
         )
         if reply:
@@ -374,8 +377,12 @@ class Execution:
         state = _text(record.get(b"state"))
         if state:
             self.state = ExecutionState(state)
-        if b"gen" in record:
-            self.generation = int(record[b"gen"])
+        # A run keeps the generation it was claimed under: a sync after a replace must
+        # not make the superseded run look current (its end would then overwrite the new
+        # run's record). Only an execution read back from its record takes it from there.
+        held = int(record[b"gen"]) if b"gen" in record else self.generation
+        if not self.generation:
+            self.generation = held
         when = timestamp(record.get(b"when"))
         if when is not None:
             self.when = when
@@ -386,10 +393,12 @@ class Execution:
         self.completed_at = timestamp(record.get(b"completed"))
         self.error = _text(record.get(b"error")) or None
         stored = record.get(b"result")
-        self.result_key = result_key(self.key, self.generation) if stored in _KEPT else None
+        # The key's outcome is whichever run holds it now (a replacement's, after a
+        # replace), as released.
+        self.result_key = result_key(self.key, held) if stored in _KEPT else None
         self._result_lost = stored == LOST
         mid = _text(record.get(b"mid"))
-        if mid:
+        if mid and held == self.generation:
             self.message_id = mid
         self.progress._load(record)
 
@@ -400,6 +409,44 @@ class Execution:
         self._record_found = bool(record)
         if record:
             self._load_record(record)
+
+    @classmethod
+    async def from_message(
+        cls,
+        docket: Docket,
+        message: Mapping[bytes, bytes],
+        redelivered: bool = False,
+        fallback_task: TaskFunction | None = None,
+        message_id: str | bytes | None = None,
+        sync: bool = True,
+    ) -> Execution:
+        """The execution a stream entry of ``docket`` carries, its arguments verified and
+        decoded exactly as a worker would; ``sync`` then reads its state from Redis.
+
+        Raises ``ValueError`` when the entry names a task this docket does not know (and
+        there is no ``fallback_task``), or when it is not a call this docket can open."""
+        raw_name = message.get(b"function")
+        name = raw_name.decode(errors="replace") if raw_name else ""
+        function = docket.tasks.get(name) or fallback_task
+        if function is None:
+            raise ValueError(
+                f"Task function {name!r} is not registered with the current docket {docket.name!r}"
+            )
+        try:
+            execution = _from_entry(
+                docket,
+                dict(message),
+                function,
+                message_id=_text(message_id),
+                redelivered=redelivered,
+            )
+        except PoisonMessage as error:
+            raise ValueError(
+                f"Cannot rebuild an execution of {name!r} from this message: {error}"
+            ) from None
+        if sync:
+            await execution.sync()
+        return execution
 
     # -- worker-side calls ------------------------------------------------------------
     #
@@ -724,6 +771,43 @@ async def schedule_many(
             execution.generation = prepared.generation
             execution.state = prepared.state
             execution.message_id = prepared.message_id
+
+
+def _from_entry(
+    docket: Docket,
+    fields: dict[bytes, bytes],
+    function: TaskFunction,
+    *,
+    message_id: str | None,
+    redelivered: bool,
+) -> Execution:
+    """The execution one stream entry carries, run by ``function``. Raises
+    ``PoisonMessage`` for an entry that is malformed, unsigned where signing is on, or
+    otherwise unsafe to open (what the worker dead-letters)."""
+    message = parse_fields(fields)
+    args, kwargs = open_payload(
+        docket,
+        message.function_name,
+        message.key,
+        message.serializer,
+        message.payload,
+        message.signature,
+    )
+    return Execution(
+        docket,
+        function,
+        args,
+        kwargs,
+        message.key,
+        datetime.fromtimestamp(message.when, UTC),
+        message.attempt,
+        function_name=message.function_name,
+        generation=message.generation,
+        redelivered=redelivered,
+        trace_context=parse_trace_context(message.trace),
+        message_id=message_id,
+        state=ExecutionState.QUEUED,
+    )
 
 
 def placeholder_for(execution: Execution) -> TaskFunction:

@@ -35,7 +35,7 @@ from .dependencies import (
 )
 from .dependencies._base import format_duration
 from .docket import Docket
-from .execution import Disposition, Execution, ExecutionState, _text
+from .execution import Disposition, Execution, ExecutionState, _from_entry, _text
 from .instrumentation import (
     DEAD_LETTERED,
     TASK_DURATION,
@@ -53,14 +53,13 @@ from .instrumentation import (
     internal,
     links_for,
     metrics_collected,
-    parse_trace_context,
     register_worker,
     tracer,
     tracing_active,
     unregister_worker,
 )
 from .logging import DEFERRABLE
-from .messages import PoisonMessage, open_payload, parse_fields
+from .messages import PoisonMessage, parse_fields
 
 logger = logging.getLogger("docket.worker")
 
@@ -576,34 +575,16 @@ class Worker:
     def _decode(
         self, mid: str, fields: dict[bytes, bytes], deliveries: int, redelivered: bool
     ) -> Execution:
-        message = parse_fields(fields)
-        function = self.docket.tasks.get(message.function_name)
+        raw_name = fields.get(b"function") or b""
+        function = self.docket.tasks.get(raw_name.decode(errors="replace"))
         if function is None:
             if self.fallback_task is None:
+                # Malformed entries are reported as such, not as an unknown task.
+                message = parse_fields(fields)
                 raise PoisonMessage(f"unknown task {message.function_name[:200]!r}")
             function = self.fallback_task
-        args, kwargs = open_payload(
-            self.docket,
-            message.function_name,
-            message.key,
-            message.serializer,
-            message.payload,
-            message.signature,
-        )
-        execution = Execution(
-            self.docket,
-            function,
-            args,
-            kwargs,
-            message.key,
-            datetime.fromtimestamp(message.when, UTC),
-            message.attempt,
-            function_name=message.function_name,
-            generation=message.generation,
-            redelivered=redelivered,
-            trace_context=parse_trace_context(message.trace),
-            message_id=mid,
-            state=ExecutionState.QUEUED,
+        execution = _from_entry(
+            self.docket, fields, function, message_id=mid, redelivered=redelivered
         )
         execution.deliveries = deliveries
         return execution

@@ -97,8 +97,11 @@ async def test_requeue_runs_the_task_once_a_worker_knows_it(
 
     await execution.sync()
     assert execution.state == ExecutionState.QUEUED
-    assert execution.generation > generation
     assert execution.error is None
+    # The requeued run is a new generation of the key (the producer's execution keeps
+    # the one it was added as, and follows the key's state).
+    stored = await docket.get_execution(execution.key)
+    assert stored is not None and stored.generation > generation
 
     await worker.run_until_finished()
     assert calls == ["grace"]

@@ -24,6 +24,8 @@ if state == 'running' then
   redis.call('HSET', record, 'state', 'running', 'gen', gen, 'worker', worker,
     'started', now, 'pcur', 0, 'ptot', 100)
   redis.call('HDEL', record, 'pmsg', 'pupd', 'completed', 'error', 'result')
+  -- A record only progress wrote expires; a running one lasts until it ends.
+  redis.call('PERSIST', record)
   publish_state(prefix, key, 'running', {worker = worker, started_at = now})
   return now
 end

@@ -2,10 +2,12 @@
 -- KEYS: 1 record
 -- ARGV: 1 generation ('' = whichever run holds the key; a key with no run yet takes any), 2 increment (0 = none),
 --       3 total ('' = unchanged), 4 message ('' clears it), 5 message set (0|1),
---       6 events channel prefix, 7 key
+--       6 events channel prefix, 7 key, 8 ttl seconds (how long a record that only
+--       progress wrote is kept)
 -- Returns {current, total}, or 0 when the key belongs to another run.
 local record = KEYS[1]
 local held = redis.call('HGET', record, 'gen')
+local has_state = redis.call('HEXISTS', record, 'state') == 1
 if ARGV[1] ~= '' and held and held ~= ARGV[1] then return 0 end
 local now = fmt_time(server_now())
 local current
@@ -25,5 +27,11 @@ local msg = redis.call('HGET', record, 'pmsg')
 local event = {type = 'progress', key = ARGV[7], current = current,
   total = total, updated_at = now}
 if msg then event['message'] = msg end
+if not has_state then
+  -- Progress for a key no run holds yet (a tool reporting ahead of its claim) must not
+  -- leave a record behind forever: it lasts as long as a finished run's would.
+  local ttl = tonumber(ARGV[8] or '0') or 0
+  redis.call('PEXPIRE', record, ttl > 0 and math.floor(ttl * 1000) or 60000)
+end
 redis.call('PUBLISH', ARGV[6] .. ARGV[7], cjson.encode(event))
 return {current, total}
