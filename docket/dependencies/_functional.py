@@ -37,6 +37,7 @@ from uncalled_for.introspection import _parameter_cache, get_dependency_paramete
 from uncalled_for.shared import _Shared as _EngineShared
 
 from ._base import Dependency
+from ._declarations import function_name
 
 __all__ = [
     "DependencyFunction",
@@ -76,11 +77,6 @@ async def _produce(stack: AsyncExitStack, raw: Any) -> Any:
     return raw
 
 
-def _name(function: Callable[..., Any]) -> str:
-    name = getattr(function, "__qualname__", None) or getattr(function, "__name__", None)
-    return name if isinstance(name, str) else repr(function)
-
-
 class _Depends[R](_EngineDepends[R]):
     """A per-run dependency on a function; one value per run for equal declarations."""
 
@@ -91,7 +87,7 @@ class _Depends[R](_EngineDepends[R]):
 
     def __repr__(self) -> str:
         bound = "".join(f", {name}={value!r}" for name, value in self.bindings.items())
-        return f"Depends({_name(self.factory)}{bound})"
+        return f"Depends({function_name(self.factory)}{bound})"
 
     async def __aenter__(self) -> R:
         # The engine would recurse until the stack runs out on a loop of functions that
@@ -120,7 +116,7 @@ class _Shared[R](_EngineShared[R]):
         super().__init__(factory)
 
     def __repr__(self) -> str:
-        return f"Shared({_name(self.factory)})"
+        return f"Shared({function_name(self.factory)})"
 
     async def __aenter__(self) -> R:
         try:

@@ -15,3 +15,27 @@ local function publish_state(channel_prefix, key, state, extra)
   end
   redis.call('PUBLISH', channel_prefix .. key, cjson.encode(event))
 end
+
+-- Record a run's final state: the state, its time and error, and its result ('' none;
+-- 's' or 'x' kept in or lost by the docket's result_storage; else the sealed bytes,
+-- kept beside the record); progress and the message id go, as they belong to a run in
+-- flight. The record expires after ttl seconds (is dropped at once with ttl 0). Then
+-- the final state is published, with the error only when there is one.
+local function finish_run(record, result_key, channel_prefix, key, state, err, result, ttl, now)
+  if ttl > 0 then
+    redis.call('HSET', record, 'state', state, 'completed', now, 'error', err)
+    redis.call('HDEL', record, 'mid', 'pcur', 'ptot', 'pmsg', 'pupd')
+    if result == 's' or result == 'x' then
+      redis.call('HSET', record, 'result', result)
+    elseif result ~= '' then
+      redis.call('SET', result_key, result, 'PX', math.floor(ttl * 1000))
+      redis.call('HSET', record, 'result', '1')
+    end
+    redis.call('PEXPIRE', record, math.floor(ttl * 1000))
+  else
+    redis.call('DEL', record)
+  end
+  local extra = {completed_at = now}
+  if err ~= '' then extra['error'] = err end
+  publish_state(channel_prefix, key, state, extra)
+end

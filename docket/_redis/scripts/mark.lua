@@ -34,17 +34,8 @@ if ARGV[10] ~= '' then
   redis.call('XDEL', stream, ARGV[10])
 end
 if ttl > 0 then
-  redis.call('HSET', record, 'state', state, 'gen', gen, 'completed', now, 'error', ARGV[4])
-  redis.call('HDEL', record, 'mid', 'pcur', 'ptot', 'pmsg', 'pupd')
-  if ARGV[5] ~= '' then
-    redis.call('SET', result_key, ARGV[5], 'PX', math.floor(ttl * 1000))
-    redis.call('HSET', record, 'result', '1')
-  end
-  redis.call('PEXPIRE', record, math.floor(ttl * 1000))
-else
-  redis.call('DEL', record)
+  -- A record this call creates (a run marked by hand) belongs to this run's generation.
+  redis.call('HSET', record, 'gen', gen)
 end
-local extra = {completed_at = now}
-if ARGV[4] ~= '' then extra['error'] = ARGV[4] end
-publish_state(prefix, key, state, extra)
+finish_run(record, result_key, prefix, key, state, ARGV[4], ARGV[5], ttl, now)
 return 1

@@ -39,25 +39,7 @@ for i = 1, n do
     -- completed); a retry or successor was already refused by schedule.lua.
     if state ~= 'ack' and r[2] == gen and (r[1] == 'running' or r[1] == 'cancelled') then
       local key = string.sub(record, #ARGV[5] + 1)
-      if ttl > 0 then
-        redis.call('HSET', record, 'state', state, 'completed', now, 'error', err)
-        -- Progress belongs to a run in flight; a final state has none.
-        redis.call('HDEL', record, 'mid', 'pcur', 'ptot', 'pmsg', 'pupd')
-        if result == 's' or result == 'x' then
-          -- Kept in the docket's result_storage ('s'), or lost there ('x'): the worker
-          -- wrote it (or failed to) before settling.
-          redis.call('HSET', record, 'result', result)
-        elseif result ~= '' then
-          redis.call('SET', result_key, result, 'PX', math.floor(ttl * 1000))
-          redis.call('HSET', record, 'result', '1')
-        end
-        redis.call('PEXPIRE', record, math.floor(ttl * 1000))
-      else
-        redis.call('DEL', record)
-      end
-      local extra = {completed_at = now}
-      if err ~= '' then extra['error'] = err end
-      publish_state(ARGV[4], key, state, extra)
+      finish_run(record, result_key, ARGV[4], key, state, err, result, ttl, now)
       out[i] = 1
     else
       out[i] = 2
