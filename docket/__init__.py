@@ -40,7 +40,7 @@ from .execution import (
 )
 from .serialization import PayloadTooLarge
 from .strikes import StrikeList
-from .worker import Worker
+from .worker import Worker, WorkerOptions
 
 __all__ = [
     "Agenda",
@@ -78,6 +78,7 @@ __all__ = [
     "Timeout",
     "Worker",
     "WorkerInfo",
+    "WorkerOptions",
     "__version__",
     "tasks",
     "testing",

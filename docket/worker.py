@@ -25,6 +25,7 @@ from ._redis.client import BLOCK_SECONDS
 from ._redis.keys import GROUP
 from ._redis.scripts import script_source
 from ._redis.wire import Wire, is_noscript
+from ._worker_options import WorkerOptions
 from .dependencies import (
     AdmissionBlocked,
     TaskOutcome,
@@ -32,6 +33,7 @@ from .dependencies import (
     declared_dependencies,
     get_perpetual,
     resolved_dependencies,
+    validate_worker_dependencies,
 )
 from .dependencies._base import format_duration
 from .docket import Docket
@@ -63,7 +65,7 @@ from .messages import PoisonMessage, parse_fields
 
 logger = logging.getLogger("docket.worker")
 
-__all__ = ["Worker", "default_fallback_task"]
+__all__ = ["Worker", "WorkerOptions", "default_fallback_task"]
 
 MOVE_BATCH = 1000
 DEFAULT_MAX_DELIVERIES = 5
@@ -124,28 +126,43 @@ class Worker:
         message_batch: int = 1000,
         *,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        max_tasks: int | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-        if message_batch < 1:
-            raise ValueError(f"message_batch must be at least 1, got {message_batch}")
-        if redelivery_timeout <= timedelta(0):
-            raise ValueError("redelivery_timeout must be positive")
+        # The parameters keep the released order; WorkerOptions validates them and is
+        # what every other entry point derives its options from.
+        self.options = WorkerOptions(
+            name=name,
+            concurrency=concurrency,
+            redelivery_timeout=redelivery_timeout,
+            reconnection_delay=reconnection_delay,
+            minimum_check_interval=minimum_check_interval,
+            scheduling_resolution=scheduling_resolution,
+            schedule_automatic_tasks=schedule_automatic_tasks,
+            enable_internal_instrumentation=enable_internal_instrumentation,
+            fallback_task=fallback_task,
+            dependencies=dependencies,
+            message_batch=message_batch,
+            max_deliveries=max_deliveries,
+            max_tasks=max_tasks,
+        )
+        options = self.options
         self.docket = docket
-        self.name = name or _default_name()
-        self.concurrency = concurrency
-        self.redelivery_timeout = redelivery_timeout
-        self.reconnection_delay = reconnection_delay
-        self.minimum_check_interval = minimum_check_interval
-        self.scheduling_resolution = scheduling_resolution
-        self.schedule_automatic_tasks = schedule_automatic_tasks
-        self.enable_internal_instrumentation = enable_internal_instrumentation
-        self.fallback_task = fallback_task
-        self.message_batch = message_batch
-        self.max_deliveries = max_deliveries
-        from .dependencies import validate_worker_dependencies
-
-        self.dependencies = validate_worker_dependencies(dependencies)
+        self.name = options.name or _default_name()
+        self.concurrency = options.concurrency
+        self.redelivery_timeout = options.redelivery_timeout
+        self.reconnection_delay = options.reconnection_delay
+        self.minimum_check_interval = options.minimum_check_interval
+        self.scheduling_resolution = options.scheduling_resolution
+        self.schedule_automatic_tasks = options.schedule_automatic_tasks
+        self.enable_internal_instrumentation = options.enable_internal_instrumentation
+        self.fallback_task = options.fallback_task
+        self.message_batch = options.message_batch
+        self.max_deliveries = options.max_deliveries
+        self.max_tasks = options.max_tasks
+        """Stop claiming after starting this many runs (None: never); see ``tasks_started``."""
+        self.tasks_started = 0
+        """How many runs this worker has started."""
+        self.dependencies = validate_worker_dependencies(options.dependencies)
         self.shared = WorkerShared()
         """The values of this worker's ``Shared`` dependencies (closed when it exits)."""
 
@@ -262,6 +279,8 @@ class Worker:
 
     def stop(self) -> None:
         """Stop taking new work; the run loop returns once in-flight runs have finished."""
+        if not self._stopping and self._active:
+            logger.info("Shutdown requested, finishing %d active tasks...", len(self._active))
         self._stopping = True
         self._slot_freed.set()
         self._scheduler_wake.set()
@@ -344,7 +363,7 @@ class Worker:
             try:
                 await self._consume(forever)
             except asyncio.CancelledError:
-                if self._active and not self._aborting:
+                if self._active and not self._aborting and not self._stopping:
                     logger.info(
                         "Shutdown requested, finishing %d active tasks...", len(self._active)
                     )
@@ -495,7 +514,7 @@ class Worker:
                     if self.concurrency - len(self._active) <= 0:
                         await self._slot_freed.wait()
                     continue
-                count = min(free, self.message_batch)
+                count = self._claim_budget(free)
                 wait = BLOCK_SECONDS if forever else check
                 self._read_since = time.monotonic()
                 claimed: list[tuple[str, dict[bytes, bytes], str]] = []
@@ -665,9 +684,22 @@ class Worker:
         execution.started_at = datetime.fromtimestamp(float(started_at), UTC)
         self._start(execution)
 
+    def _claim_budget(self, free: int) -> int:
+        """How many messages the next read may claim: no more than free slots, the
+        batch size, or (with ``max_tasks``) the runs left before the worker recycles."""
+        budget = min(free, self.message_batch)
+        if self.max_tasks is not None:
+            budget = min(budget, max(self.max_tasks - self.tasks_started, 1))
+        return budget
+
     def _start(self, execution: Execution) -> None:
         mid = execution.message_id
         assert mid is not None
+        self.tasks_started += 1
+        if self.max_tasks is not None and self.tasks_started >= self.max_tasks:
+            if not self._stopping:
+                logger.info("Worker %s started %d runs: recycling", self.name, self.tasks_started)
+            self.stop()
         # Started eagerly: the run goes as far as its first await right here, so one that
         # never awaits finishes without a trip through the event loop.
         task = _eager_task(
@@ -1104,7 +1136,7 @@ class Worker:
 
     async def _reclaim(self) -> None:
         free = self.concurrency - len(self._active)
-        if free <= 0:
+        if free <= 0 or self._stopping:
             return
         docket = self.docket
         keys = docket.keys
@@ -1116,7 +1148,7 @@ class Worker:
                     self.name,
                     int(_seconds(self.redelivery_timeout) * 1000),
                     self._reclaim_cursor,
-                    min(free, self.message_batch),
+                    self._claim_budget(free),
                     self.max_deliveries,
                     keys.record_prefix,
                     keys.events_prefix,
@@ -1290,10 +1322,11 @@ class Worker:
         fallback_task: str | Callable[..., Any] | None = None,
         message_batch: int = 1000,
         dependencies: Mapping[str, Any] | Sequence[Any] | str | None = None,
-        *,
-        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        **options: Any,
     ) -> None:
-        """Run a worker the way the CLI does (the arguments keep the released order).
+        """Run a worker the way the CLI does (the arguments keep the released order;
+        ``options`` takes any other ``WorkerOptions`` field, such as ``max_deliveries``
+        or ``max_tasks``).
 
         ``tasks`` are ``module:name`` task collections to register; ``fallback_task``
         and ``dependencies`` may be given as ``module:name`` paths. SIGTERM/SIGINT stop
@@ -1306,10 +1339,7 @@ class Worker:
         """
         from ._worker_run import run_worker
 
-        await run_worker(
-            cls,
-            docket_name=docket_name,
-            url=url,
+        worker_options = WorkerOptions.imported(
             name=name,
             concurrency=concurrency,
             redelivery_timeout=redelivery_timeout,
@@ -1318,14 +1348,20 @@ class Worker:
             scheduling_resolution=scheduling_resolution,
             schedule_automatic_tasks=schedule_automatic_tasks,
             enable_internal_instrumentation=enable_internal_instrumentation,
+            fallback_task=fallback_task or None,
+            dependencies=dependencies or None,
+            message_batch=message_batch,
+            **options,
+        )
+        await run_worker(
+            cls,
+            worker_options,
+            docket_name=docket_name,
+            url=url,
             until_finished=until_finished,
             healthcheck_port=healthcheck_port,
             metrics_port=metrics_port,
             tasks=tasks,
-            fallback_task=fallback_task,
-            message_batch=message_batch,
-            dependencies=dependencies,
-            max_deliveries=max_deliveries,
         )
 
     def is_healthy(self) -> bool:

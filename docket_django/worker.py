@@ -14,7 +14,6 @@ from typing import Any
 from django.db import connections
 
 from docket import Worker
-from docket.execution import Execution
 
 from .conf import DEFAULT_ALIAS, WorkerSettings, docket_settings
 from .dockets import build_docket
@@ -22,29 +21,6 @@ from .portal import get_portal
 from .runtime import close_slots, configure_slots
 
 logger = logging.getLogger("docket_django.worker")
-
-
-class RecyclingWorker(Worker):
-    """A worker that stops claiming after ``max_tasks`` runs (then drains and returns),
-    so a process manager can start a fresh process: a guard against slow leaks."""
-
-    def __init__(self, *args: Any, max_tasks: int | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.max_tasks = max_tasks
-        self.tasks_started = 0
-
-    def _start(self, execution: Execution) -> None:
-        super()._start(execution)
-        self.tasks_started += 1
-        if self.max_tasks is None:
-            return
-        remaining = self.max_tasks - self.tasks_started
-        if remaining <= 0:
-            logger.info("Worker %s ran %d tasks: recycling", self.name, self.tasks_started)
-            self.stop()
-        else:
-            # Never claim more than is left to run.
-            self.message_batch = max(1, min(self.message_batch, remaining))
 
 
 @dataclass
@@ -56,7 +32,7 @@ class WorkerRun:
     healthcheck_port: int | None = None
     metrics_port: int | None = None
     extra_tasks: Sequence[str] = ()
-    worker: RecyclingWorker | None = None
+    worker: Worker | None = None
     stop_requested: int = 0
 
     async def serve(self) -> None:
@@ -69,7 +45,7 @@ class WorkerRun:
         async with docket:
             configure_slots(options.sync_threads or options.concurrency)
             try:
-                worker = RecyclingWorker(
+                worker = Worker(
                     docket,
                     name=options.name,
                     concurrency=options.concurrency,

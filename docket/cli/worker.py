@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import sys
 from datetime import timedelta
@@ -11,10 +12,11 @@ from typing import Annotated, Any
 
 import typer
 
+from .._worker_options import OptionSpec, option_specs
+from ..dependencies import validate_worker_dependencies
 from ..docket import Docket
 from ..logging import configure_logging
 from ..metrics_server import MetricsUnavailable
-from ..worker import DEFAULT_MAX_DELIVERIES
 from .options import (
     DEFAULT_DOCKET,
     DEFAULT_URL,
@@ -75,205 +77,64 @@ def _check_collections(docket: str, url: str, tasks: list[str]) -> list[str]:
     return sorted(probe.tasks)
 
 
-def _check_member(path: str | None, what: str) -> None:
-    if path is None:
-        return
-    member = import_member(path, what)
-    if what == "fallback task" and not callable(member):
-        raise CliError(f"fallback task {path!r} is a {type(member).__name__}, not a function")
-    if what == "worker dependencies":
-        from ..dependencies import validate_worker_dependencies
-
+def _check_imports(values: dict[str, Any]) -> None:
+    """Import the ``module:name`` options now, so a bad one fails before connecting."""
+    fallback = values.get("fallback_task")
+    if fallback:
+        member = import_member(fallback, "fallback task")
+        if not callable(member):
+            raise CliError(
+                f"fallback task {fallback!r} is a {type(member).__name__}, not a function"
+            )
+    dependencies = values.get("dependencies")
+    if dependencies:
+        member = import_member(dependencies, "worker dependencies")
         try:
             validate_worker_dependencies(member)
         except (TypeError, ValueError) as error:
-            raise CliError(f"worker dependencies {path!r}: {error}") from None
+            raise CliError(f"worker dependencies {dependencies!r}: {error}") from None
 
 
-def worker(
-    tasks: Annotated[
-        list[str],
-        typer.Option(
-            "--tasks",
-            help="A task collection to register, as module:name (any iterable of task "
-            "functions); repeat for more. The working directory is importable.",
-            envvar="DOCKET_TASKS",
-            show_envvar=True,
-        ),
-    ] = DEFAULT_TASKS,
-    docket_: DocketOption = DEFAULT_DOCKET,
-    url: WorkerUrlOption = DEFAULT_URL,
-    name: Annotated[
-        str | None,
-        typer.Option(
-            help="The worker's name [default: hostname#pid]",
-            envvar="DOCKET_WORKER_NAME",
-            show_envvar=True,
-        ),
-    ] = None,
-    concurrency: Annotated[
-        int,
-        typer.Option(
-            help="How many tasks run at once",
-            envvar="DOCKET_WORKER_CONCURRENCY",
-            show_envvar=True,
-            min=1,
-        ),
-    ] = 10,
-    redelivery_timeout: Annotated[
-        timedelta,
-        duration_option(
-            "How long a task may go without its worker renewing its lease before another "
-            "worker takes it over",
-            "DOCKET_WORKER_REDELIVERY_TIMEOUT",
-            timedelta(minutes=5),
-            "--redelivery-timeout",
-        ),
-    ] = timedelta(minutes=5),
-    reconnection_delay: Annotated[
-        timedelta,
-        duration_option(
-            "How long to wait before trying Redis again after an error",
-            "DOCKET_WORKER_RECONNECTION_DELAY",
-            timedelta(seconds=5),
-            "--reconnection-delay",
-        ),
-    ] = timedelta(seconds=5),
-    minimum_check_interval: Annotated[
-        timedelta,
-        duration_option(
-            "How often to look for work when the docket is quiet",
-            "DOCKET_WORKER_MINIMUM_CHECK_INTERVAL",
-            timedelta(milliseconds=100),
-            "--minimum-check-interval",
-        ),
-    ] = timedelta(milliseconds=100),
-    scheduling_resolution: Annotated[
-        timedelta,
-        duration_option(
-            "How often to move tasks that have come due onto the stream",
-            "DOCKET_WORKER_SCHEDULING_RESOLUTION",
-            timedelta(milliseconds=250),
-            "--scheduling-resolution",
-        ),
-    ] = timedelta(milliseconds=250),
-    message_batch: Annotated[
-        int,
-        typer.Option(
-            help="The most messages one read from Redis may claim",
-            envvar="DOCKET_WORKER_MESSAGE_BATCH",
-            show_envvar=True,
-            min=1,
-        ),
-    ] = 1000,
-    max_deliveries: Annotated[
-        int,
-        typer.Option(
-            help="How many times a message may be delivered without settling (its worker "
-            "died or hung each time) before it is dead-lettered instead of run again",
-            envvar="DOCKET_WORKER_MAX_DELIVERIES",
-            show_envvar=True,
-            min=1,
-        ),
-    ] = DEFAULT_MAX_DELIVERIES,
-    schedule_automatic_tasks: Annotated[
-        bool,
-        typer.Option(
-            "--schedule-automatic-tasks/--no-schedule-automatic-tasks",
-            help="Schedule the automatic Perpetual tasks of the registered collections",
-            envvar="DOCKET_WORKER_SCHEDULE_AUTOMATIC_TASKS",
-            show_envvar=True,
-        ),
-    ] = True,
-    enable_internal_instrumentation: Annotated[
-        bool,
-        typer.Option(
-            "--enable-internal-instrumentation/--no-enable-internal-instrumentation",
-            help="Trace the worker's internal Redis polling too",
-            envvar="DOCKET_WORKER_ENABLE_INTERNAL_INSTRUMENTATION",
-            show_envvar=True,
-        ),
-    ] = False,
-    until_finished: Annotated[
-        bool,
-        typer.Option(
-            "--until-finished",
-            help="Exit (0) once nothing is scheduled, queued or running",
-            envvar="DOCKET_WORKER_UNTIL_FINISHED",
-            show_envvar=True,
-        ),
-    ] = False,
-    healthcheck_port: Annotated[
-        int | None,
-        typer.Option(
-            help="Serve a health check on this port: 200 while the worker is healthy",
-            envvar="DOCKET_WORKER_HEALTHCHECK_PORT",
-            show_envvar=True,
-            min=0,
-            max=65535,
-        ),
-    ] = None,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            help="Serve Prometheus metrics on this port",
-            envvar="DOCKET_WORKER_METRICS_PORT",
-            show_envvar=True,
-            min=0,
-            max=65535,
-        ),
-    ] = None,
-    fallback_task: Annotated[
-        str | None,
-        typer.Option(
-            help="A task (module:name) that runs messages for tasks this worker does not "
-            "know, instead of dead-lettering them",
-            envvar="DOCKET_FALLBACK_TASK",
-            show_envvar=True,
-        ),
-    ] = None,
-    dependencies: Annotated[
-        str | None,
-        typer.Option(
-            help="Worker dependencies (module:name), a mapping or sequence such as "
-            "[Depends(fn)], resolved around every task",
-            envvar="DOCKET_WORKER_DEPENDENCIES",
-            show_envvar=True,
-        ),
-    ] = None,
-    logging_level: Annotated[
-        LogLevel,
-        typer.Option(
-            help="The lowest level logged",
-            envvar="DOCKET_LOGGING_LEVEL",
-            show_envvar=True,
-            case_sensitive=False,
-        ),
-    ] = LogLevel.INFO,
-    app: Annotated[
-        str | None,
-        typer.Option(
-            help="Run the worker inside a web app's lifespan (module:attr), so tasks can use "
-            "the app's own dependencies; needs an adapter such as pydocket[fastapi]",
-            envvar="DOCKET_WORKER_APP",
-            show_envvar=True,
-        ),
-    ] = None,
-    logging_format: Annotated[
-        LogFormat | None,
-        typer.Option(
-            help="How log lines look [default: rich on a terminal, else plain]",
-            envvar="DOCKET_LOGGING_FORMAT",
-            show_envvar=True,
-            case_sensitive=False,
-        ),
-    ] = None,
-) -> None:
+def _annotation(spec: OptionSpec) -> Any:
+    """The typer option of one ``WorkerOptions`` field."""
+    envvar = spec.envvar
+    if spec.name == "fallback_task":
+        envvar = "DOCKET_FALLBACK_TASK"  # as released
+    common: dict[str, Any] = {"help": spec.help, "envvar": envvar, "show_envvar": True}
+    if spec.kind == "duration":
+        option = duration_option(spec.help, envvar, spec.command_line_default, spec.flag)
+        return Annotated[timedelta, option]
+    if spec.kind == "flag":
+        dashed = spec.name.replace("_", "-")
+        return Annotated[bool, typer.Option(f"--{dashed}/--no-{dashed}", **common)]
+    if spec.kind == "count":
+        kind: Any = int if spec.default is not None else int | None
+        return Annotated[kind, typer.Option(spec.flag, min=1, **common)]
+    return Annotated[str | None, typer.Option(spec.flag, **common)]
+
+
+def _parameter(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default
+    )
+
+
+def worker(**values: Any) -> None:
     """Run a worker: claim and run the docket's tasks.
 
     It runs until SIGTERM or SIGINT: the first lets in-flight tasks finish (then exits 0),
     a second exits at once. DURATION is 90, 90s, 250ms, 5m, 1h, mm:ss or hh:mm:ss.
     """
+    tasks: list[str] = values.pop("tasks")
+    docket_: str = values.pop("docket_")
+    url: str = values.pop("url")
+    until_finished: bool = values.pop("until_finished")
+    healthcheck_port: int | None = values.pop("healthcheck_port")
+    metrics_port: int | None = values.pop("metrics_port")
+    logging_level: LogLevel = values.pop("logging_level")
+    app: str | None = values.pop("app")
+    logging_format: LogFormat | None = values.pop("logging_format")
+    # What is left is exactly the WorkerOptions fields (the signature below says so).
     # Logs go to stdout, as the released worker's did (scripts and probes read them there).
     configure_logging(
         LogLevel(logging_level).value,
@@ -287,78 +148,162 @@ def worker(
     logging.logAsyncioTasks = False  # type: ignore[attr-defined, unused-ignore]
     try:
         _check_collections(docket_, url, tasks)
-        _check_member(fallback_task, "fallback task")
-        _check_member(dependencies, "worker dependencies")
+        _check_imports(values)
     except CliError as error:
         fail(str(error), error.code)
     logger.info("Connecting to docket %r at %s", docket_, safe_url(url))
-    options: dict[str, Any] = {
-        "docket_name": docket_,
-        "url": url,
-        "name": name,
-        "concurrency": concurrency,
-        "redelivery_timeout": redelivery_timeout,
-        "reconnection_delay": reconnection_delay,
-        "minimum_check_interval": minimum_check_interval,
-        "scheduling_resolution": scheduling_resolution,
-        "schedule_automatic_tasks": schedule_automatic_tasks,
-        "enable_internal_instrumentation": enable_internal_instrumentation,
-        "until_finished": until_finished,
-        "healthcheck_port": healthcheck_port,
-        "metrics_port": metrics_port,
-        "tasks": tasks,
-        "fallback_task": fallback_task,
-        "dependencies": dependencies,
-        "message_batch": message_batch,
-        "max_deliveries": max_deliveries,
-    }
     if app is not None:
-        runner = _app_runner()
-        options.pop("healthcheck_port")
-        options.pop("metrics_port")
-        # The app's lifespan opens its own docket; only insist on one named explicitly.
-        url_given = url != DEFAULT_URL
-        docket_given = docket_ != DEFAULT_DOCKET
-        worker_options = {
-            k: v
-            for k, v in options.items()
-            if k
-            not in (
-                "docket_name",
-                "url",
-                "until_finished",
-                "tasks",
-                "fallback_task",
-                "dependencies",
-            )
-        }
-        if fallback_task:
-            worker_options["fallback_task"] = import_member(fallback_task, "fallback task")
-        if dependencies:
-            worker_options["dependencies"] = import_member(dependencies, "worker dependencies")
-        try:
-            run(
-                runner(
-                    app,
-                    tasks=[t for t in tasks if t not in DEFAULT_TASKS],
-                    url=url if url_given else None,
-                    docket_name=docket_ if docket_given else None,
-                    until_finished=until_finished,
-                    **worker_options,
-                )
-            )
-        except asyncio.CancelledError:
-            raise typer.Exit(EXIT_INTERRUPTED) from None
-        logger.info("Worker stopped")
+        _run_in_app(app, tasks, docket_, url, until_finished, values)
         return
     try:
-        run(_worker_class().run(**options))
+        run(
+            _worker_class().run(
+                docket_name=docket_,
+                url=url,
+                until_finished=until_finished,
+                healthcheck_port=healthcheck_port,
+                metrics_port=metrics_port,
+                tasks=tasks,
+                **values,
+            )
+        )
     except MetricsUnavailable as error:
         fail(str(error))
     except asyncio.CancelledError:
         # A second SIGTERM/SIGINT: in-flight tasks were abandoned to redelivery.
         raise typer.Exit(EXIT_INTERRUPTED) from None
     logger.info("Worker stopped")
+
+
+def _run_in_app(
+    app: str, tasks: list[str], docket_: str, url: str, until_finished: bool, values: Any
+) -> None:
+    runner = _app_runner()
+    for key in ("fallback_task", "dependencies"):
+        if values.get(key):
+            values[key] = import_member(values[key], key.replace("_", " "))
+    try:
+        run(
+            runner(
+                app,
+                tasks=[t for t in tasks if t not in DEFAULT_TASKS],
+                # The app's lifespan opens its own docket; only insist on one named
+                # explicitly.
+                url=url if url != DEFAULT_URL else None,
+                docket_name=docket_ if docket_ != DEFAULT_DOCKET else None,
+                until_finished=until_finished,
+                **values,
+            )
+        )
+    except asyncio.CancelledError:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    logger.info("Worker stopped")
+
+
+_LEADING = [
+    _parameter(
+        "tasks",
+        Annotated[
+            list[str],
+            typer.Option(
+                "--tasks",
+                help="A task collection to register, as module:name (any iterable of task "
+                "functions); repeat for more. The working directory is importable.",
+                envvar="DOCKET_TASKS",
+                show_envvar=True,
+            ),
+        ],
+        DEFAULT_TASKS,
+    ),
+    _parameter("docket_", DocketOption, DEFAULT_DOCKET),
+    _parameter("url", WorkerUrlOption, DEFAULT_URL),
+]
+_TRAILING = [
+    _parameter(
+        "until_finished",
+        Annotated[
+            bool,
+            typer.Option(
+                "--until-finished",
+                help="Exit (0) once nothing is scheduled, queued or running",
+                envvar="DOCKET_WORKER_UNTIL_FINISHED",
+                show_envvar=True,
+            ),
+        ],
+        False,
+    ),
+    *(
+        _parameter(
+            f"{what}_port",
+            Annotated[
+                int | None,
+                typer.Option(
+                    help=text,
+                    envvar=f"DOCKET_WORKER_{what.upper()}_PORT",
+                    show_envvar=True,
+                    min=0,
+                    max=65535,
+                ),
+            ],
+            None,
+        )
+        for what, text in (
+            ("healthcheck", "Serve a health check on this port: 200 while the worker is healthy"),
+            ("metrics", "Serve Prometheus metrics on this port"),
+        )
+    ),
+    _parameter(
+        "logging_level",
+        Annotated[
+            LogLevel,
+            typer.Option(
+                help="The lowest level logged",
+                envvar="DOCKET_LOGGING_LEVEL",
+                show_envvar=True,
+                case_sensitive=False,
+            ),
+        ],
+        LogLevel.INFO,
+    ),
+    _parameter(
+        "app",
+        Annotated[
+            str | None,
+            typer.Option(
+                help="Run the worker inside a web app's lifespan (module:attr), so tasks can "
+                "use the app's own dependencies; needs an adapter such as pydocket[fastapi]",
+                envvar="DOCKET_WORKER_APP",
+                show_envvar=True,
+            ),
+        ],
+        None,
+    ),
+    _parameter(
+        "logging_format",
+        Annotated[
+            LogFormat | None,
+            typer.Option(
+                help="How log lines look [default: rich on a terminal, else plain]",
+                envvar="DOCKET_LOGGING_FORMAT",
+                show_envvar=True,
+                case_sensitive=False,
+            ),
+        ],
+        None,
+    ),
+]
+# typer reads the command's options from its signature: one per WorkerOptions field,
+# between the docket's and the process's own.
+_PARAMETERS = [
+    *_LEADING,
+    *(
+        _parameter(spec.name, _annotation(spec), spec.command_line_default)
+        for spec in option_specs()
+    ),
+    *_TRAILING,
+]
+worker.__signature__ = inspect.Signature(_PARAMETERS, return_annotation=None)  # type: ignore[attr-defined]
+worker.__annotations__ = {p.name: p.annotation for p in _PARAMETERS} | {"return": None}
 
 
 def _app_runner() -> Any:

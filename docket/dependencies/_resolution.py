@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from contextvars import Token
@@ -227,25 +228,33 @@ def validate_task(function: Callable[..., Any]) -> None:
     validate_dependencies(function)
 
 
-def validate_worker_dependencies(
-    dependencies: Mapping[str, Any] | Sequence[Any] | None,
-) -> dict[str, Dependency[Any]]:
-    """The worker's ``dependencies=`` argument as a name -> dependency dict.
+_GENERATED = re.compile(r"__worker_dep_\d+__")
 
-    A sequence gets generated names. Names starting with ``__`` are reserved, every
-    value must be a ``Dependency`` (``Depends(fn)``, ``Retry(...)``...) and at most
-    one of each ``single`` kind is allowed.
+
+def validate_worker_dependencies(
+    *layers: Mapping[str, Any] | Sequence[Any] | None,
+) -> dict[str, Dependency[Any]]:
+    """Worker ``dependencies=`` arguments as one name -> dependency dict: the one merger
+    of the worker's own dependencies with those an adapter adds around them (Starlette's
+    request context, say), later layers after earlier ones.
+
+    A sequence's entries get generated names. Names starting with ``__`` are reserved,
+    every value must be a ``Dependency`` (``Depends(fn)``, ``Retry(...)``...) and at most
+    one of each ``single`` kind is allowed across all layers.
     """
-    if not dependencies:
-        return {}
-    if isinstance(dependencies, Mapping):
-        items: list[tuple[str | None, Any]] = list(dependencies.items())
-    else:
-        items = [(None, dependency) for dependency in dependencies]
+    items: list[tuple[str | None, Any]] = []
+    for dependencies in layers:
+        if not dependencies:
+            continue
+        if isinstance(dependencies, Mapping):
+            items += dependencies.items()
+        else:
+            items += [(None, dependency) for dependency in dependencies]
 
     validated: dict[str, Dependency[Any]] = {}
     for index, (given, dependency) in enumerate(items):
-        if given is not None and given.startswith("__"):
+        # A generated name may come back when merged dependencies are merged again.
+        if given is not None and given.startswith("__") and not _GENERATED.fullmatch(given):
             raise ValueError(f"Worker dependency name {given!r} is reserved (it starts with '__')")
         if not isinstance(dependency, Dependency):
             label = repr(given) if given is not None else f"at index {index}"
