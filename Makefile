@@ -66,10 +66,12 @@ $(BENCH_STAMP): $(STAMP)
 # Each system gets its own virtualenv under benchmarks/.venvs (built on first use) and the
 # run its own redis-server; results land in benchmarks/results/<mode>/.
 BENCH_MODE ?= quick
+# A commit to measure beside the working tree in the same run: make bench BENCH_BASELINE=main
+BENCH_BASELINE ?=
 
 bench: $(BENCH_STAMP)
 	@command -v redis-server >/dev/null || { echo "error: redis-server is not on PATH; the benchmark starts its own." >&2; exit 1; }
-	$(PY) benchmarks/bench.py --mode $(BENCH_MODE)
+	$(PY) benchmarks/bench.py --mode $(BENCH_MODE) $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 
 bench-full: $(BENCH_STAMP)
 	@command -v redis-server >/dev/null || { echo "error: redis-server is not on PATH; the benchmark starts its own." >&2; exit 1; }

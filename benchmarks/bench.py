@@ -36,6 +36,9 @@ VENVS = HERE / ".venvs"
 
 OURS = "ours"
 RELEASED = "pydocket"
+# Ours at another commit (``--baseline REV``): the A/B a hot-path change is judged by,
+# measured in the same run, against the same redis-server, as the working tree.
+BASELINE = "baseline"
 PEERS = ("taskiq", "saq", "arq", "dramatiq", "huey", "celery")
 ALL_SYSTEMS = (OURS, RELEASED, *PEERS)
 
@@ -83,9 +86,48 @@ def python_for(system: str) -> Path:
     return VENVS / system / "bin" / "python"
 
 
+def ensure_baseline(revision: str) -> str:
+    """Build ``benchmarks/.venvs/baseline`` from the project at ``revision`` (a plain
+    install of ``git archive``'s tree, so it never follows the working tree); returns the
+    commit it resolved to."""
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{revision}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if commit.returncode != 0:
+        raise SystemExit(f"error: --baseline {revision!r} is not a commit of this repository")
+    sha = commit.stdout.strip()
+    venv = VENVS / BASELINE
+    stamp = venv / ".installed"
+    if stamp.exists() and stamp.read_text() == sha:
+        return sha
+    print(f"==> building {venv.relative_to(ROOT)} from commit {sha[:12]}", flush=True)
+    if venv.exists():
+        shutil.rmtree(venv)
+    subprocess.run([base_python(), "-m", "venv", str(venv)], check=True)
+    source = venv / "src"
+    source.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", sha], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(source)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"error: installing commit {sha[:12]} failed:\n{done.stderr[-3000:]}")
+    stamp.write_text(sha)
+    return sha
+
+
 def ensure_venv(system: str) -> None:
     """Ours is installed the way a user installs it, with no extras (editable, so the
     venv follows the working tree); the others from their pinned requirements."""
+    if system == BASELINE:
+        return  # built by ensure_baseline
     if system == OURS:
         source = ROOT / "pyproject.toml"
         install = ["-e", str(ROOT)]
@@ -108,7 +150,7 @@ def ensure_venv(system: str) -> None:
 
 
 def adapter_for(system: str) -> Path:
-    if system in (OURS, RELEASED):
+    if system in (OURS, RELEASED, BASELINE):
         return SYSTEMS_DIR / "docket_bench.py"
     return SYSTEMS_DIR / f"{system}_bench.py"
 
@@ -117,6 +159,7 @@ def versions(system: str) -> str:
     packages = {
         OURS: ["pydocket", "redis", "hiredis"],
         RELEASED: ["pydocket", "redis", "hiredis"],
+        BASELINE: ["pydocket", "redis", "hiredis"],
         "taskiq": ["taskiq", "taskiq-redis", "redis"],
         "saq": ["saq", "redis"],
         "arq": ["arq", "redis", "hiredis"],
@@ -348,7 +391,10 @@ def render_table(
         name = f"**{system}**" if system == OURS else system
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if OURS in systems:
-        for label, reference in (("× vs pydocket", RELEASED), ("× vs best peer", None)):
+        references = [("× vs pydocket", RELEASED), ("× vs best peer", None)]
+        if BASELINE in systems:
+            references.insert(0, ("× vs baseline", BASELINE))
+        for label, reference in references:
             cells = []
             for column in COLUMNS:
                 ours = table.get((OURS, column.workload, column.metric))
@@ -528,6 +574,8 @@ def report(
         "",
         "Versions: " + "; ".join(f"{s}: {v}" for s, v in info["versions"].items()),
     ]
+    if info.get("baseline"):
+        report.append(f"Baseline: ours at commit {info['baseline'][:12]}.")
     for (system, workload), reason in sorted(skipped.items()):
         report.append(f"- {system} {workload}: {reason}")
     if targets:
@@ -571,9 +619,20 @@ def main() -> None:
     parser.add_argument(
         "--rerender", action="store_true", help="redraw the table and chart from results.json"
     )
+    parser.add_argument(
+        "--baseline",
+        default="",
+        metavar="REV",
+        help="also run ours at commit REV (its own venv), for an A/B in the same run",
+    )
     args = parser.parse_args()
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = [s for s in systems if s not in ALL_SYSTEMS]
+    baseline = ""
+    if args.baseline:
+        if not args.rerender:
+            baseline = ensure_baseline(args.baseline)
+        systems.insert(systems.index(OURS) + 1 if OURS in systems else 0, BASELINE)
+    unknown = [s for s in systems if s not in (*ALL_SYSTEMS, BASELINE)]
     if unknown:
         raise SystemExit(
             f"error: unknown system(s) {unknown}; choose from {', '.join(ALL_SYSTEMS)}"
@@ -600,6 +659,7 @@ def main() -> None:
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": machine(),
         "versions": {s: versions(s) for s in systems},
+        "baseline": baseline,
         "workloads": [w.__dict__ for w in plan],
     }
     names = ", ".join(systems)

@@ -107,3 +107,22 @@ def test_ratios_read_as_how_many_times_better_ours_is() -> None:
     vs_peer = next(line for line in rendered.splitlines() if "vs best peer" in line)
     assert "100.0×" in vs_pydocket and "4.0×" in vs_pydocket
     assert "3.0× (huey)" in vs_peer and "2.0× (huey)" in vs_peer
+
+
+def test_a_baseline_run_gets_its_own_ratio_line() -> None:
+    table = {
+        ("ours", "bulk_drain", "drain_per_s"): 9000.0,
+        ("baseline", "bulk_drain", "drain_per_s"): 10000.0,
+        ("pydocket", "bulk_drain", "drain_per_s"): 90.0,
+    }
+    rendered = bench.render_table(table, ["ours", "baseline", "pydocket"], {})
+    vs_baseline = next(line for line in rendered.splitlines() if "vs baseline" in line)
+    assert "0.9×" in vs_baseline
+    # The baseline is ours at another commit, never counted as a peer.
+    vs_peer = next(line for line in rendered.splitlines() if "vs best peer" in line)
+    assert "baseline" not in vs_peer
+
+
+def test_a_baseline_that_is_not_a_commit_is_refused() -> None:
+    with pytest.raises(SystemExit, match="--baseline 'no-such-rev' is not a commit"):
+        bench.ensure_baseline("no-such-rev")
