@@ -12,7 +12,7 @@ PYTEST_WORKERS ?= auto
 help:
 	@echo "make demo   run examples/quickstart.py on the in-process memory:// docket (no Redis needed)"
 	@echo "make test   build .venv and run the whole test suite (starts its own redis-server processes)"
-	@echo "make lint   ruff and mypy --strict on the packages"
+	@echo "make lint   ruff check, ruff format --check and mypy --strict (make test runs it first)"
 	@echo "make bench  side-by-side benchmark against pydocket and the peers (quick, about 6 minutes;"
 	@echo "            'make bench-full' or 'make bench BENCH_MODE=full' for the published table:"
 	@echo "            3 interleaved rounds, 30-40 minutes on 2 cores)"
@@ -46,13 +46,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) examples/quickstart.py
 
-test: $(STAMP)
+# The lint runs first: it takes seconds, and CI holds the line on it as on the tests.
+test: lint
 	@command -v redis-server >/dev/null || { echo "error: redis-server is not on PATH; the suite starts its own private Redis processes with it." >&2; exit 1; }
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
 
+LINTED := docket docket_django docket_starlette tests examples benchmarks
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check docket docket_django docket_starlette tests examples benchmarks
-	$(VENV)/bin/ruff format --check docket docket_django docket_starlette tests examples benchmarks
+	@echo "==> ruff check, ruff format --check, mypy --strict (docket, docket_django, docket_starlette)"
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/mypy
 
 BENCH_STAMP := $(VENV)/.bench-installed

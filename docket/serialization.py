@@ -15,7 +15,7 @@ import json
 import pickle
 from typing import Any, Protocol
 
-import cloudpickle  # type: ignore[import-untyped]
+import cloudpickle
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 

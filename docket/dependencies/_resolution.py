@@ -77,7 +77,7 @@ __all__ = [
 ]
 
 
-class DependencyExceptionGroup(ExceptionGroup):  # type: ignore[type-arg]
+class DependencyExceptionGroup(ExceptionGroup):
     """A run could not start because dependencies raised; one sub-exception each.
 
     The message starts as the released docket's does (``Failed to resolve dependencies
