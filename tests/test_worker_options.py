@@ -131,3 +131,11 @@ async def test_max_tasks_through_worker_run(tmp_path_factory: pytest.TempPathFac
         await wait_for(lambda: run.done())
         snapshot = await docket.snapshot()
         assert snapshot.total_tasks == 2
+
+
+def test_every_option_is_documented() -> None:
+    from pathlib import Path
+
+    guide = (Path(__file__).parent.parent / "docs" / "getting-started.md").read_text()
+    for name in FIELDS:
+        assert f"| `{name}` |" in guide, name
