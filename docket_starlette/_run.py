@@ -10,7 +10,8 @@ from typing import Any
 from opentelemetry import baggage, propagate
 from starlette.requests import Request
 
-from docket.dependencies import Dependency
+from docket import Docket, Worker, WorkerOptions
+from docket.dependencies import Dependency, validate_worker_dependencies
 from docket.dependencies._base import current_docket, current_execution
 
 from ._context import (
@@ -94,6 +95,15 @@ class RequestContext(Dependency[None]):
             self._tokens = None
             current_snapshot.reset(snapshot_token)
             current_request_id.reset(request_token)
+
+
+def request_worker(docket: Docket, options: WorkerOptions) -> Worker:
+    """Every worker this package starts (embedded, ``run_with_app``, ``run_tasks``):
+    ``RequestContext`` around the app's own worker dependencies."""
+    dependencies = validate_worker_dependencies(
+        {"docket_starlette_request_context": RequestContext()}, options.dependencies
+    )
+    return Worker(docket, **{**options.as_kwargs(), "dependencies": dependencies})
 
 
 def synthetic_request(**extra_scope: Any) -> Request:
