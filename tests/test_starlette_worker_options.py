@@ -265,19 +265,13 @@ async def test_docket_worker_app_recycles_after_max_tasks(redis_url: str) -> Non
         }
         env.pop("DOCKET_URL", None)
         env.pop("DOCKET_NAME", None)
+        command = f"worker --app {Path(__file__).stem}:cli_app() --max-tasks 2 --concurrency 1"
         worker = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "docket",
-            "worker",
-            "--app",
-            f"{Path(__file__).stem}:cli_app()",
-            "--max-tasks",
-            "2",
-            "--concurrency",
-            "1",
-            "--minimum-check-interval",
-            "0.01",
+            *command.split(),
+            "--minimum-check-interval=0.01",
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
