@@ -17,8 +17,8 @@ from docket.dependencies._base import current_docket, current_execution
 from ._context import (
     SNAPSHOT_KWARG,
     RequestSnapshot,
+    binding_for,
     build_scope,
-    current_binding,
     current_request_id,
     current_snapshot,
     install_log_filter,
@@ -110,7 +110,7 @@ def synthetic_request(**extra_scope: Any) -> Request:
     """The request the running task sees: the app, a copy of its lifespan state and the
     captured parts of the enqueuing request (empty when it was not enqueued from one)."""
     docket = current_docket.get(None)
-    binding = current_binding(docket)
+    binding = binding_for(docket)
     return Request(build_scope(binding, run_snapshot(), **extra_scope))
 
 

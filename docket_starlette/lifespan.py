@@ -12,7 +12,7 @@ import sys
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from starlette.requests import HTTPConnection
 
@@ -38,7 +38,6 @@ from ._run import request_worker
 
 logger = logging.getLogger("docket_starlette")
 
-App = TypeVar("App")
 Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[Mapping[str, Any] | None]]
 
 STATE_KEY = "docket"
