@@ -1,6 +1,6 @@
 """The Lua scripts behind every state change, loaded once per process.
 
-Each script lives in ``scripts/<name>.lua``; ``_common.lua`` is prepended to all of them
+Each script lives in ``lua/<name>.lua``; ``_common.lua`` is prepended to all of them
 so helpers like the server clock are written once. redis-py's ``Script`` objects run
 ``EVALSHA`` and fall back to ``EVAL`` when a server has not seen the script yet (after a
 restart, say), and they work inside pipelines.
@@ -47,7 +47,7 @@ SCRIPT_NAMES = (
 
 @cache
 def script_source(name: str) -> str:
-    folder = resources.files(__package__).joinpath("scripts")
+    folder = resources.files(__package__).joinpath("lua")
     common = folder.joinpath("_common.lua").read_text()
     return common + "\n" + folder.joinpath(f"{name}.lua").read_text()
 
