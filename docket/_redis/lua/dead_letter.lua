@@ -1,36 +1,16 @@
 -- Move messages that cannot be run (undecodable, garbled, unknown task, bad signature) to
 -- the dead-letter stream with their raw fields, the reason and the delivery count.
--- KEYS: 1 stream, 2 dead-letter stream
--- ARGV: 1 group, 2 worker, 3 record key prefix, 4 events channel prefix,
---       5 ttl seconds, then per message: id, reason, deliveries
-local stream, dead, group, worker = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
-local now = fmt_time(server_now())
-local ttl = tonumber(ARGV[5])
+-- KEYS: stream, dead_letters
+-- ARGV: group, worker, record_prefix, events_prefix, ttl,
+--       messages[mid, reason, deliveries]
+--   ttl: seconds the failed record is kept
+local ctx = {stream = KEYS[1], dead_letters = KEYS[2], group = ARGV[1], worker = ARGV[2],
+  record_prefix = ARGV[3], events_prefix = ARGV[4], ttl = tonumber(ARGV[5]),
+  now = fmt_time(server_now())}
 for i = 6, #ARGV, 3 do
-  local mid, reason, deliveries = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local entries = redis.call('XRANGE', stream, mid, mid)
-  local dl = {'reason', reason, 'deliveries', deliveries, 'stream_id', mid, 'worker', worker,
-    'dead_lettered_at', now}
-  local key, gen
-  if entries[1] ~= nil then
-    local fields = entries[1][2]
-    for j = 1, #fields, 2 do
-      table.insert(dl, 'field:' .. fields[j])
-      table.insert(dl, fields[j + 1])
-      if fields[j] == 'key' then key = fields[j + 1] end
-      if fields[j] == 'gen' then gen = fields[j + 1] end
-    end
-  end
-  redis.call('XADD', dead, '*', unpack(dl))
-  redis.call('XACK', stream, group, mid)
-  redis.call('XDEL', stream, mid)
-  if key and gen then
-    local record = ARGV[3] .. key
-    if redis.call('HGET', record, 'gen') == gen then
-      redis.call('HSET', record, 'state', 'failed', 'completed', now, 'error', 'dead-lettered: ' .. reason)
-      if ttl > 0 then redis.call('PEXPIRE', record, math.floor(ttl * 1000)) else redis.call('DEL', record) end
-      publish_state(ARGV[4], key, 'failed', {completed_at = now})
-    end
-  end
+  local mid = ARGV[i]
+  -- A message deleted since it was read is still recorded, without its fields.
+  local entry = redis.call('XRANGE', ctx.stream, mid, mid)[1]
+  dead_letter_message(ctx, mid, entry and entry[2] or {}, ARGV[i + 1], ARGV[i + 2])
 end
 return 1
