@@ -18,6 +18,7 @@ from opentelemetry.trace import Span, SpanKind
 from redis.exceptions import AuthenticationError, RedisError
 
 from . import serialization
+from ._redis import scripts
 from ._redis.client import Connection, check_credentials, redact_url
 from ._redis.keys import GROUP, Keys, validate_name
 from ._redis.scripts import Scripts
@@ -66,8 +67,8 @@ R = TypeVar("R")
 # Records fetched per pipelined round trip when a snapshot reads many at once.
 SNAPSHOT_BATCH = 1000
 
-# An execution and its schedule script's keys and arguments (None when struck).
-_Prepared = tuple[Execution, list[str], list[Any] | None]
+# An execution and its schedule script's call (None when struck).
+_Prepared = tuple[Execution, scripts.Schedule | None]
 
 
 def _aware(when: datetime | None) -> datetime:
@@ -339,7 +340,7 @@ class Docket:
         self._connection = Connection(self.url, self.credential_provider)
         self._scripts = Scripts(self._connection.client, self._connection.wire)
         try:
-            await self._scripts.ensure_group(keys=[self.keys.stream], args=[GROUP])
+            await self._scripts.send(scripts.EnsureGroup(stream=self.keys.stream, group=GROUP))
             await self._load_strikes()
         except AuthenticationError:
             # As released, credentials are not checked on entering: the first command
@@ -489,8 +490,10 @@ class Docket:
         kwargs: dict[str, Any],
         attempt: int = 1,
         function_name: str | None = None,
+        expected_generation: str = "",
     ) -> _Prepared:
-        """Build the execution and the schedule script's arguments (None when struck)."""
+        """Build the execution and the schedule script's call (None when struck);
+        ``expected_generation`` is the generation a reschedule must still find."""
         execution = Execution(
             self,
             function,
@@ -505,7 +508,7 @@ class Docket:
             execution.function_name, execution.arguments_by_name()
         ):
             execution.disposition = Disposition.STRUCK
-            return execution, [], None
+            return execution, None
         payload = serialization.dump_call(self.serializer, args, kwargs)
         if self.max_payload_bytes is not None and len(payload) > self.max_payload_bytes:
             raise serialization.PayloadTooLarge(
@@ -526,29 +529,27 @@ class Docket:
         )
         trace = capture_trace_context()
         execution.trace_context = parse_trace_context(trace)
-        keys = [
-            self.keys.stream,
-            self.keys.queue,
-            self.keys.record(execution.key),
-            self.keys.generation,
-        ]
-        argv: list[Any] = [
-            mode,
-            execution.key,
-            execution.function_name,
-            f"{execution.when.timestamp():.6f}",
-            payload,
-            signature,
-            attempt,
-            trace,
-            "",
-            self.keys.events_prefix,
-            self.keys.wake_channel,
-            self.serializer.name,
+        call = scripts.Schedule(
+            stream=self.keys.stream,
+            queue=self.keys.queue,
+            record=self.keys.record(execution.key),
+            generation_counter=self.keys.generation,
+            mode=mode,
+            key=execution.key,
+            function=execution.function_name,
+            when=f"{execution.when.timestamp():.6f}",
+            payload=payload,
+            signature=signature,
+            attempt=attempt,
+            trace=trace,
+            expected_generation=expected_generation,
+            events_prefix=self.keys.events_prefix,
+            wake_channel=self.keys.wake_channel,
+            serializer=self.serializer.name,
             # A generated key lets the script recognise this call sent twice.
-            "1" if key is None else "",
-        ]
-        return execution, keys, argv
+            generated_key="1" if key is None else "",
+        )
+        return execution, call
 
     def _apply_reply(self, execution: Execution, reply: Sequence[bytes]) -> None:
         outcome, generation, mid = (_text(part) or "" for part in reply)
@@ -582,16 +583,16 @@ class Docket:
             raise ValueError("replace() needs the key of the task it replaces")
         task = function_name or str(getattr(function, "__name__", "<unknown>"))
         with self._producer_span(f"docket.{mode}", self._task_labels(task)) as span:
-            execution, keys, argv = self._prepare(
+            execution, call = self._prepare(
                 mode, function, when, key, args, kwargs, function_name=function_name
             )
             if span is not None:
                 span.set_attribute("docket.key", execution.key)
                 span.set_attribute("docket.when", execution.when.isoformat())
-            if argv is None:
+            if call is None:
                 logger.info("Task %s is struck; not scheduled", execution.call_repr())
             else:
-                reply = await self._scripts.run("schedule", keys, argv)
+                reply = await self._scripts.send(call)
                 self._apply_reply(execution, reply)
             if span is not None:
                 span.set_attribute("docket.disposition", execution.disposition.value)
@@ -610,7 +611,7 @@ class Docket:
         """Schedule the same key again, but only if it still belongs to ``execution``'s
         generation (a replace made while it ran wins). Retries and perpetual tasks use it."""
         assert execution.function is not None
-        successor, keys, argv = self._prepare(
+        successor, call = self._prepare(
             "reschedule",
             execution.function,
             when,
@@ -619,12 +620,12 @@ class Docket:
             execution.kwargs if kwargs is None else kwargs,
             attempt if attempt is not None else execution.attempt,
             function_name=execution.function_name,
+            expected_generation=str(execution.generation),
         )
-        if argv is None:
+        if call is None:
             execution._rescheduled = Disposition.STRUCK
             return Disposition.STRUCK
-        argv[8] = str(execution.generation)
-        reply = await self._scripts.run("schedule", keys, argv)
+        reply = await self._scripts.send(call)
         self._apply_reply(successor, reply)
         execution._rescheduled = successor.disposition
         return successor.disposition
@@ -660,9 +661,7 @@ class Docket:
                 prepared = [self._prepare_call(mode, call) for call in calls[start : start + size]]
                 sending = asyncio.eager_task_factory(
                     loop,
-                    self._scripts.run_many(
-                        "schedule", [(keys, argv) for _, keys, argv in prepared if argv is not None]
-                    ),
+                    self._scripts.send_many([call for _, call in prepared if call is not None]),
                 )
                 in_flight.append((prepared, sending))
                 if len(in_flight) == 2:
@@ -704,8 +703,8 @@ class Docket:
         prepared, sending = in_flight[0]
         replies = iter(await sending)
         in_flight.pop(0)
-        for execution, _, argv in prepared:
-            if argv is not None:
+        for execution, call in prepared:
+            if call is not None:
                 reply = next(replies)
                 if isinstance(reply, BaseException):
                     execution.disposition = Disposition.FAILED
@@ -754,16 +753,18 @@ class Docket:
     ) -> bool:
         """Cancel ``key``: only its run of ``generation`` when given, and never its run of
         ``other_than``."""
-        previous = await self._scripts.cancel(
-            keys=[self.keys.stream, self.keys.queue, self.keys.record(key)],
-            args=[
-                key,
-                self.execution_ttl.total_seconds(),
-                self.keys.events_prefix,
-                self.keys.cancel_channel,
-                "" if generation is None else str(generation),
-                "" if other_than is None else str(other_than),
-            ],
+        previous = await self._scripts.send(
+            scripts.Cancel(
+                stream=self.keys.stream,
+                queue=self.keys.queue,
+                record=self.keys.record(key),
+                key=key,
+                ttl=self.execution_ttl.total_seconds(),
+                events_prefix=self.keys.events_prefix,
+                cancel_channel=self.keys.cancel_channel,
+                expected_generation="" if generation is None else str(generation),
+                spared_generation="" if other_than is None else str(other_than),
+            )
         )
         return bool(previous)
 
@@ -779,15 +780,16 @@ class Docket:
             while True:
                 batch = CLEAR_BATCH
                 cleared = int(
-                    await self._scripts.clear(
-                        keys=[self.keys.stream, self.keys.queue],
-                        args=[
-                            GROUP,
-                            self.keys.record_prefix,
-                            self.execution_ttl.total_seconds(),
-                            self.keys.events_prefix,
-                            batch,
-                        ],
+                    await self._scripts.send(
+                        scripts.Clear(
+                            stream=self.keys.stream,
+                            queue=self.keys.queue,
+                            group=GROUP,
+                            record_prefix=self.keys.record_prefix,
+                            ttl=self.execution_ttl.total_seconds(),
+                            events_prefix=self.keys.events_prefix,
+                            batch=batch,
+                        )
                     )
                 )
                 count += cleared
@@ -990,9 +992,13 @@ class Docket:
             attributes["docket.strike.operator"] = condition.operator.value
             attributes["docket.strike.value"] = repr(value)[:200]
         with self._producer_span(f"docket.{action}", attributes):
-            await self._scripts.strike(
-                keys=[self.keys.strikes],
-                args=[action, encode_condition(condition), self.keys.strikes_channel],
+            await self._scripts.send(
+                scripts.Strike(
+                    strikes=self.keys.strikes,
+                    action=action,
+                    condition=encode_condition(condition),
+                    strikes_channel=self.keys.strikes_channel,
+                )
             )
         await self._load_strikes()
 
