@@ -14,8 +14,9 @@ slots, each item filling the names in the brackets; a group named in both lines 
 list of items that bring both keys and arguments. ``task_names...`` is any number of
 single values. A line that ends in a comma goes on in the next comment line.
 
-The script's ``Call`` below declares the same names: a frozen dataclass with a ``Key``
-field per key, a field per argument and a ``Sequence`` of a ``Group`` for a repeated group.
+The script's ``Call`` below declares the same names: a keyword-only dataclass, read-only
+to the type checker, with a ``Key`` field per key, a field per argument and a ``Sequence``
+of a ``Group`` for a repeated group.
 Defining the class compares it with the header, so the two cannot drift apart unnoticed;
 callers then name every slot instead of counting positions::
 
@@ -218,10 +219,22 @@ class _Fields:
         )
 
 
+def _declare(cls: type[Group] | type[Call]) -> None:
+    """Make ``cls`` the keyword-only dataclass its base promises, and note how its fields
+    fill KEYS and ARGV."""
+    # Frozen to the type checker only (dataclass_transform below): a frozen dataclass's
+    # __init__ costs three times a plain one's, and a call is built per task on the hot
+    # path. A changed call is a new one, made with dataclasses.replace.
+    dataclass(kw_only=True)(cls)
+    cls._fields = _Fields(cls)
+    cls._keys = _tuple_getter(cls._fields.keys)
+    cls._args = _tuple_getter(cls._fields.args)
+
+
 @dataclass_transform(kw_only_default=True, frozen_default=True)
 class Group:
     """One item of a script's repeated part: its ``Key`` fields go to KEYS, the rest to
-    ARGV, both in the order declared. Subclasses are frozen, keyword-only dataclasses."""
+    ARGV, both in the order declared. Subclasses are keyword-only dataclasses."""
 
     _fields: ClassVar[_Fields]
     _keys: ClassVar[Callable[[Any], tuple[Any, ...]]]
@@ -229,12 +242,9 @@ class Group:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        dataclass(frozen=True, kw_only=True)(cls)
-        cls._fields = _Fields(cls)
+        _declare(cls)
         if cls._fields.each is not None:
             raise ScriptSignatureError(f"{cls.__name__}: a group cannot repeat a part itself")
-        cls._keys = _tuple_getter(cls._fields.keys)
-        cls._args = _tuple_getter(cls._fields.args)
 
 
 def check_signature(call: type[Call], source: str) -> None:
@@ -270,7 +280,7 @@ CALLS: dict[str, type[Call]] = {}
 class Call:
     """One call of one script, every key and argument named. A subclass names its script
     (``class Settle(Call, script="settle")``) and is checked against its header as it is
-    defined; subclasses are frozen, keyword-only dataclasses."""
+    defined; subclasses are keyword-only dataclasses."""
 
     script: ClassVar[str]
     source: ClassVar[str]
@@ -281,13 +291,10 @@ class Call:
 
     def __init_subclass__(cls, *, script: str, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        dataclass(frozen=True, kw_only=True)(cls)
         cls.script = script
         cls.source = script_source(script)
         cls.sha = sha1(cls.source.encode()).hexdigest()
-        cls._fields = _Fields(cls)
-        cls._keys = _tuple_getter(cls._fields.keys)
-        cls._args = _tuple_getter(cls._fields.args)
+        _declare(cls)
         check_signature(cls, cls.source)
         CALLS.setdefault(script, cls)
 
