@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import importlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext, suppress
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
@@ -17,12 +15,19 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from opentelemetry.trace import Span, SpanKind
 from redis.exceptions import AuthenticationError, RedisError
 
-from . import serialization
+from . import _snapshot, serialization
 from ._redis import scripts
 from ._redis.client import Connection, check_credentials, redact_url
 from ._redis.keys import GROUP, Keys, validate_name
 from ._redis.scripts import Scripts
 from ._results import Results
+
+# Importable from here, as released (and SNAPSHOT_BATCH, as the tests read it).
+from ._snapshot import SNAPSHOT_BATCH as SNAPSHOT_BATCH
+from ._snapshot import DocketSnapshot as DocketSnapshot
+from ._snapshot import RunningExecution as RunningExecution
+from ._snapshot import WorkerInfo as WorkerInfo
+from ._strike_sync import StrikeSync
 from .execution import (
     Disposition,
     Execution,
@@ -40,20 +45,13 @@ from .instrumentation import (
     TASKS_SCHEDULED,
     TASKS_STRICKEN,
     capture_trace_context,
-    internal,
     parse_trace_context,
     suppressed,
     tracer,
     tracing_active,
 )
 from .messages import PoisonMessage, open_payload
-from .strikes import (
-    Operator,
-    StrikeCondition,
-    StrikeList,
-    decode_condition,
-    encode_condition,
-)
+from .strikes import Operator, StrikeList
 from .uuid7 import uuid7_str
 
 if TYPE_CHECKING:
@@ -63,9 +61,6 @@ logger = logging.getLogger("docket")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-# Records fetched per pipelined round trip when a snapshot reads many at once.
-SNAPSHOT_BATCH = 1000
 
 # An execution and its schedule script's call (None when struck).
 _Prepared = tuple[Execution, scripts.Schedule | None]
@@ -126,40 +121,6 @@ class TaskHandle(Generic[P, R]):
         return f"<docket task {self.__name__} on {self.docket.name!r}>"
 
 
-@dataclass
-class WorkerInfo:
-    name: str
-    last_seen: datetime
-    tasks: set[str] = field(default_factory=set)
-
-
-@dataclass
-class DocketSnapshot:
-    taken: datetime
-    total_tasks: int
-    future: list[Execution]
-    running: list[Execution]
-    workers: list[WorkerInfo]
-
-
-class RunningExecution(Execution):
-    """A task a worker is running, as ``snapshot().running`` lists it: an ``Execution``
-    whose ``worker`` is set, with ``started`` (its ``started_at``) as released."""
-
-    worker: str | None
-
-    @classmethod
-    def of(cls, execution: Execution) -> RunningExecution:
-        running = copy.copy(execution)
-        # A subclass that adds no state, so the copy's attributes are all it needs.
-        running.__class__ = cls
-        return running  # type: ignore[return-value]
-
-    @property
-    def started(self) -> datetime | None:
-        return self.started_at
-
-
 class Docket:
     """A named, shared schedule of tasks in Redis (or in-process on ``memory://``)."""
 
@@ -205,10 +166,7 @@ class Docket:
         self.tasks: dict[str, TaskFunction] = {}
         self.strike_list = StrikeList()
         self._entered = False
-        self._strikes_loaded = asyncio.Event()
-        self._strike_loads = 0
-        self._strike_applied = 0
-        self._strike_monitor: asyncio.Task[None] | None = None
+        self._strikes = StrikeSync(self)
         self._labels: dict[str, str] = {"docket.name": self.name}
         self._labels_by_task: dict[str, dict[str, str]] = {}
 
@@ -341,7 +299,7 @@ class Docket:
         self._scripts = Scripts(self._connection.client, self._connection.wire)
         try:
             await self._scripts.send(scripts.EnsureGroup(stream=self.keys.stream, group=GROUP))
-            await self._load_strikes()
+            await self._strikes.load()
         except AuthenticationError:
             # As released, credentials are not checked on entering: the first command
             # raises redis-py's own error. A provider's credentials may also start
@@ -359,9 +317,7 @@ class Docket:
             await self._connection.aclose()
             self._entered = False
             raise
-        self._strike_monitor = asyncio.create_task(
-            self._monitor_strikes(), name=f"docket-strikes-{self.name}"
-        )
+        self._strikes.start()
         return self
 
     async def __aexit__(
@@ -370,10 +326,7 @@ class Docket:
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._strike_monitor is not None:
-            self._strike_monitor.cancel()
-            with suppress(asyncio.CancelledError, Exception):
-                await self._strike_monitor
+        await self._strikes.stop()
         await self._connection.aclose()
         self._entered = False
 
@@ -872,66 +825,11 @@ class Docket:
 
     async def snapshot(self) -> DocketSnapshot:
         """What is scheduled, queued and running right now, and which workers are alive."""
-        client = self._connection.client
-        taken = datetime.now(UTC)
-        future: list[Execution] = []
-        running: list[Execution] = []
-        scheduled = [_text(member) or "" for member in await client.zrange(self.keys.queue, 0, -1)]
-        for key, record in zip(scheduled, await self._records(scheduled), strict=True):
-            if record:
-                future.append(await self._execution_from_record(key, record))
-        pending_ids: set[str] = set()
-        with suppress(RedisError):
-            for entry in await client.xpending_range(self.keys.stream, GROUP, "-", "+", 10_000):
-                pending_ids.add(_text(entry["message_id"]) or "")
-        entries = [
-            (mid, fields, stream_key)
-            for mid, fields in await client.xrange(self.keys.stream, "-", "+")
-            if (stream_key := _text(fields.get(b"key"))) is not None
-        ]
-        records = await self._records([entry_key for _, _, entry_key in entries])
-        for (mid, fields, entry_key), record in zip(entries, records, strict=True):
-            if not record or _text(record.get(b"gen")) != _text(fields.get(b"gen")):
-                continue
-            execution = await self._execution_from_record(entry_key, record, fields)
-            if _text(mid) in pending_ids and execution.state == ExecutionState.RUNNING:
-                running.append(RunningExecution.of(execution))
-            elif execution.state == ExecutionState.QUEUED:
-                future.append(execution)
-        future.sort(key=lambda e: e.when)
-        workers = await self.workers()
-        return DocketSnapshot(taken, len(future) + len(running), future, running, workers)
-
-    async def _records(self, keys: list[str]) -> list[dict[bytes, bytes]]:
-        """The records of ``keys``, in order, fetched in pipelined batches rather than one
-        round trip each (a snapshot may cover many thousands)."""
-        records: list[dict[bytes, bytes]] = []
-        client = self._connection.client
-        for start in range(0, len(keys), SNAPSHOT_BATCH):
-            async with client.pipeline(transaction=False) as pipe:
-                for key in keys[start : start + SNAPSHOT_BATCH]:
-                    pipe.hgetall(self.keys.record(key))
-                records.extend(await pipe.execute())
-        return records
+        return await _snapshot.snapshot(self)
 
     async def workers(self) -> list[WorkerInfo]:
         """Workers whose heartbeat is fresh (within heartbeat_interval * missed_heartbeats)."""
-        client = self._connection.client
-        seconds, micros = await client.time()
-        now = seconds + micros / 1_000_000
-        window = self.heartbeat_interval.total_seconds() * self.missed_heartbeats
-        members = await client.zrangebyscore(
-            self.keys.workers, now - window, "+inf", withscores=True
-        )
-        names = [_text(member) or "" for member, _ in members]
-        async with client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.smembers(self.keys.worker_tasks(name))
-            task_sets = await pipe.execute() if names else []
-        return [
-            WorkerInfo(name, datetime.fromtimestamp(score, UTC), {_text(t) or "" for t in tasks})
-            for name, (_, score), tasks in zip(names, members, task_sets, strict=True)
-        ]
+        return await _snapshot.workers(self)
 
     async def task_workers(self, task_name: str) -> list[WorkerInfo]:
         """Live workers that can run ``task_name``."""
@@ -947,7 +845,7 @@ class Docket:
         value: Any = None,
     ) -> None:
         """Stop a task (or any task called with a matching argument) from running."""
-        await self._change_strike("strike", function, parameter, operator, value)
+        await self._strikes.change("strike", function, parameter, operator, value)
 
     async def restore(
         self,
@@ -957,94 +855,7 @@ class Docket:
         value: Any = None,
     ) -> None:
         """Lift a strike made with the same arguments."""
-        await self._change_strike("restore", function, parameter, operator, value)
-
-    async def _change_strike(
-        self,
-        action: str,
-        function: TaskFunction | str | None,
-        parameter: str | None,
-        operator: Operator | str,
-        value: Any,
-    ) -> None:
-        if function is not None and not isinstance(function, str):
-            function = getattr(function, "__name__", str(function))
-        if function is None and parameter is None:
-            raise ValueError("A strike needs a task name, a parameter, or both")
-        try:
-            condition = StrikeCondition(function, parameter, Operator(operator), value)
-        except TypeError as error:
-            # An unhashable value can never be stored or matched; as released, that is
-            # reported and the strike does nothing, rather than failing the caller.
-            logger.warning(
-                "Incompatible type for strike condition: %s %r (%s)", operator, value, error
-            )
-            return
-        if action == "strike":
-            self.strike_list.add(condition)
-        else:
-            self.strike_list.discard(condition)
-        attributes = dict(self._labels)
-        if function is not None:
-            attributes["docket.task"] = function
-        if parameter is not None:
-            attributes["docket.strike.parameter"] = parameter
-            attributes["docket.strike.operator"] = condition.operator.value
-            attributes["docket.strike.value"] = repr(value)[:200]
-        with self._producer_span(f"docket.{action}", attributes):
-            await self._scripts.send(
-                scripts.Strike(
-                    strikes=self.keys.strikes,
-                    action=action,
-                    condition=encode_condition(condition),
-                    strikes_channel=self.keys.strikes_channel,
-                )
-            )
-        await self._load_strikes()
-
-    async def _load_strikes(self) -> None:
-        # Loads may overlap (the monitor's and one after our own strike); a load that
-        # started earlier must not overwrite what a later one found.
-        self._strike_loads += 1
-        ticket = self._strike_loads
-        encoded = await self._connection.client.hkeys(self.keys.strikes)
-        if ticket < self._strike_applied:
-            return
-        self._strike_applied = ticket
-        conditions = []
-        for item in encoded:
-            try:
-                conditions.append(decode_condition(_text(item) or ""))
-            except ValueError as error:
-                logger.warning("Ignoring an unreadable strike %r: %s", item, error)
-        self.strike_list.replace_all(conditions)
-        self._strikes_loaded.set()
-
-    async def _monitor_strikes(self) -> None:
-        while True:
-            try:
-                pubsub = self._connection.client.pubsub()
-                with internal(self.enable_internal_instrumentation, "docket.strikes", self._labels):
-                    await pubsub.subscribe(self.keys.strikes_channel)
-                try:
-                    # Reload after subscribing so no change slips between the two.
-                    await self._load_strikes()
-                    while True:
-                        with internal(
-                            self.enable_internal_instrumentation, "docket.strikes", self._labels
-                        ):
-                            message = await pubsub.get_message(
-                                ignore_subscribe_messages=True, timeout=1.0
-                            )
-                            if message is not None:
-                                await self._load_strikes()
-                finally:
-                    await pubsub.aclose()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                logger.warning("Strike monitor lost Redis (%s); retrying in 1s", error)
-                await asyncio.sleep(1.0)
+        await self._strikes.change("restore", function, parameter, operator, value)
 
     async def wait_for_strikes_loaded(self) -> None:
-        await self._strikes_loaded.wait()
+        await self._strikes.wait_loaded()
