@@ -7,7 +7,10 @@ from collections.abc import Sequence
 from importlib import resources
 
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
+from docket import Docket
 from docket._redis import scripts
 from docket._redis.scripts import (
     CALLS,
@@ -15,6 +18,7 @@ from docket._redis.scripts import (
     Group,
     Key,
     Layout,
+    Scripts,
     ScriptSignatureError,
     Settle,
     SettleRun,
@@ -166,3 +170,67 @@ def test_a_call_lays_out_keys_and_arguments_as_the_script_reads_them() -> None:
         workers="w", worker_tasks="t", worker="me", window=2.0, task_names=["a", "b"]
     )
     assert heartbeat.flatten() == (["w", "t"], ["me", 2.0, "a", "b"])
+
+
+# --- the one path, against a real server ---------------------------------------------------
+
+
+def ensure_group(docket: Docket, stream: str) -> scripts.EnsureGroup:
+    return scripts.EnsureGroup(stream=f"{docket.prefix}:{stream}", group="readers")
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["wire", "redis-py"])
+async def test_calls_run_once_each_on_a_server_that_forgot_its_scripts(
+    docket: Docket, redis_client: Redis, lean: bool
+) -> None:
+    wire = docket._connection.wire
+    assert wire is not None, "a plain redis:// URL gets the lean connection"
+    runner = Scripts(docket._connection.client, wire if lean else None)
+
+    await redis_client.script_flush()
+    assert await runner.send(ensure_group(docket, "one")) == 1
+    assert await runner.send(ensure_group(docket, "one")) == 0
+
+    await redis_client.script_flush()
+    calls = [ensure_group(docket, name) for name in ("a", "b", "a", "c")]
+    assert await runner.send_many(calls) == [1, 1, 0, 1]
+    assert await runner.send_many([]) == []
+    with pytest.raises(ValueError, match="one script"):
+        other = scripts.WorkerGone(workers="w", worker_tasks="t", worker="me")
+        await runner.send_many([calls[0], other])
+
+
+async def test_a_call_queued_on_a_pipeline_of_the_callers(
+    docket: Docket, redis_client: Redis
+) -> None:
+    await redis_client.script_flush()
+    async with redis_client.pipeline(transaction=False) as pipe:
+        pipe.ping()
+        await docket._scripts.queue(pipe, ensure_group(docket, "piped"))
+        await docket._scripts.queue(pipe, ensure_group(docket, "piped"))
+        assert await pipe.execute() == [True, 1, 0]
+
+
+async def test_a_call_sent_after_a_command_in_one_write(
+    docket: Docket, redis_client: Redis
+) -> None:
+    wire = docket._connection.wire
+    assert wire is not None
+    counter = f"{docket.prefix}:counter"
+
+    await redis_client.script_flush()
+    replies = await docket._scripts.send_after(
+        wire, ("INCR", counter), ensure_group(docket, "after")
+    )
+    assert replies == (1, 1)
+    assert await docket._scripts.send_after(
+        wire, ("INCR", counter), ensure_group(docket, "after")
+    ) == (2, 0)
+
+    # The command's own error comes first; the script still ran.
+    await redis_client.hset(f"{docket.prefix}:a-hash", "field", "value")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await docket._scripts.send_after(
+            wire, ("INCR", f"{docket.prefix}:a-hash"), ensure_group(docket, "later")
+        )
+    assert await docket._scripts.send(ensure_group(docket, "later")) == 0
