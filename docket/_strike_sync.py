@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import AbstractContextManager, suppress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._redis import scripts
 from .execution import TaskFunction, _text
@@ -32,7 +32,7 @@ class StrikeSync:
 
     async def change(
         self,
-        action: str,
+        action: Literal["strike", "restore"],
         function: TaskFunction | str | None,
         parameter: str | None,
         operator: Operator | str,

@@ -80,25 +80,18 @@ def test_a_call_missing_an_argument_is_refused() -> None:
 
 
 def test_a_repeated_group_must_name_the_same_fields() -> None:
-    class Run(Group):
-        record: Key
-        result_key: Key
-        mid: str
-        generation: int
+    class Message(Group):
         deliveries: int
-        state: str
-        result: str  # the header has error before result
+        mid: str
 
-    with pytest.raises(ScriptSignatureError, match=r"'runs\.error' in the header, 'runs\.result'"):
+    refused = r"'messages\.mid' in the header, 'messages\.deliveries' in Renews"
+    with pytest.raises(ScriptSignatureError, match=refused):
 
-        class Settles(Call, script="settle"):
+        class Renews(Call, script="renew"):
             stream: Key
             group: str
             worker: str
-            ttl: float
-            events_prefix: str
-            record_prefix: str
-            runs: Sequence[Run]
+            messages: Sequence[Message]
 
 
 def test_a_header_that_drifted_from_its_call_is_refused() -> None:

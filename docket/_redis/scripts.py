@@ -36,6 +36,7 @@ from typing import (
     Annotated,
     Any,
     ClassVar,
+    Literal,
     TypeAlias,
     dataclass_transform,
     get_args,
@@ -511,6 +512,13 @@ class Heartbeat(Call, script="heartbeat"):
     task_names: Sequence[str]
 
 
+class Cooldown(Call, script="cooldown"):
+    cooldown: Key
+    op: Literal["start", "undo"]
+    token: str
+    window_ms: int
+
+
 class WorkerGone(Call, script="worker_gone"):
     workers: Key
     worker_tasks: Key
@@ -531,18 +539,11 @@ class EnsureGroup(Call, script="ensure_group"):
 
 class RateLimit(Call, script="rate_limit"):
     window: Key
-    op: str
+    op: Literal["take", "give_back"]
     member: str
     limit: int
     window_ms: int
     expiry_margin_ms: int
-
-
-class Cooldown(Call, script="cooldown"):
-    cooldown: Key
-    op: str
-    token: str
-    window_ms: int
 
 
 class Debounce(Call, script="debounce"):

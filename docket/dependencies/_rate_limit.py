@@ -69,13 +69,13 @@ class RateLimit(Dependency["RateLimit"]):
     async def __aenter__(self) -> RateLimit:
         execution = current_execution.get()
         docket = current_docket.get()
-        key = window_key(docket, "rate-limit", self.scope, execution, self._parameter, self._value)
-        # One member per scheduled run: a redelivered copy is not charged twice.
-        member = f"{execution.generation}:{execution.key}"
         call = scripts.RateLimit(
-            window=key,
+            window=window_key(
+                docket, "rate-limit", self.scope, execution, self._parameter, self._value
+            ),
             op="take",
-            member=member,
+            # One member per scheduled run: a redelivered copy is not charged twice.
+            member=f"{execution.generation}:{execution.key}",
             limit=self.limit,
             window_ms=self._window_ms,
             expiry_margin_ms=EXPIRY_MARGIN_MS,
