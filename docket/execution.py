@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args, get_origin,
 
 from uncalled_for import Dependency, get_signature
 
+from ._redis import scripts
 from ._results import IN_STORE, LOST, ResultStoreError, result_key
 from .annotations import Logged, logged_marker
 from .instrumentation import parse_trace_context
@@ -183,18 +184,18 @@ class ExecutionProgress:
         docket = self.docket
         keys = docket.keys
         generation = "" if self._execution is None else str(self._execution.generation)
-        reply = await docket._scripts.progress(
-            keys=[keys.record(self.key)],
-            args=[
-                generation,
-                increment,
-                total if total is not None else "",
-                message or "",
-                1 if message_changed else 0,
-                keys.events_prefix,
-                self.key,
-                docket.execution_ttl.total_seconds(),
-            ],
+        reply = await docket._scripts.send(
+            scripts.Progress(
+                record=keys.record(self.key),
+                generation=generation,
+                increment=increment,
+                total=total if total is not None else "",
+                message=message or "",
+                message_set=1 if message_changed else 0,
+                events_prefix=keys.events_prefix,
+                key=self.key,
+                ttl=docket.execution_ttl.total_seconds(),
+            )
         )
         if reply:
             current, stored_total = reply[0], reply[1]
@@ -466,13 +467,12 @@ class Execution:
         docket = self.docket
         rescheduling = reschedule_message is not None or expected_generation > 0
         mode = "reschedule" if rescheduling else ("replace" if replace else "add")
-        prepared, keys, argv = self._prepare(mode)
-        if argv is None:
+        expected = str(expected_generation or self.generation) if rescheduling else ""
+        prepared, call = self._prepare(mode, expected)
+        if call is None:
             self.disposition = Disposition.STRUCK
             return self.disposition
-        if rescheduling:
-            argv[8] = str(expected_generation or self.generation)
-        reply = await docket._scripts.run("schedule", keys, argv)
+        reply = await docket._scripts.send(call)
         docket._apply_reply(prepared, reply)
         self.disposition = prepared.disposition
         if prepared.disposition is Disposition.SCHEDULED:
@@ -482,8 +482,10 @@ class Execution:
             self.trace_context = prepared.trace_context
         return self.disposition
 
-    def _prepare(self, mode: str) -> tuple[Execution, list[str], list[Any] | None]:
-        """The schedule script's call for this execution (no arguments when struck)."""
+    def _prepare(
+        self, mode: str, expected_generation: str = ""
+    ) -> tuple[Execution, scripts.Schedule | None]:
+        """The schedule script's call for this execution (None when struck)."""
         function = self.function if self.function is not None else placeholder_for(self)
         return self.docket._prepare(
             mode,
@@ -494,6 +496,7 @@ class Execution:
             self.kwargs,
             self.attempt,
             function_name=self.function_name,
+            expected_generation=expected_generation,
         )
 
     async def claim(self, worker: str) -> bool:
@@ -537,21 +540,22 @@ class Execution:
         ttl = docket.execution_ttl.total_seconds()
         from ._redis.keys import GROUP
 
-        return await docket._scripts.run(
-            "mark",
-            [keys.record(self.key), keys.result(self.key, self.generation), keys.stream],
-            [
-                self.generation,
-                state,
-                worker,
-                error,
-                "",
-                ttl,
-                keys.events_prefix,
-                self.key,
-                GROUP,
-                "" if state == "running" else (self.message_id or ""),
-            ],
+        return await docket._scripts.send(
+            scripts.Mark(
+                record=keys.record(self.key),
+                result_key=keys.result(self.key, self.generation),
+                stream=keys.stream,
+                generation=self.generation,
+                state=state,
+                worker=worker,
+                error=error,
+                result="",
+                ttl=ttl,
+                events_prefix=keys.events_prefix,
+                key=self.key,
+                group=GROUP,
+                mid="" if state == "running" else (self.message_id or ""),
+            )
         )
 
     async def is_superseded(self) -> bool:
@@ -754,11 +758,11 @@ async def schedule_many(
         async with redis.pipeline(transaction=False) as pipe:
             for execution in chunk:
                 docket = execution.docket
-                prepared, keys, argv = execution._prepare(mode)
-                if argv is None:
+                prepared, call = execution._prepare(mode)
+                if call is None:
                     execution.disposition = Disposition.STRUCK
                     continue
-                await docket._scripts.schedule(keys=keys, args=argv, client=pipe)
+                await docket._scripts.queue(pipe, call)
                 sent.append((execution, prepared))
             replies = await pipe.execute(raise_on_error=False)
         for (execution, prepared), reply in zip(sent, replies, strict=True):

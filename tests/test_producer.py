@@ -1045,17 +1045,17 @@ async def test_an_add_sent_twice_after_a_dropped_reply_reports_what_it_did(
     recorder = Recorder()
     record = recorder.task()
     docket.register(record)
-    execution, keys, argv = docket._prepare("add", record, None, None, (1,), {})
-    assert argv is not None
+    execution, call = docket._prepare("add", record, None, None, (1,), {})
+    assert call is not None
 
-    first = await docket._scripts.run("schedule", keys, argv)
-    again = await docket._scripts.run("schedule", keys, argv)
+    first = await docket._scripts.send(call)
+    again = await docket._scripts.send(call)
     assert [_text(part) for part in again] == [_text(part) for part in first]
     assert _text(again[0]) == "scheduled"
 
     await worker.run_until_finished()
     assert recorder.calls == [1]
-    late = await docket._scripts.run("schedule", keys, argv)
+    late = await docket._scripts.send(call)
     assert _text(late[0]) == "scheduled"
     await worker.run_until_finished()
     assert recorder.calls == [1]
@@ -1064,11 +1064,11 @@ async def test_an_add_sent_twice_after_a_dropped_reply_reports_what_it_did(
 
 async def test_an_add_with_its_own_key_still_finds_the_key_taken(docket: Docket) -> None:
     record = Recorder().task()
-    _, keys, argv = docket._prepare("add", record, None, "mine", (1,), {})
-    assert argv is not None
-    await docket._scripts.run("schedule", keys, argv)
+    _, call = docket._prepare("add", record, None, "mine", (1,), {})
+    assert call is not None
+    await docket._scripts.send(call)
 
-    again = await docket._scripts.run("schedule", keys, argv)
+    again = await docket._scripts.send(call)
 
     assert _text(again[0]) == "already_scheduled"
 

@@ -292,17 +292,12 @@ async def test_internal_polling_is_not_traced_by_default(
     """No spans of docket's own, and instrumentation (an instrumented Redis client, say)
     is told to stay quiet for the polling calls."""
     seen: dict[str, bool] = {}
-    original_heartbeat = docket._scripts.heartbeat
-
-    def spy_heartbeat(*args: Any, **kwargs: Any) -> Any:
-        seen["heartbeat"] = instrumentation.suppressed()
-        return original_heartbeat(*args, **kwargs)
-
-    # The hot-path scripts go through Scripts.run (the lean connection, where there is one).
-    original_run = docket._scripts.run
+    # Every script call goes through Scripts._run (on the lean connection, where there is
+    # one), whichever way it was made.
+    original_run = docket._scripts._run
 
     def spy_run(name: str, *args: Any) -> Any:
-        if name in ("move_due", "claim", "settle"):
+        if name in ("heartbeat", "move_due", "claim", "settle"):
             seen[name] = instrumentation.suppressed()
         return original_run(name, *args)
 
@@ -313,8 +308,7 @@ async def test_internal_polling_is_not_traced_by_default(
         seen["claim"] = instrumentation.suppressed()
         return original_read_and_claim(self, *args)
 
-    monkeypatch.setattr(docket._scripts, "heartbeat", spy_heartbeat)
-    monkeypatch.setattr(docket._scripts, "run", spy_run)
+    monkeypatch.setattr(docket._scripts, "_run", spy_run)
     monkeypatch.setattr(Worker, "_read_and_claim", spy_read_and_claim)
 
     async def work() -> None: ...

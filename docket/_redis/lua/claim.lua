@@ -1,8 +1,9 @@
 -- Claim a batch of delivered messages: each one either becomes RUNNING under this worker
 -- or, when it is a stale copy (replaced, cancelled, superseded), is acked away.
--- KEYS: 1 stream, 2.. one record per message
--- ARGV: 1 group, 2 worker, 3 events channel prefix, 4 record key prefix, then per
---       message: id, generation, redelivered (0|1), deliveries
+-- KEYS: stream, messages[record]
+-- ARGV: group, worker, events_prefix, record_prefix,
+--       messages[mid, generation, redelivered, deliveries]
+--   redelivered: 1 for a message redelivered from another consumer, else 0
 -- Returns one entry per message: the started time (string), 0 when stale (acked away) or
 -- -1 when this worker no longer owns the message (left alone).
 local stream, group, worker = KEYS[1], ARGV[1], ARGV[2]

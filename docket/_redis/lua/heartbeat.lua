@@ -1,6 +1,8 @@
 -- A worker's heartbeat: when it was last seen and which tasks it can run.
--- KEYS: 1 workers zset, 2 this worker's task set
--- ARGV: 1 worker name, 2 liveness window seconds, then task names
+-- KEYS: workers, worker_tasks
+-- ARGV: worker, window, task_names...
+--   workers, worker_tasks: the zset of workers and this worker's set of task names
+--   window: the liveness window in seconds
 local now = server_now()
 local window = tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], now, ARGV[1])

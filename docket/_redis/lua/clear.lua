@@ -2,8 +2,9 @@
 -- stream entries no worker has read yet (one bounded batch, so a large docket never
 -- holds Redis for long; Docket.clear calls it until a batch comes back short).
 -- Returns how many were cancelled.
--- KEYS: 1 stream, 2 queue
--- ARGV: 1 group, 2 record key prefix, 3 ttl seconds, 4 events channel prefix, 5 batch
+-- KEYS: stream, queue
+-- ARGV: group, record_prefix, ttl, events_prefix, batch
+--   ttl: seconds a cancelled record is kept
 local stream, queue = KEYS[1], KEYS[2]
 local ttl = tonumber(ARGV[3])
 local now = fmt_time(server_now())

@@ -5,9 +5,11 @@
 -- The winner keeps coming back until `settle` has passed since `seen`; every other run
 -- is dropped and only moves `seen`. A winner that is no longer pending (cancelled,
 -- struck, finished) hands the burst to the next run.
--- KEYS: 1 the debounce hash
--- ARGV: 1 task key, 2 settle ms, 3 expiry ms (refreshed on every visit),
---       4 task record key prefix
+-- KEYS: burst
+-- ARGV: key, settle_ms, expiry_ms, record_prefix
+--   burst: the debounce hash
+--   key: this run's task key
+--   expiry_ms: how long the hash lives (refreshed on every visit)
 -- Returns {1, 0} go, {2, ms to wait} come back later, {3, 0} drop.
 local key, me = KEYS[1], ARGV[1]
 local settle, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])

@@ -2,9 +2,12 @@
 -- Parking moves the message's fields into the task's record, adds the key to the FIFO of
 -- waiters and acks the stream message, all at once: a blocked run holds no worker slot
 -- and no stream message, and a release that happens at any moment still finds it.
--- KEYS: 1 holders zset, 2 waiters zset, 3 stream, 4 record, 5 registry set, 6 limits hash
--- ARGV: 1 group, 2 worker, 3 task key, 4 max concurrent, 5 lease seconds, 6 message id,
---       7 deliveries, 8 generation, 9 events channel prefix
+-- KEYS: holders, waiters, stream, record, registry, limits
+-- ARGV: group, worker, key, max_concurrent, lease, mid, deliveries, generation,
+--       events_prefix
+--   holders, waiters: the limit's zsets of slot holders and of parked runs
+--   registry, limits: the set of limits in use and the hash of their sizes
+--   lease: seconds a slot is held without renewal
 -- Returns 1 (slot held), 0 (parked) or -1 (this worker no longer owns the message)
 local holders, waiters, stream, record, registry, limits =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]

@@ -5,9 +5,9 @@
 -- it has had back from this script; at first the group's last delivered id when the
 -- worker started) that were delivered once: redeliveries (XAUTOCLAIM) count two or more
 -- and are claimed the usual way.
--- KEYS: 1 stream
--- ARGV: 1 group, 2 worker, 3 watermark (exclusive), 4 count,
---       5 events channel prefix, 6 record key prefix
+-- KEYS: stream
+-- ARGV: group, worker, watermark, count, events_prefix, record_prefix
+--   watermark: the newest id claimed before (exclusive)
 -- Returns {watermark, entries}. Each entry is {id, flat fields, started}: started is the
 -- claimed run's start time, or false when the entry was not claimed here (a stale copy
 -- or a malformed entry: the worker decodes it, then claims or dead-letters it as usual).

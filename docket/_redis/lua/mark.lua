@@ -2,10 +2,12 @@
 -- (Execution.claim, mark_as_completed / _failed / _cancelled): one run's record moved to
 -- RUNNING or to a final state, fenced by generation like the worker's own claim and
 -- settle. A message of the run's, when it has one, is acked with the final state.
--- KEYS: 1 record, 2 result, 3 stream
--- ARGV: 1 generation, 2 state (running|completed|failed|cancelled), 3 worker,
---       4 error, 5 result bytes ('' = none), 6 ttl seconds, 7 events channel prefix,
---       8 key, 9 group, 10 message id ('' = none)
+-- KEYS: record, result_key, stream
+-- ARGV: generation, state, worker, error, result, ttl, events_prefix, key, group, mid
+--   state: running | completed | failed | cancelled
+--   result: the result's bytes ('' = none)
+--   ttl: seconds a final record is kept
+--   mid: the run's message id ('' = none)
 -- Returns the started time for a claim, 1 for a final state written, 0 when the key now
 -- belongs to a newer run (superseded) or, for a claim, was cancelled.
 local record, result_key, stream = KEYS[1], KEYS[2], KEYS[3]

@@ -1,8 +1,9 @@
 -- Give back a run's concurrency slot, hand free slots to the longest-waiting runs (their
 -- slot is reserved for them and their message queued again), and drop expired holders.
--- KEYS: 1 holders zset, 2 waiters zset, 3 stream, 4 registry set, 5 limits hash
--- ARGV: 1 task key ('' to only sweep), 2 lease seconds, 3 record key prefix,
---       4 events channel prefix
+-- KEYS: holders, waiters, stream, registry, limits
+-- ARGV: key, lease, record_prefix, events_prefix
+--   key: the task key giving its slot back ('' to only sweep)
+--   lease: seconds a woken waiter's reserved slot is held
 -- Returns how many waiters were woken.
 local holders, waiters, stream, registry, limits = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = server_now()

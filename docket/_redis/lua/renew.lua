@@ -1,7 +1,7 @@
 -- Renew the leases of this worker's in-flight messages. JUSTID keeps the delivery count a
 -- true count of deliveries; messages another worker has taken over are left alone.
--- KEYS: 1 stream
--- ARGV: 1 group, 2 worker, then per message: id, deliveries
+-- KEYS: stream
+-- ARGV: group, worker, messages[mid, deliveries]
 -- Returns the ids whose lease was lost.
 local stream, group, worker = KEYS[1], ARGV[1], ARGV[2]
 local lost = {}

@@ -39,3 +39,38 @@ local function finish_run(record, result_key, channel_prefix, key, state, err, r
   if err ~= '' then extra['error'] = err end
   publish_state(channel_prefix, key, state, extra)
 end
+
+-- Move one stream message to the dead-letter stream with its raw fields (as
+-- 'field:<name>'), the reason, its delivery count and the worker, then ack and delete it.
+-- The run's record, while it still belongs to the message's generation, ends failed
+-- (kept ctx.ttl seconds, dropped at once with 0) and that is published. ctx holds what
+-- every message of one call shares: stream, dead_letters, group, worker, record_prefix,
+-- events_prefix, ttl and now (formatted).
+local function dead_letter_message(ctx, mid, fields, reason, deliveries)
+  local now = ctx.now
+  local dl = {'reason', reason, 'deliveries', deliveries, 'stream_id', mid,
+    'worker', ctx.worker, 'dead_lettered_at', now}
+  local key, gen
+  for j = 1, #fields, 2 do
+    table.insert(dl, 'field:' .. fields[j])
+    table.insert(dl, fields[j + 1])
+    if fields[j] == 'key' then key = fields[j + 1] end
+    if fields[j] == 'gen' then gen = fields[j + 1] end
+  end
+  redis.call('XADD', ctx.dead_letters, '*', unpack(dl))
+  redis.call('XACK', ctx.stream, ctx.group, mid)
+  redis.call('XDEL', ctx.stream, mid)
+  if key and gen then
+    local record = ctx.record_prefix .. key
+    if redis.call('HGET', record, 'gen') == gen then
+      redis.call('HSET', record, 'state', 'failed', 'completed', now,
+        'error', 'dead-lettered: ' .. reason)
+      if ctx.ttl > 0 then
+        redis.call('PEXPIRE', record, math.floor(ctx.ttl * 1000))
+      else
+        redis.call('DEL', record)
+      end
+      publish_state(ctx.events_prefix, key, 'failed', {completed_at = now})
+    end
+  end
+end

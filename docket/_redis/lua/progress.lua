@@ -1,9 +1,10 @@
 -- Record progress of a running task, if the key still belongs to this run.
--- KEYS: 1 record
--- ARGV: 1 generation ('' = whichever run holds the key; a key with no run yet takes any), 2 increment (0 = none),
---       3 total ('' = unchanged), 4 message ('' clears it), 5 message set (0|1),
---       6 events channel prefix, 7 key, 8 ttl seconds (how long a record that only
---       progress wrote is kept)
+-- KEYS: record
+-- ARGV: generation, increment, total, message, message_set, events_prefix, key, ttl
+--   generation: '' = whichever run holds the key (a key with no run yet takes any)
+--   increment: 0 = none; total: '' = unchanged
+--   message: '' clears it, only when message_set is 1 (else 0: left as it is)
+--   ttl: seconds a record that only progress wrote is kept
 -- Returns {current, total}, or 0 when the key belongs to another run.
 local record = KEYS[1]
 local held = redis.call('HGET', record, 'gen')

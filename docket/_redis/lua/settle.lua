@@ -1,12 +1,14 @@
 -- Settle a batch of finished runs: ack each message and record its final state, but only
 -- for messages this worker still owns with the delivery count it was given (a worker that
 -- lost its lease must not ack or overwrite the new owner's run).
--- KEYS: 1 stream, then per run: record, result
--- ARGV: 1 group, 2 worker, 3 ttl seconds (0 = keep nothing), 4 events channel prefix,
---       5 record key prefix, then per run: id, generation, deliveries, state
---       (completed|failed|cancelled|ack), error, result: the sealed bytes to keep at the
---       result key, '' for none, 's' kept in result_storage, 'x' lost there (sealed
---       bytes start with '0' or '1', so neither marker is ever a result)
+-- KEYS: stream, runs[record, result_key]
+-- ARGV: group, worker, ttl, events_prefix, record_prefix,
+--       runs[mid, generation, deliveries, state, error, result]
+--   ttl: seconds a final record is kept (0 = keep nothing)
+--   state: completed | failed | cancelled | ack
+--   result: the sealed bytes to keep at result_key, '' for none, 's' kept in
+--     result_storage, 'x' lost there (sealed bytes start with '0' or '1', so neither
+--     marker is ever a result)
 -- Returns per run: 1 settled, 2 acked only (superseded or already final) or settled
 -- before (this worker's own earlier call, sent again after its reply was lost), 0 lease
 -- lost

@@ -1,8 +1,10 @@
 -- Cooldown: the first run opens a window, later runs inside it are refused.
 -- The key holds '<generation>:<task key>' of the run that opened the window and lives
 -- exactly as long as the window.
--- KEYS: 1 the cooldown key
--- ARGV: 1 op ('start' | 'undo'), 2 token ('<generation>:<task key>'), start: 3 window ms
+-- KEYS: cooldown
+-- ARGV: op, token, window_ms
+--   op: 'start' | 'undo' (undo ignores window_ms)
+--   token: '<generation>:<task key>'
 -- start returns {1, 0} when the run may go, {0, ms left in the window} when it may not.
 -- undo deletes the key if this run opened it (a later dependency refused the run).
 local key, op, token = KEYS[1], ARGV[1], ARGV[2]

@@ -1,6 +1,7 @@
 -- Add or lift a strike and tell every worker and producer.
--- KEYS: 1 strikes hash
--- ARGV: 1 action (strike|restore), 2 encoded condition, 3 strikes channel
+-- KEYS: strikes
+-- ARGV: action, condition, strikes_channel
+--   action: strike | restore; condition: the encoded condition
 if ARGV[1] == 'strike' then
   redis.call('HSET', KEYS[1], ARGV[2], '1')
 else

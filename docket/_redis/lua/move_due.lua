@@ -1,7 +1,7 @@
 -- Move due tasks from the schedule to the stream, at most LIMIT per call, by the Redis
 -- server's clock (never a worker's).
--- KEYS: 1 queue, 2 stream
--- ARGV: 1 record key prefix, 2 limit, 3 events channel prefix
+-- KEYS: queue, stream
+-- ARGV: record_prefix, limit, events_prefix
 -- Returns {moved, seconds until the next due task or -1 when none}
 local queue, stream = KEYS[1], KEYS[2]
 local now = server_now()

@@ -1,8 +1,9 @@
 -- RateLimit: a sliding-window log of admitted runs, one sorted set per limit.
 -- Members are '<generation>:<task key>', scored by the Redis server's clock in ms.
--- KEYS: 1 the window's sorted set
--- ARGV: 1 op ('take' | 'give_back'), 2 member,
---       take: 3 limit, 4 window ms, 5 expiry margin ms
+-- KEYS: window
+-- ARGV: op, member, limit, window_ms, expiry_margin_ms
+--   window: the window's sorted set
+--   op: 'take' | 'give_back' (give_back ignores the rest)
 -- take returns {1, 0} when admitted (the member is recorded), {0, ms until a slot frees}
 -- when full. give_back removes the member (a later dependency refused the run).
 local window_key, op, member = KEYS[1], ARGV[1], ARGV[2]

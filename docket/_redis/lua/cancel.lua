@@ -1,8 +1,10 @@
 -- Cancel one task: withdraw a scheduled or queued copy, and tell the workers to stop a
 -- running one (best effort: its asyncio task is cancelled).
--- KEYS: 1 stream, 2 queue, 3 record
--- ARGV: 1 key, 2 ttl seconds, 3 events channel prefix, 4 cancel channel,
---       5 expected generation ('' = any), 6 generation to leave alone ('' = none)
+-- KEYS: stream, queue, record
+-- ARGV: key, ttl, events_prefix, cancel_channel, expected_generation, spared_generation
+--   ttl: seconds the cancelled record is kept
+--   expected_generation: cancel only the run of this generation ('' = any)
+--   spared_generation: never cancel the run of this generation ('' = none)
 -- Returns the state the task was in ('' when unknown or already final).
 local stream, queue, record = KEYS[1], KEYS[2], KEYS[3]
 local key, ttl = ARGV[1], tonumber(ARGV[2])

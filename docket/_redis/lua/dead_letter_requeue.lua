@@ -2,9 +2,9 @@
 -- so a worker claims them like any newly added task) and remove them from the dead-letter
 -- stream. A message whose task key has a scheduled, queued or running task right now is
 -- left where it is: requeueing it would run a stale copy beside (or instead of) that one.
--- KEYS: 1 stream, 2 dead-letter stream, 3 generation counter,
---       then per entry: the record of the entry's task key
--- ARGV: 1 record key prefix, 2 events channel prefix, then per entry: dead-letter id
+-- KEYS: stream, dead_letters, generation_counter, entries[record]
+-- ARGV: record_prefix, events_prefix, entries[id]
+--   entries: each dead letter's id and the record of its task key
 -- Returns per entry {status, detail}: {'requeued', new stream id}, {'missing', ''},
 -- {'invalid', why} or {'active', state of the task now under that key}
 local stream, dead, gen_counter = KEYS[1], KEYS[2], KEYS[3]
