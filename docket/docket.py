@@ -22,6 +22,7 @@ from ._redis.client import Connection, check_credentials, redact_url
 from ._redis.keys import GROUP, Keys, validate_name
 from ._redis.scripts import Scripts
 from ._results import Results
+from ._strike_codec import decode_condition, encode_condition
 from .execution import (
     Disposition,
     Execution,
@@ -46,13 +47,7 @@ from .instrumentation import (
     tracing_active,
 )
 from .messages import PoisonMessage, open_payload
-from .strikes import (
-    Operator,
-    StrikeCondition,
-    StrikeList,
-    decode_condition,
-    encode_condition,
-)
+from .strikes import Operator, StrikeCondition, StrikeList
 from .uuid7 import uuid7_str
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..strikes import parse_typed_value
+from ._values import parse_typed_value
 from .durations import parse_duration
 from .options import check_url
 
