@@ -15,7 +15,7 @@ from rich.console import Console
 from .._version import __version__
 from ..docket import Docket
 from ..worker import Worker
-from . import dead_letters, inspect, tasks
+from . import dead_letters, tasks, workers
 from ._support import (
     duration,
     interpret_python_value,
@@ -24,8 +24,9 @@ from ._support import (
     validate_url,
 )
 from .clear import clear
-from .inspect import snapshot, watch
+from .snapshot import snapshot
 from .strikes import restore, strike
+from .watch import watch
 from .worker import worker
 
 # Docket, Worker and Console are names here on purpose: the commands look them up on
@@ -70,7 +71,7 @@ app.command()(restore)
 app.command()(clear)
 app.command()(snapshot)
 app.command()(watch)
-app.add_typer(inspect.workers_app, name="workers")
+app.add_typer(workers.workers_app, name="workers")
 app.add_typer(tasks.app, name="tasks")
 app.add_typer(dead_letters.app, name="dead-letters")
 
