@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
-from .messages import PoisonMessage, parse_fields
+from ._messages import PoisonMessage, parse_fields
 
 if TYPE_CHECKING:
     from .docket import Docket

@@ -18,11 +18,13 @@ from opentelemetry.trace import Span, SpanKind
 from redis.exceptions import AuthenticationError, RedisError
 
 from . import serialization
+from ._messages import PoisonMessage, open_payload
 from ._redis.client import Connection, check_credentials, redact_url
 from ._redis.keys import GROUP, Keys, validate_name
 from ._redis.scripts import Scripts
 from ._results import Results
 from ._strike_codec import decode_condition, encode_condition
+from ._uuid7 import uuid7_str
 from .execution import (
     Disposition,
     Execution,
@@ -46,9 +48,7 @@ from .instrumentation import (
     tracer,
     tracing_active,
 )
-from .messages import PoisonMessage, open_payload
 from .strikes import Operator, StrikeCondition, StrikeList
-from .uuid7 import uuid7_str
 
 if TYPE_CHECKING:
     from key_value.aio.protocols.key_value import AsyncKeyValue

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args, get_origin,
 
 from uncalled_for import Dependency, get_signature
 
+from ._messages import PoisonMessage, open_payload, parse_fields
 from ._results import IN_STORE, LOST, ResultStoreError, result_key
 from .annotations import Logged, logged_marker
 from .instrumentation import parse_trace_context
-from .messages import PoisonMessage, open_payload, parse_fields
 
 if TYPE_CHECKING:
     from .docket import Docket

@@ -21,6 +21,7 @@ from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 from redis.exceptions import RedisError, ResponseError
 
 from ._fallback import default_fallback_task
+from ._messages import PoisonMessage, parse_fields
 from ._redis.client import BLOCK_SECONDS
 from ._redis.keys import GROUP
 from ._redis.scripts import script_source
@@ -59,7 +60,6 @@ from .instrumentation import (
     unregister_worker,
 )
 from .logging import DEFERRABLE
-from .messages import PoisonMessage, parse_fields
 
 logger = logging.getLogger("docket.worker")
 
