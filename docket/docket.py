@@ -24,6 +24,7 @@ from ._redis.keys import GROUP, Keys, validate_name
 from ._redis.scripts import Scripts
 from ._results import Results
 from ._strike_codec import decode_condition, encode_condition
+from ._text import as_text
 from ._uuid7 import uuid7_str
 from .execution import (
     Disposition,
@@ -31,7 +32,6 @@ from .execution import (
     ExecutionState,
     TaskCall,
     TaskFunction,
-    _text,
     placeholder_for,
     timestamp,
 )
@@ -546,7 +546,7 @@ class Docket:
         return execution, keys, argv
 
     def _apply_reply(self, execution: Execution, reply: Sequence[bytes]) -> None:
-        outcome, generation, mid = (_text(part) or "" for part in reply)
+        outcome, generation, mid = (as_text(part) or "" for part in reply)
         execution.generation = int(generation or 0)
         if outcome == "scheduled":
             execution.disposition = Disposition.SCHEDULED
@@ -808,11 +808,11 @@ class Docket:
     ) -> Execution:
         """The execution ``record`` describes; ``entry`` is its stream entry when the
         caller has it already."""
-        name = _text(record.get(b"function")) or "<unknown>"
+        name = as_text(record.get(b"function")) or "<unknown>"
         # A scheduled task keeps its payload in its record; a queued or running one, in
         # its stream entry.
         source: dict[bytes, bytes] = record
-        mid = _text(record.get(b"mid"))
+        mid = as_text(record.get(b"mid"))
         if b"payload" not in record and entry is not None:
             source = entry
         elif b"payload" not in record and mid:
@@ -829,9 +829,9 @@ class Docket:
                     self,
                     name,
                     key,
-                    _text(source.get(b"ser")) or "pickle",
+                    as_text(source.get(b"ser")) or "pickle",
                     source[b"payload"],
-                    _text(source.get(b"sig")) or "",
+                    as_text(source.get(b"sig")) or "",
                 )
         execution = Execution(
             self,
@@ -869,25 +869,27 @@ class Docket:
         taken = datetime.now(UTC)
         future: list[Execution] = []
         running: list[Execution] = []
-        scheduled = [_text(member) or "" for member in await client.zrange(self.keys.queue, 0, -1)]
+        scheduled = [
+            as_text(member) or "" for member in await client.zrange(self.keys.queue, 0, -1)
+        ]
         for key, record in zip(scheduled, await self._records(scheduled), strict=True):
             if record:
                 future.append(await self._execution_from_record(key, record))
         pending_ids: set[str] = set()
         with suppress(RedisError):
             for entry in await client.xpending_range(self.keys.stream, GROUP, "-", "+", 10_000):
-                pending_ids.add(_text(entry["message_id"]) or "")
+                pending_ids.add(as_text(entry["message_id"]) or "")
         entries = [
             (mid, fields, stream_key)
             for mid, fields in await client.xrange(self.keys.stream, "-", "+")
-            if (stream_key := _text(fields.get(b"key"))) is not None
+            if (stream_key := as_text(fields.get(b"key"))) is not None
         ]
         records = await self._records([entry_key for _, _, entry_key in entries])
         for (mid, fields, entry_key), record in zip(entries, records, strict=True):
-            if not record or _text(record.get(b"gen")) != _text(fields.get(b"gen")):
+            if not record or as_text(record.get(b"gen")) != as_text(fields.get(b"gen")):
                 continue
             execution = await self._execution_from_record(entry_key, record, fields)
-            if _text(mid) in pending_ids and execution.state == ExecutionState.RUNNING:
+            if as_text(mid) in pending_ids and execution.state == ExecutionState.RUNNING:
                 running.append(RunningExecution.of(execution))
             elif execution.state == ExecutionState.QUEUED:
                 future.append(execution)
@@ -916,13 +918,13 @@ class Docket:
         members = await client.zrangebyscore(
             self.keys.workers, now - window, "+inf", withscores=True
         )
-        names = [_text(member) or "" for member, _ in members]
+        names = [as_text(member) or "" for member, _ in members]
         async with client.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.smembers(self.keys.worker_tasks(name))
             task_sets = await pipe.execute() if names else []
         return [
-            WorkerInfo(name, datetime.fromtimestamp(score, UTC), {_text(t) or "" for t in tasks})
+            WorkerInfo(name, datetime.fromtimestamp(score, UTC), {as_text(t) or "" for t in tasks})
             for name, (_, score), tasks in zip(names, members, task_sets, strict=True)
         ]
 
@@ -1003,7 +1005,7 @@ class Docket:
         conditions = []
         for item in encoded:
             try:
-                conditions.append(decode_condition(_text(item) or ""))
+                conditions.append(decode_condition(as_text(item) or ""))
             except ValueError as error:
                 logger.warning("Ignoring an unreadable strike %r: %s", item, error)
         self.strike_list.replace_all(conditions)

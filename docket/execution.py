@@ -18,6 +18,7 @@ from uncalled_for import Dependency, get_signature
 
 from ._messages import PoisonMessage, open_payload, parse_fields
 from ._results import IN_STORE, LOST, ResultStoreError, result_key
+from ._text import as_text
 from .annotations import Logged, logged_marker
 from .instrumentation import parse_trace_context
 
@@ -95,12 +96,6 @@ def timestamp(value: str | bytes | None) -> datetime | None:
     if value in (None, b"", ""):
         return None
     return datetime.fromtimestamp(float(value), UTC)  # type: ignore[arg-type]
-
-
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @cache
@@ -223,7 +218,7 @@ class ExecutionProgress:
         current = record.get(b"pcur")
         self.current = int(current) if current is not None else None
         self.total = int(record.get(b"ptot", b"100"))
-        self.message = _text(record.get(b"pmsg"))
+        self.message = as_text(record.get(b"pmsg"))
         self.updated_at = timestamp(record.get(b"pupd"))
 
     async def sync(self) -> None:
@@ -374,7 +369,7 @@ class Execution:
     # -- state ----------------------------------------------------------------------
 
     def _load_record(self, record: dict[bytes, bytes]) -> None:
-        state = _text(record.get(b"state"))
+        state = as_text(record.get(b"state"))
         if state:
             self.state = ExecutionState(state)
         # A run keeps the generation it was claimed under: a sync after a replace must
@@ -388,16 +383,16 @@ class Execution:
             self.when = when
         if b"attempt" in record:
             self.attempt = int(record[b"attempt"])
-        self.worker = _text(record.get(b"worker"))
+        self.worker = as_text(record.get(b"worker"))
         self.started_at = timestamp(record.get(b"started"))
         self.completed_at = timestamp(record.get(b"completed"))
-        self.error = _text(record.get(b"error")) or None
+        self.error = as_text(record.get(b"error")) or None
         stored = record.get(b"result")
         # The key's outcome is whichever run holds it now (a replacement's, after a
         # replace), as released.
         self.result_key = result_key(self.key, held) if stored in _KEPT else None
         self._result_lost = stored == LOST
-        mid = _text(record.get(b"mid"))
+        mid = as_text(record.get(b"mid"))
         if mid and held == self.generation:
             self.message_id = mid
         self.progress._load(record)
@@ -433,11 +428,11 @@ class Execution:
                 f"Task function {name!r} is not registered with the current docket {docket.name!r}"
             )
         try:
-            execution = _from_entry(
+            execution = from_entry(
                 docket,
                 dict(message),
                 function,
-                message_id=_text(message_id),
+                message_id=as_text(message_id),
                 redelivered=redelivered,
             )
         except PoisonMessage as error:
@@ -773,7 +768,7 @@ async def schedule_many(
             execution.message_id = prepared.message_id
 
 
-def _from_entry(
+def from_entry(
     docket: Docket,
     fields: dict[bytes, bytes],
     function: TaskFunction,

@@ -34,7 +34,7 @@ from docket import (
     Worker,
 )
 from docket import tasks as builtin_tasks
-from docket.execution import _text
+from docket._text import as_text as _text
 from docket.strikes import StrikeCondition
 
 if TYPE_CHECKING:

@@ -372,9 +372,9 @@ def test_health_with_a_worker(client: Any, docket_setting: dict[str, Any]) -> No
         docket = await get_portal().docket("default")
         async with Worker(docket, schedule_automatic_tasks=False):
             await asyncio.sleep(0.1)
-            from docket_django.health import _status
+            from docket_django.health import read_status
 
-            return len((await _status("default")).workers)
+            return len((await read_status("default")).workers)
 
     assert get_portal().run(with_worker()) == 1
 
