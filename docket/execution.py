@@ -818,10 +818,6 @@ def placeholder_for(execution: Execution) -> TaskFunction:
     return placeholder
 
 
-def is_terminal(state: ExecutionState) -> bool:
-    return state in TERMINAL_STATES
-
-
 __all__ = [
     "Disposition",
     "Execution",
