@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 from typing import Any
 
-from docket import Docket, Worker
+from docket import Docket, Execution, Worker
 
 
 async def wait_for(
@@ -64,3 +64,16 @@ async def running_forever(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
     finally:
         worker.stop()
         await asyncio.wait_for(run, 30)
+
+
+def portal_execution(alias: str, key: str) -> Execution | None:
+    """The execution of ``key`` on the docket of Django alias ``alias`` (None if there is
+    none), read on docket_django's portal loop."""
+    # Imported here so the tests that do not use Django never import it.
+    from docket_django.portal import get_portal
+
+    async def read() -> Execution | None:
+        docket = await get_portal().docket(alias)
+        return await docket.get_execution(key)
+
+    return get_portal().run(read())

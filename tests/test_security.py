@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import re
-import socket
 import time
 import traceback
 import uuid
@@ -20,7 +19,7 @@ from typing import Annotated, Any
 
 import cloudpickle  # type: ignore[import-untyped]
 import pytest
-from _redis_server import RedisServer
+from _redis_server import RedisServer, free_port
 from redis.asyncio import Redis
 from redis.credentials import UsernamePasswordCredentialProvider
 from redis.exceptions import AuthenticationError
@@ -633,13 +632,6 @@ def secured_redis(redis_server_factory: Callable[..., RedisServer], password: st
     return redis_server_factory(["--requirepass", password])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 @pytest.mark.parametrize("user", ["", "default"], ids=["password-only", "user-and-password"])
 async def test_password_is_not_in_reprs(
     secured_redis: RedisServer, password: str, docket_name: str, user: str
@@ -703,7 +695,7 @@ async def test_password_is_never_in_worker_logs(
 async def test_connection_error_does_not_reveal_the_password(
     password: str, docket_name: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"redis://:{password}@127.0.0.1:{port}/0"
     with pytest.raises(ConnectionError) as caught:
         async with Docket(name=docket_name, url=url):
