@@ -1,5 +1,5 @@
 """The built-in tasks, fallback tasks for unknown names, worker-level dependencies,
-``Logged`` arguments and ``single`` dependency conflicts (SPEC.md sections 2, 4, 5)."""
+``Logged`` arguments and ``single`` dependency conflicts."""
 
 from __future__ import annotations
 

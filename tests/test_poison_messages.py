@@ -11,7 +11,7 @@ in the same ``XREADGROUP`` batch. Then, for every case:
 - it is gone from the task stream and from the consumer group's PEL;
 - the worker logged it.
 
-(DESIGN.md 3 "Poison messages"; research/reliability.md 0.1 and the 4.4 bad-input corpus.)
+(docs/reliability.md, "Poison messages and the dead-letter stream".)
 """
 
 from __future__ import annotations

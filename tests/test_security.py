@@ -1,4 +1,4 @@
-"""Security defaults (DESIGN.md 4): payload limits, signing, the JSON serializer,
+"""Security defaults (docs/reliability.md): payload limits, signing, the JSON serializer,
 arguments and passwords kept out of logs and reprs, and docket name validation."""
 
 from __future__ import annotations
