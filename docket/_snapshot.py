@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 
 from ._redis.keys import GROUP
-from .execution import Execution, ExecutionState, _text
+from ._text import as_text
+from .execution import Execution, ExecutionState
 
 if TYPE_CHECKING:
     from .docket import Docket
@@ -62,25 +63,25 @@ async def snapshot(docket: Docket) -> DocketSnapshot:
     taken = datetime.now(UTC)
     future: list[Execution] = []
     running: list[Execution] = []
-    scheduled = [_text(member) or "" for member in await client.zrange(keys.queue, 0, -1)]
+    scheduled = [as_text(member) or "" for member in await client.zrange(keys.queue, 0, -1)]
     for key, record in zip(scheduled, await _records(docket, scheduled), strict=True):
         if record:
             future.append(await docket._execution_from_record(key, record))
     pending_ids: set[str] = set()
     with suppress(RedisError):
         for entry in await client.xpending_range(keys.stream, GROUP, "-", "+", 10_000):
-            pending_ids.add(_text(entry["message_id"]) or "")
+            pending_ids.add(as_text(entry["message_id"]) or "")
     entries = [
         (mid, fields, stream_key)
         for mid, fields in await client.xrange(keys.stream, "-", "+")
-        if (stream_key := _text(fields.get(b"key"))) is not None
+        if (stream_key := as_text(fields.get(b"key"))) is not None
     ]
     records = await _records(docket, [entry_key for _, _, entry_key in entries])
     for (mid, fields, entry_key), record in zip(entries, records, strict=True):
-        if not record or _text(record.get(b"gen")) != _text(fields.get(b"gen")):
+        if not record or as_text(record.get(b"gen")) != as_text(fields.get(b"gen")):
             continue
         execution = await docket._execution_from_record(entry_key, record, fields)
-        if _text(mid) in pending_ids and execution.state == ExecutionState.RUNNING:
+        if as_text(mid) in pending_ids and execution.state == ExecutionState.RUNNING:
             running.append(RunningExecution.of(execution))
         elif execution.state == ExecutionState.QUEUED:
             future.append(execution)
@@ -108,12 +109,12 @@ async def workers(docket: Docket) -> list[WorkerInfo]:
     now = seconds + micros / 1_000_000
     window = docket.heartbeat_interval.total_seconds() * docket.missed_heartbeats
     members = await client.zrangebyscore(docket.keys.workers, now - window, "+inf", withscores=True)
-    names = [_text(member) or "" for member, _ in members]
+    names = [as_text(member) or "" for member, _ in members]
     async with client.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.smembers(docket.keys.worker_tasks(name))
         task_sets = await pipe.execute() if names else []
     return [
-        WorkerInfo(name, datetime.fromtimestamp(score, UTC), {_text(t) or "" for t in tasks})
+        WorkerInfo(name, datetime.fromtimestamp(score, UTC), {as_text(t) or "" for t in tasks})
         for name, (_, score), tasks in zip(names, members, task_sets, strict=True)
     ]

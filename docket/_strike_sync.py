@@ -10,9 +10,11 @@ from contextlib import AbstractContextManager, suppress
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._redis import scripts
-from .execution import TaskFunction, _text
+from ._strike_codec import decode_condition, encode_condition
+from ._text import as_text
+from .execution import TaskFunction
 from .instrumentation import internal
-from .strikes import Operator, StrikeCondition, decode_condition, encode_condition
+from .strikes import Operator, StrikeCondition
 
 if TYPE_CHECKING:
     from .docket import Docket
@@ -88,7 +90,7 @@ class StrikeSync:
         conditions = []
         for item in encoded:
             try:
-                conditions.append(decode_condition(_text(item) or ""))
+                conditions.append(decode_condition(as_text(item) or ""))
             except ValueError as error:
                 logger.warning("Ignoring an unreadable strike %r: %s", item, error)
         docket.strike_list.replace_all(conditions)

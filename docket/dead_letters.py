@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
+from ._messages import PoisonMessage, parse_fields
 from ._redis import scripts
-from .messages import PoisonMessage, parse_fields
 
 if TYPE_CHECKING:
     from .docket import Docket

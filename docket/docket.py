@@ -16,6 +16,7 @@ from opentelemetry.trace import Span, SpanKind
 from redis.exceptions import AuthenticationError, RedisError
 
 from . import _snapshot, serialization
+from ._messages import PoisonMessage, open_payload
 from ._redis import scripts
 from ._redis.client import Connection, check_credentials, redact_url
 from ._redis.keys import GROUP, Keys, validate_name
@@ -28,13 +29,14 @@ from ._snapshot import DocketSnapshot as DocketSnapshot
 from ._snapshot import RunningExecution as RunningExecution
 from ._snapshot import WorkerInfo as WorkerInfo
 from ._strike_sync import StrikeSync
+from ._text import as_text
+from ._uuid7 import uuid7_str
 from .execution import (
     Disposition,
     Execution,
     ExecutionState,
     TaskCall,
     TaskFunction,
-    _text,
     placeholder_for,
     timestamp,
 )
@@ -50,9 +52,7 @@ from .instrumentation import (
     tracer,
     tracing_active,
 )
-from .messages import PoisonMessage, open_payload
 from .strikes import Operator, StrikeList
-from .uuid7 import uuid7_str
 
 if TYPE_CHECKING:
     from key_value.aio.protocols.key_value import AsyncKeyValue
@@ -505,7 +505,7 @@ class Docket:
         return execution, call
 
     def _apply_reply(self, execution: Execution, reply: Sequence[bytes]) -> None:
-        outcome, generation, mid = (_text(part) or "" for part in reply)
+        outcome, generation, mid = (as_text(part) or "" for part in reply)
         execution.generation = int(generation or 0)
         if outcome == "scheduled":
             execution.disposition = Disposition.SCHEDULED
@@ -768,11 +768,11 @@ class Docket:
     ) -> Execution:
         """The execution ``record`` describes; ``entry`` is its stream entry when the
         caller has it already."""
-        name = _text(record.get(b"function")) or "<unknown>"
+        name = as_text(record.get(b"function")) or "<unknown>"
         # A scheduled task keeps its payload in its record; a queued or running one, in
         # its stream entry.
         source: dict[bytes, bytes] = record
-        mid = _text(record.get(b"mid"))
+        mid = as_text(record.get(b"mid"))
         if b"payload" not in record and entry is not None:
             source = entry
         elif b"payload" not in record and mid:
@@ -789,9 +789,9 @@ class Docket:
                     self,
                     name,
                     key,
-                    _text(source.get(b"ser")) or "pickle",
+                    as_text(source.get(b"ser")) or "pickle",
                     source[b"payload"],
-                    _text(source.get(b"sig")) or "",
+                    as_text(source.get(b"sig")) or "",
                 )
         execution = Execution(
             self,

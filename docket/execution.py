@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args, get_origin,
 
 from uncalled_for import Dependency, get_signature
 
+from ._messages import PoisonMessage, open_payload, parse_fields
 from ._redis import scripts
 from ._results import IN_STORE, LOST, ResultStoreError, result_key
+from ._text import as_text
 from .annotations import Logged, logged_marker
 from .instrumentation import parse_trace_context
-from .messages import PoisonMessage, open_payload, parse_fields
 
 if TYPE_CHECKING:
     from .docket import Docket
@@ -95,13 +96,7 @@ class TaskCall:
 def timestamp(value: str | bytes | None) -> datetime | None:
     if value in (None, b"", ""):
         return None
-    return datetime.fromtimestamp(float(value), UTC)  # type: ignore[arg-type]
-
-
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
+    return datetime.fromtimestamp(float(value), UTC)
 
 
 @cache
@@ -224,7 +219,7 @@ class ExecutionProgress:
         current = record.get(b"pcur")
         self.current = int(current) if current is not None else None
         self.total = int(record.get(b"ptot", b"100"))
-        self.message = _text(record.get(b"pmsg"))
+        self.message = as_text(record.get(b"pmsg"))
         self.updated_at = timestamp(record.get(b"pupd"))
 
     async def sync(self) -> None:
@@ -250,7 +245,7 @@ class ExecutionProgress:
                     # Where it stands now, which the caller can read off this object.
                     first = False
                     continue
-                yield event  # type: ignore[misc]
+                yield event
 
 
 class Execution:
@@ -375,7 +370,7 @@ class Execution:
     # -- state ----------------------------------------------------------------------
 
     def _load_record(self, record: dict[bytes, bytes]) -> None:
-        state = _text(record.get(b"state"))
+        state = as_text(record.get(b"state"))
         if state:
             self.state = ExecutionState(state)
         # A run keeps the generation it was claimed under: a sync after a replace must
@@ -389,16 +384,16 @@ class Execution:
             self.when = when
         if b"attempt" in record:
             self.attempt = int(record[b"attempt"])
-        self.worker = _text(record.get(b"worker"))
+        self.worker = as_text(record.get(b"worker"))
         self.started_at = timestamp(record.get(b"started"))
         self.completed_at = timestamp(record.get(b"completed"))
-        self.error = _text(record.get(b"error")) or None
+        self.error = as_text(record.get(b"error")) or None
         stored = record.get(b"result")
         # The key's outcome is whichever run holds it now (a replacement's, after a
         # replace), as released.
         self.result_key = result_key(self.key, held) if stored in _KEPT else None
         self._result_lost = stored == LOST
-        mid = _text(record.get(b"mid"))
+        mid = as_text(record.get(b"mid"))
         if mid and held == self.generation:
             self.message_id = mid
         self.progress._load(record)
@@ -434,11 +429,11 @@ class Execution:
                 f"Task function {name!r} is not registered with the current docket {docket.name!r}"
             )
         try:
-            execution = _from_entry(
+            execution = from_entry(
                 docket,
                 dict(message),
                 function,
-                message_id=_text(message_id),
+                message_id=as_text(message_id),
                 redelivered=redelivered,
             )
         except PoisonMessage as error:
@@ -652,7 +647,7 @@ class Execution:
         limit: float | None = None
         if timeout is not None:
             limit = time.monotonic() + (
-                timeout.total_seconds() if hasattr(timeout, "total_seconds") else timeout  # type: ignore[union-attr]
+                timeout.total_seconds() if hasattr(timeout, "total_seconds") else timeout
             )
         elif deadline is not None:
             target = deadline.timestamp() if isinstance(deadline, datetime) else deadline
@@ -777,7 +772,7 @@ async def schedule_many(
             execution.message_id = prepared.message_id
 
 
-def _from_entry(
+def from_entry(
     docket: Docket,
     fields: dict[bytes, bytes],
     function: TaskFunction,
@@ -825,10 +820,6 @@ def placeholder_for(execution: Execution) -> TaskFunction:
 
     placeholder.__name__ = placeholder.__qualname__ = execution.function_name
     return placeholder
-
-
-def is_terminal(state: ExecutionState) -> bool:
-    return state in TERMINAL_STATES
 
 
 __all__ = [

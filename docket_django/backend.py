@@ -38,7 +38,7 @@ from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 
 from docket import CurrentDocket, CurrentWorker, Docket, Worker
-from docket.uuid7 import uuid7_str
+from docket._uuid7 import uuid7_str
 
 from .conf import DEFAULT_ALIAS, aliases, docket_settings
 from .portal import get_portal

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from docket import Cron, Docket, Execution, Perpetual, Retry, Timeout
-from docket.uuid7 import uuid7_str
+from docket._uuid7 import uuid7_str
 
 from .conf import DEFAULT_ALIAS
 

@@ -74,7 +74,7 @@ class WorkerRun:
                     if self.stop_requested:
                         worker.stop()
                     if self.healthcheck_port is not None:
-                        from docket.healthcheck import serve_healthcheck
+                        from docket._healthcheck import serve_healthcheck
 
                         health = await serve_healthcheck(worker, self.healthcheck_port)
                     if self.metrics_port is not None:

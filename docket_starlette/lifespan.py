@@ -154,7 +154,7 @@ def get_docket(connection: HTTPConnection) -> Docket:
 # -- the lifespan ------------------------------------------------------------------------
 
 
-def _multiprocess_server() -> str | None:
+def multiprocess_server() -> str | None:
     """Why this process looks like one of several server processes, if it does."""
     try:
         concurrency = int(os.environ.get("WEB_CONCURRENCY", "1"))
@@ -180,7 +180,7 @@ def _multiprocess_server() -> str | None:
 
 
 def _warn_multiprocess() -> None:
-    reason = _multiprocess_server()
+    reason = multiprocess_server()
     if reason is None:
         return
     message = (

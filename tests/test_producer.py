@@ -34,7 +34,7 @@ from docket import (
     Worker,
 )
 from docket import tasks as builtin_tasks
-from docket.execution import _text
+from docket._text import as_text
 from docket.strikes import StrikeCondition
 
 if TYPE_CHECKING:
@@ -1050,13 +1050,13 @@ async def test_an_add_sent_twice_after_a_dropped_reply_reports_what_it_did(
 
     first = await docket._scripts.send(call)
     again = await docket._scripts.send(call)
-    assert [_text(part) for part in again] == [_text(part) for part in first]
-    assert _text(again[0]) == "scheduled"
+    assert [as_text(part) for part in again] == [as_text(part) for part in first]
+    assert as_text(again[0]) == "scheduled"
 
     await worker.run_until_finished()
     assert recorder.calls == [1]
     late = await docket._scripts.send(call)
-    assert _text(late[0]) == "scheduled"
+    assert as_text(late[0]) == "scheduled"
     await worker.run_until_finished()
     assert recorder.calls == [1]
     assert await state_of(docket, execution.key) == ExecutionState.COMPLETED
@@ -1070,7 +1070,7 @@ async def test_an_add_with_its_own_key_still_finds_the_key_taken(docket: Docket)
 
     again = await docket._scripts.send(call)
 
-    assert _text(again[0]) == "already_scheduled"
+    assert as_text(again[0]) == "already_scheduled"
 
 
 async def test_a_bad_call_in_a_later_chunk_leaves_earlier_chunks_scheduled(docket: Docket) -> None:

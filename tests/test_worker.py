@@ -1,5 +1,5 @@
 """The worker: run modes, concurrency, scheduling, generations, heartbeats, automatic
-perpetual tasks, cancelling and draining (SPEC.md section 2, DESIGN.md section 2).
+perpetual tasks, cancelling and draining.
 
 Faults (dead consumers, killed workers, signals, Redis restarts) live in
 ``test_worker_faults.py``.

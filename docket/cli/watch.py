@@ -1,4 +1,4 @@
-"""Looking at a docket: ``snapshot``, ``watch KEY`` and ``workers ls|for-task``."""
+"""``docket watch KEY``: follow one task until it ends."""
 
 from __future__ import annotations
 
@@ -13,21 +13,14 @@ from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
-from rich.table import Table
 from rich.text import Text
 
-from ..docket import Docket, DocketSnapshot, WorkerInfo
+from ..docket import Docket
 from ..execution import TERMINAL_STATES, Execution, ExecutionState
-from .display import console, describe_span, local_time, relative_time, say, workers_table
-from .options import (
-    DEFAULT_DOCKET,
-    DEFAULT_URL,
-    CliError,
-    DocketOption,
-    UrlOption,
-    load_collection,
-    run,
-)
+from .display import STATE_STYLES, console, describe_span, relative_time, say
+from .options import DEFAULT_DOCKET, DEFAULT_URL, CliError, DocketOption, UrlOption, run
+
+__all__ = ["LineView", "LiveView", "Watched", "watch"]
 
 EXIT_FAILED = 1
 EXIT_CANCELLED = 3
@@ -36,171 +29,6 @@ EXIT_NOT_FOUND = 4
 # How long ``watch`` waits for an event before reading the record itself, in case a
 # pub/sub message was lost (a reconnect, say).
 POLL_SECONDS = 1.0
-
-# -- snapshot ---------------------------------------------------------------------------
-
-
-def _patchable(name: str) -> Any:
-    # Looked up on the docket.cli package at call time: tools (and the released test
-    # suite) replace docket.cli.Docket or docket.cli.Console to see what a command does.
-    from .. import cli
-
-    return getattr(cli, name)
-
-
-async def _take_snapshot(docket_name: str, url: str, tasks: list[str]) -> DocketSnapshot:
-    async with _patchable("Docket")(name=docket_name, url=url) as docket:
-        for path in tasks:
-            load_collection(path)  # for its clear errors; the import is then cached
-            try:
-                docket.register_collection(path)
-            except (ImportError, AttributeError, TypeError, ValueError) as error:
-                raise CliError(f"cannot register task collection {path!r}: {error}") from None
-        snapshot: DocketSnapshot = await docket.snapshot()
-        return snapshot
-
-
-@dataclass
-class TaskStats:
-    running: int = 0
-    queued: int = 0
-    scheduled: int = 0
-    earliest: datetime | None = None
-    latest: datetime | None = None
-
-    @property
-    def total(self) -> int:
-        return self.running + self.queued + self.scheduled
-
-    def count(self, execution: Execution, running: bool) -> None:
-        if running:
-            self.running += 1
-            return
-        if execution.state == ExecutionState.SCHEDULED:
-            self.scheduled += 1
-        else:
-            self.queued += 1
-        when = execution.when
-        self.earliest = when if self.earliest is None else min(self.earliest, when)
-        self.latest = when if self.latest is None else max(self.latest, when)
-
-
-def task_stats(snapshot: DocketSnapshot) -> dict[str, TaskStats]:
-    stats: dict[str, TaskStats] = {}
-    for execution in snapshot.running:
-        stats.setdefault(execution.function_name, TaskStats()).count(execution, True)
-    for execution in snapshot.future:
-        stats.setdefault(execution.function_name, TaskStats()).count(execution, False)
-    return stats
-
-
-def _snapshot_table(docket_name: str, snapshot: DocketSnapshot) -> Table:
-    now = snapshot.taken
-    table = Table(
-        title="\n".join(
-            [
-                f"Docket: {escape(repr(docket_name))}",
-                f"as of {local_time(snapshot.taken)}",
-                f"{len(snapshot.workers)} workers, "
-                f"{len(snapshot.running)}/{snapshot.total_tasks} running",
-            ]
-        )
-    )
-    table.add_column("When", style="green", no_wrap=True)
-    table.add_column("Function", style="cyan")
-    table.add_column("Key", style="cyan", overflow="fold")
-    table.add_column("State", no_wrap=True)
-    table.add_column("Worker", style="yellow")
-    table.add_column("Started", style="green", no_wrap=True)
-    for execution in snapshot.running:
-        table.add_row(
-            relative_time(now, execution.when),
-            Text(execution.function_name),
-            Text(execution.key),
-            Text("running", style="blue"),
-            Text(execution.worker or ""),
-            relative_time(now, execution.started_at),
-        )
-    for execution in snapshot.future:
-        state = execution.state.value
-        table.add_row(
-            relative_time(now, execution.when),
-            Text(execution.function_name),
-            Text(execution.key),
-            Text(state, style=STATE_STYLES.get(execution.state, "")),
-            "",
-            "",
-        )
-    return table
-
-
-def _stats_table(snapshot: DocketSnapshot) -> Table:
-    now = snapshot.taken
-    stats = task_stats(snapshot)
-    table = Table(title="Task Count Statistics by Function")
-    table.add_column("Function", style="cyan")
-    for column in ("Total", "Running", "Queued", "Scheduled"):
-        table.add_column(column, justify="right")
-    table.add_column("Oldest Queued", style="green", no_wrap=True)
-    table.add_column("Latest Queued", style="green", no_wrap=True)
-    # Busiest first: a runaway task is the first thing to see.
-    for name, counts in sorted(stats.items(), key=lambda item: (-item[1].total, item[0])):
-        table.add_row(
-            Text(name),
-            str(counts.total),
-            str(counts.running),
-            str(counts.queued),
-            str(counts.scheduled),
-            relative_time(now, counts.earliest),
-            relative_time(now, counts.latest),
-        )
-    return table
-
-
-def snapshot(
-    stats: Annotated[
-        bool,
-        typer.Option(
-            "--stats",
-            help="Also count the tasks by name",
-            envvar="DOCKET_SNAPSHOT_STATS",
-            show_envvar=True,
-        ),
-    ] = False,
-    tasks: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--tasks",
-            help="Task collections (module:name) to import, so tasks whose code is not "
-            "importable here still show by name; repeat for more",
-            envvar="DOCKET_TASKS",
-            show_envvar=True,
-        ),
-    ] = None,
-    docket_: DocketOption = DEFAULT_DOCKET,
-    url: UrlOption = DEFAULT_URL,
-) -> None:
-    """Show what is scheduled, queued and running right now, and how many workers."""
-    taken = run(_take_snapshot(docket_, url, tasks or []))
-    output = _patchable("Console")()
-    output.print(_snapshot_table(docket_, taken))
-    if not taken.total_tasks:
-        output.print("Nothing is scheduled, queued or running")
-    elif stats and (taken.running or taken.future):
-        output.print()
-        output.print(_stats_table(taken))
-
-
-# -- watch ------------------------------------------------------------------------------
-
-STATE_STYLES = {
-    ExecutionState.SCHEDULED: "yellow",
-    ExecutionState.QUEUED: "cyan",
-    ExecutionState.RUNNING: "blue",
-    ExecutionState.COMPLETED: "green",
-    ExecutionState.FAILED: "red",
-    ExecutionState.CANCELLED: "magenta",
-}
 
 
 def _event_time(value: Any) -> datetime | None:
@@ -524,47 +352,3 @@ def watch(
     code = run(_watch(docket, url, key))
     if code == EXIT_NOT_FOUND or (code and exit_code):
         raise typer.Exit(code)
-
-
-# -- workers ----------------------------------------------------------------------------
-
-workers_app = typer.Typer(help="See the workers of a docket", no_args_is_help=True)
-
-
-async def _workers(docket_name: str, url: str, task: str | None) -> list[WorkerInfo]:
-    async with Docket(name=docket_name, url=url) as docket:
-        if task is None:
-            return await docket.workers()
-        return await docket.task_workers(task)
-
-
-@workers_app.command("ls")
-def list_workers(
-    docket: DocketOption = DEFAULT_DOCKET,
-    url: UrlOption = DEFAULT_URL,
-) -> None:
-    """List the live workers (those whose heartbeat is recent) and their tasks."""
-    workers = run(_workers(docket, url, None))
-    if not workers:
-        say(f"No live workers in docket {docket!r}")
-        return
-    say(f"Workers of docket {docket!r}:")
-    console.print(workers_table(workers))
-
-
-@workers_app.command("for-task")
-def workers_for_task(
-    task: Annotated[str, typer.Argument(help="The task's name", metavar="TASK")],
-    docket: DocketOption = DEFAULT_DOCKET,
-    url: UrlOption = DEFAULT_URL,
-) -> None:
-    """List the live workers that can run TASK."""
-    workers = run(_workers(docket, url, task))
-    if not workers:
-        say(f"No live worker of docket {docket!r} can run {task!r}")
-        return
-    say(f"Workers of docket {docket!r} that can run {task!r}:")
-    console.print(workers_table(workers, highlight_task=task))
-
-
-__all__ = ["snapshot", "task_stats", "watch", "workers_app"]
