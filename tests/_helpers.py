@@ -10,6 +10,11 @@ from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from docket import Docket, Execution, ExecutionState, Worker
 
 
@@ -121,3 +126,20 @@ def portal_execution(alias: str, key: str) -> Execution | None:
         return await docket.get_execution(key)
 
     return get_portal().run(read())
+
+
+def span_exporter() -> InMemorySpanExporter:
+    """The process's in-memory exporter, installed with an SDK provider on first use."""
+    provider: Any = trace.get_tracer_provider()
+    exporter: InMemorySpanExporter | None = getattr(provider, "_docket_test_exporter", None)
+    if exporter is not None:
+        return exporter
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+        provider = trace.get_tracer_provider()
+        assert isinstance(provider, TracerProvider), "another TracerProvider is set"
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider._docket_test_exporter = exporter  # type: ignore[attr-defined]
+    return exporter

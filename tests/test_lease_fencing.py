@@ -1,8 +1,8 @@
-"""Lease fencing (DESIGN.md 2): a worker that lost its lease must not ack or overwrite the
-new owner's run.
+"""Lease fencing: a worker that lost its lease must not ack or overwrite the new owner's
+run (docs/reliability.md).
 
 Redis itself does not fence: ``XACK`` by any consumer removes a PEL entry, and ``XCLAIM``
-by the old owner steals a message back (research/reliability.md 0.2). So the settle,
+by the old owner steals a message back. So the settle,
 renew and claim scripts must check who owns the message, and with which delivery count.
 """
 

@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from _helpers import span_exporter
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -28,26 +28,9 @@ from docket.execution import ExecutionState
 from docket.worker import Worker
 
 
-def _exporter() -> InMemorySpanExporter:
-    """The process's in-memory exporter, installed with an SDK provider on first use."""
-    provider: Any = trace.get_tracer_provider()
-    exporter: InMemorySpanExporter | None = getattr(provider, "_docket_test_exporter", None)
-    if exporter is not None:
-        return exporter
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-        provider = trace.get_tracer_provider()
-        assert isinstance(provider, TracerProvider), "another TracerProvider is set"
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    provider._docket_test_exporter = exporter  # type: ignore[attr-defined]
-    return exporter
-
-
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = _exporter()
+    exporter = span_exporter()
     exporter.clear()
     yield exporter
     exporter.clear()
