@@ -367,6 +367,31 @@ class Worker:
                 reader.connection_lost()
                 await self._trouble.handle(error)
 
+    def _claim_budget(self, free: int) -> int:
+        """How many messages the next read may claim: no more than free slots, the
+        batch size, or (with ``max_tasks``) the runs left before the worker recycles."""
+        budget = min(free, self.message_batch)
+        if self.max_tasks is not None:
+            budget = min(budget, max(self.max_tasks - self.tasks_started, 1))
+        return budget
+
+    async def _ensure_group(self) -> None:
+        await self.docket._scripts.ensure_group(keys=[self.docket.keys.stream], args=[GROUP])
+
+    async def _finished(self) -> bool:
+        if self._active or self._settler.busy:
+            return False
+        client = self.docket._connection.client
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.docket.keys.queue)
+            pipe.xlen(self.docket.keys.stream)
+            # Runs parked behind a concurrency limit are neither scheduled nor queued.
+            pipe.scard(self.docket.keys.concurrency_registry)
+            scheduled, queued, limited = await pipe.execute()
+        return int(scheduled) == 0 and int(queued) == 0 and int(limited) == 0
+
+    # -- the runs in flight ---------------------------------------------------------
+
     def _start(self, execution: Execution) -> None:
         mid = execution.message_id
         assert mid is not None
@@ -409,29 +434,6 @@ class Worker:
         if entry is not None and entry[1] is task:
             del self._active[mid]
             self._slot_freed.set()
-
-    def _claim_budget(self, free: int) -> int:
-        """How many messages the next read may claim: no more than free slots, the
-        batch size, or (with ``max_tasks``) the runs left before the worker recycles."""
-        budget = min(free, self.message_batch)
-        if self.max_tasks is not None:
-            budget = min(budget, max(self.max_tasks - self.tasks_started, 1))
-        return budget
-
-    async def _ensure_group(self) -> None:
-        await self.docket._scripts.ensure_group(keys=[self.docket.keys.stream], args=[GROUP])
-
-    async def _finished(self) -> bool:
-        if self._active or self._settler.busy:
-            return False
-        client = self.docket._connection.client
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.zcard(self.docket.keys.queue)
-            pipe.xlen(self.docket.keys.stream)
-            # Runs parked behind a concurrency limit are neither scheduled nor queued.
-            pipe.scard(self.docket.keys.concurrency_registry)
-            scheduled, queued, limited = await pipe.execute()
-        return int(scheduled) == 0 and int(queued) == 0 and int(limited) == 0
 
     # -- command-line entry ---------------------------------------------------------
 
