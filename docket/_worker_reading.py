@@ -56,9 +56,11 @@ class Reader(ABC):
         self.watermark = None
 
     def connection_lost(self) -> None:
+        """The connection failed: a reconnected one has another client id."""
         self._client_id = None
 
     def unblock(self) -> None:
+        """End the read under way, so a stopping worker need not wait out its block."""
         if self._client_id is not None and not self._unblocking:
             self._unblocking = True
             asyncio.get_running_loop().create_task(self._unblock(self._client_id))
