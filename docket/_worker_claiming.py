@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._messages import PoisonMessage, parse_fields
+from ._redis import scripts
 from ._redis.keys import GROUP
 from ._worker_reading import Claimed, Entry
 from .execution import Execution, ExecutionState, from_entry
@@ -28,12 +29,13 @@ class Claims:
 
     async def start(self, claimed: list[Claimed], unclaimed: list[Entry]) -> None:
         """Start what a read claimed; claim the rest (``claim``)."""
-        poison: list[Any] = []
+        poison: list[scripts.DeadMessage] = []
         for mid, fields, started_at in claimed:
             try:
                 execution = self._decode(mid, fields, 1, False)
             except Exception as error:
-                poison += [mid, self._poison_reason(mid, 1, error), 1]
+                reason = self._poison_reason(mid, 1, error)
+                poison.append(scripts.DeadMessage(mid=mid, reason=reason, deliveries=1))
                 continue
             self._start_claimed(execution, started_at)
         if poison:
@@ -46,29 +48,37 @@ class Claims:
         docket = self._docket
         keys = docket.keys
         runnable: list[Execution] = []
-        poison: list[Any] = []
+        poison: list[scripts.DeadMessage] = []
         for mid, fields, deliveries, redelivered in entries:
             try:
                 runnable.append(self._decode(mid, fields, deliveries, redelivered))
             except Exception as error:
-                poison += [mid, self._poison_reason(mid, deliveries, error), deliveries]
+                reason = self._poison_reason(mid, deliveries, error)
+                poison.append(scripts.DeadMessage(mid=mid, reason=reason, deliveries=deliveries))
         if poison:
             await self._dead_letter(poison)
         if not runnable:
             return
-        claim_args: list[Any] = [GROUP, self._name, keys.events_prefix, keys.record_prefix]
-        for execution in runnable:
-            claim_args += [
-                execution.message_id,
-                execution.generation,
-                int(execution.redelivered),
-                execution.deliveries,
-            ]
+        claim = scripts.Claim(
+            stream=keys.stream,
+            group=GROUP,
+            worker=self._name,
+            events_prefix=keys.events_prefix,
+            record_prefix=keys.record_prefix,
+            messages=[
+                scripts.ClaimMessage(
+                    record=keys.record(execution.key),
+                    mid=execution.message_id or "",
+                    generation=execution.generation,
+                    redelivered=int(execution.redelivered),
+                    deliveries=execution.deliveries,
+                )
+                for execution in runnable
+            ],
+        )
         # Scoped to the script alone: the runs started below must not inherit it.
         with self._internal("docket.claim"):
-            started = await docket._scripts.run(
-                "claim", [keys.stream, *(keys.record(e.key) for e in runnable)], claim_args
-            )
+            started = await docket._scripts.send(claim)
         for execution, started_at in zip(runnable, started, strict=True):
             if isinstance(started_at, int):
                 if started_at < 0:
@@ -118,21 +128,21 @@ class Claims:
         logger.error("Dead-lettering message %s (delivery %d): %s", mid, deliveries, reason)
         return reason
 
-    async def _dead_letter(self, poison: list[Any]) -> None:
-        """Move entries that can never run to the dead-letter stream: ``poison`` holds
-        id, reason and delivery count for each."""
+    async def _dead_letter(self, poison: list[scripts.DeadMessage]) -> None:
+        """Move entries that can never run to the dead-letter stream."""
         docket = self._docket
         keys = docket.keys
         with self._internal("docket.dead_letter"):
-            await docket._scripts.dead_letter(
-                keys=[keys.stream, keys.dead_letters],
-                args=[
-                    GROUP,
-                    self._worker.name,
-                    keys.record_prefix,
-                    keys.events_prefix,
-                    docket.execution_ttl.total_seconds(),
-                    *poison,
-                ],
+            await docket._scripts.send(
+                scripts.DeadLetter(
+                    stream=keys.stream,
+                    dead_letters=keys.dead_letters,
+                    group=GROUP,
+                    worker=self._worker.name,
+                    record_prefix=keys.record_prefix,
+                    events_prefix=keys.events_prefix,
+                    ttl=docket.execution_ttl.total_seconds(),
+                    messages=poison,
+                )
             )
-        DEAD_LETTERED.add(len(poison) // 3, self._worker._metrics.base)
+        DEAD_LETTERED.add(len(poison), self._worker._metrics.base)

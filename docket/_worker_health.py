@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from ._redis import scripts
 from ._redis.keys import GROUP
 from ._worker_loops import Trouble, poll, seconds
 from .instrumentation import metrics_collected
@@ -68,9 +69,14 @@ class Health:
         worker = self._worker
         docket = worker.docket
         with worker._internal("docket.heartbeat"):
-            await docket._scripts.heartbeat(
-                keys=[docket.keys.workers, docket.keys.worker_tasks(worker.name)],
-                args=[worker.name, window, *sorted(docket.tasks)],
+            await docket._scripts.send(
+                scripts.Heartbeat(
+                    workers=docket.keys.workers,
+                    worker_tasks=docket.keys.worker_tasks(worker.name),
+                    worker=worker.name,
+                    window=window,
+                    task_names=sorted(docket.tasks),
+                )
             )
             self.heartbeat_ok = True
             self.heartbeat_at = time.monotonic()

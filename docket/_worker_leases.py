@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from redis.exceptions import ResponseError
 
+from ._redis import scripts
 from ._redis.keys import GROUP
 from ._text import as_text
 from ._worker_loops import Trouble, poll, seconds
@@ -48,20 +49,20 @@ class Leases:
         docket = worker.docket
         keys = docket.keys
         with worker._internal("docket.reclaim"):
-            cursor, claimed, deleted, dead = await docket._scripts.reclaim(
-                keys=[keys.stream, keys.dead_letters],
-                args=[
-                    GROUP,
-                    worker.name,
-                    int(seconds(worker.redelivery_timeout) * 1000),
-                    self._reclaim_cursor,
-                    worker._claim_budget(free),
-                    worker.max_deliveries,
-                    keys.record_prefix,
-                    keys.events_prefix,
-                    docket.execution_ttl.total_seconds(),
-                ],
+            reclaim = scripts.Reclaim(
+                stream=keys.stream,
+                dead_letters=keys.dead_letters,
+                group=GROUP,
+                worker=worker.name,
+                min_idle_ms=int(seconds(worker.redelivery_timeout) * 1000),
+                cursor=self._reclaim_cursor,
+                count=worker._claim_budget(free),
+                max_deliveries=worker.max_deliveries,
+                record_prefix=keys.record_prefix,
+                events_prefix=keys.events_prefix,
+                ttl=docket.execution_ttl.total_seconds(),
             )
+            cursor, claimed, deleted, dead = await docket._scripts.send(reclaim)
         self._reclaim_cursor = as_text(cursor) or "0-0"
         if int(dead):
             DEAD_LETTERED.add(int(dead), worker._metrics.base)
@@ -88,11 +89,17 @@ class Leases:
         active = worker._active
         if not active:
             return
-        args: list[Any] = [GROUP, worker.name]
-        for mid, (execution, _) in list(active.items()):
-            args += [mid, execution.deliveries]
+        renew = scripts.Renew(
+            stream=worker.docket.keys.stream,
+            group=GROUP,
+            worker=worker.name,
+            messages=[
+                scripts.RenewMessage(mid=mid, deliveries=execution.deliveries)
+                for mid, (execution, _) in list(active.items())
+            ],
+        )
         with worker._internal("docket.renew"):
-            lost = await worker.docket._scripts.renew(keys=[worker.docket.keys.stream], args=args)
+            lost = await worker.docket._scripts.send(renew)
         for mid in lost:
             entry = active.get(as_text(mid) or "")
             if entry is not None:

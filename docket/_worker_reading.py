@@ -13,10 +13,10 @@ from typing import Any, TypeAlias
 
 from redis.exceptions import RedisError, ResponseError
 
+from ._redis import scripts
 from ._redis.client import RedisClient
 from ._redis.keys import GROUP
-from ._redis.scripts import script_source
-from ._redis.wire import Wire, is_noscript
+from ._redis.wire import Wire
 from ._text import as_text
 from .docket import Docket
 
@@ -111,25 +111,18 @@ class WireReader(Reader):
         keys = self._docket.keys
         if self.watermark is None:
             self.watermark = await self._last_delivered()
-        sha = self._docket._scripts.claim_delivered.sha
         read: tuple[Any, ...] = ("XREADGROUP", "GROUP", GROUP, self._consumer, "COUNT", count)
         read += ("BLOCK", int(block * 1000), "STREAMS", keys.stream, ">")
-        args = (
-            GROUP,
-            self._consumer,
-            self.watermark,
-            count,
-            keys.events_prefix,
-            keys.record_prefix,
+        claim = scripts.ClaimDelivered(
+            stream=keys.stream,
+            group=GROUP,
+            worker=self._consumer,
+            watermark=self.watermark,
+            count=count,
+            events_prefix=keys.events_prefix,
+            record_prefix=keys.record_prefix,
         )
-        delivered, reply = await wire.pipeline([read, ("EVALSHA", sha, 1, keys.stream, *args)])
-        if isinstance(delivered, ResponseError):
-            raise delivered
-        if isinstance(reply, ResponseError):
-            if not is_noscript(reply):
-                raise reply
-            # The server lost its scripts (a restart): load it, and claim what was read.
-            reply = await wire.evalsha(sha, script_source("claim_delivered"), [keys.stream], args)
+        _, reply = await self._docket._scripts.send_after(wire, read, claim)
         watermark, entries = reply
         self.watermark = as_text(watermark) or self.watermark
         claimed: list[Claimed] = []

@@ -7,6 +7,7 @@ import asyncio
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
+from ._redis import scripts
 from ._worker_loops import poll, seconds
 from .dependencies import get_perpetual
 
@@ -33,10 +34,14 @@ class Scheduler:
         docket = self._worker.docket
         keys = docket.keys
         with self._worker._internal("docket.move_due"):
-            moved, delay_text = await docket._scripts.run(
-                "move_due",
-                [keys.queue, keys.stream],
-                [keys.record_prefix, MOVE_BATCH, keys.events_prefix],
+            moved, delay_text = await docket._scripts.send(
+                scripts.MoveDue(
+                    queue=keys.queue,
+                    stream=keys.stream,
+                    record_prefix=keys.record_prefix,
+                    limit=MOVE_BATCH,
+                    events_prefix=keys.events_prefix,
+                )
             )
         if int(moved):
             docket._connection.notify_activity()

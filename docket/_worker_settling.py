@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
+from ._redis import scripts
 from ._redis.keys import GROUP
 from ._worker_loops import Tasks
 from .execution import Execution
@@ -74,32 +75,31 @@ class Settler:
         if docket._results.external:
             await self._store_results(batch)
         keys = docket.keys
-        script_keys = [keys.stream]
-        args: list[Any] = [
-            GROUP,
-            worker.name,
-            docket.execution_ttl.total_seconds(),
-            keys.events_prefix,
-            keys.record_prefix,
-        ]
-        for item in batch:
-            execution = item.execution
-            script_keys += [
-                keys.record(execution.key),
-                keys.result(execution.key, execution.generation),
-            ]
-            args += [
-                execution.message_id,
-                execution.generation,
-                execution.deliveries,
-                item.state,
-                item.error,
-                item.result,
-            ]
+        settle = scripts.Settle(
+            stream=keys.stream,
+            group=GROUP,
+            worker=worker.name,
+            ttl=docket.execution_ttl.total_seconds(),
+            events_prefix=keys.events_prefix,
+            record_prefix=keys.record_prefix,
+            runs=[
+                scripts.SettleRun(
+                    record=keys.record(item.execution.key),
+                    result_key=keys.result(item.execution.key, item.execution.generation),
+                    mid=item.execution.message_id or "",
+                    generation=item.execution.generation,
+                    deliveries=item.execution.deliveries,
+                    state=item.state,
+                    error=item.error,
+                    result=item.result,
+                )
+                for item in batch
+            ],
+        )
         while True:
             try:
                 with worker._internal("docket.settle"):
-                    outcomes = await docket._scripts.run("settle", script_keys, args)
+                    outcomes = await docket._scripts.send(settle)
                 break
             except (RedisError, OSError) as error:
                 if worker._stopping and not self._background:

@@ -24,6 +24,7 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from ._fallback import default_fallback_task
+from ._redis import scripts
 from ._redis.client import BLOCK_SECONDS
 from ._redis.keys import GROUP
 from ._worker_cancellation import Cancellation
@@ -187,9 +188,13 @@ class Worker:
         await self._drain()
         await self._background.cancel()
         with suppress(RedisError, OSError):
-            await self.docket._scripts.worker_gone(
-                keys=[self.docket.keys.workers, self.docket.keys.worker_tasks(self.name)],
-                args=[self.name],
+            keys = self.docket.keys
+            await self.docket._scripts.send(
+                scripts.WorkerGone(
+                    workers=keys.workers,
+                    worker_tasks=keys.worker_tasks(self.name),
+                    worker=self.name,
+                )
             )
         await self.shared.aclose()
         unregister_worker(self._metrics)
@@ -273,7 +278,7 @@ class Worker:
     async def _run_loops(self, forever: bool) -> None:
         async with AsyncExitStack() as lifecycles:
             for cls in self._lifecycle_classes():
-                manager = cls.worker_lifecycle(self.docket, self)  # type: ignore[attr-defined]
+                manager = cls.worker_lifecycle(self.docket, self)
                 if manager is not None:
                     await lifecycles.enter_async_context(manager)
             loops = Tasks()
@@ -376,7 +381,8 @@ class Worker:
         return budget
 
     async def _ensure_group(self) -> None:
-        await self.docket._scripts.ensure_group(keys=[self.docket.keys.stream], args=[GROUP])
+        ensure = scripts.EnsureGroup(stream=self.docket.keys.stream, group=GROUP)
+        await self.docket._scripts.send(ensure)
 
     async def _finished(self) -> bool:
         if self._active or self._settler.busy:
