@@ -49,7 +49,7 @@ class Cancellation:
         trouble = Trouble(
             "Worker %(worker)s lost its pub/sub connection: %(error)s",
             worker.name,
-            delay=seconds(worker.reconnection_delay),
+            delay=lambda: seconds(worker.reconnection_delay),
         )
         await poll(lambda: self._subscribed(wake), trouble)
 

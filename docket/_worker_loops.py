@@ -28,12 +28,13 @@ class Trouble:
     """What a loop does about a step that failed to reach Redis: unless ``ignored``
     says the error is expected, call ``noted``, log ``message`` at ``level``
     (%-formatted with ``worker``, ``error`` and ``delay``), then wait ``delay`` seconds
-    (None: no wait beyond the loop's own pace)."""
+    (None: no wait beyond the loop's own pace). A callable delay is read at each error,
+    so a worker's ``reconnection_delay`` changed after it was made still applies."""
 
     message: str
     worker: str
     level: int = logging.WARNING
-    delay: float | None = None
+    delay: float | Callable[[], float] | None = None
     ignored: Callable[[BaseException], bool] | None = None
     noted: Callable[[], None] | None = None
 
@@ -42,10 +43,11 @@ class Trouble:
             return
         if self.noted is not None:
             self.noted()
-        context = {"worker": self.worker, "error": error, "delay": self.delay or 0.0}
+        delay = self.delay() if callable(self.delay) else self.delay
+        context = {"worker": self.worker, "error": error, "delay": delay or 0.0}
         logger.log(self.level, self.message, context)
-        if self.delay is not None:
-            await asyncio.sleep(self.delay)
+        if delay is not None:
+            await asyncio.sleep(delay)
 
 
 async def poll(

@@ -130,7 +130,7 @@ class Worker:
             REDIS_TROUBLE,
             self.name,
             level=logging.ERROR,
-            delay=seconds(self.reconnection_delay),
+            delay=lambda: seconds(self.reconnection_delay),
         )
         self._background = Tasks()
         self._health = Health(self)
