@@ -10,6 +10,8 @@ loops share one error policy (``_worker_loops``)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
 import itertools
 import logging
 import os
@@ -32,7 +34,7 @@ from ._worker_claiming import Claims
 from ._worker_health import Health
 from ._worker_leases import Leases
 from ._worker_loops import REDIS_TROUBLE, Tasks, Trouble, seconds
-from ._worker_options import WorkerOptions
+from ._worker_options import WorkerOptions, option_specs
 from ._worker_reading import Reader, open_reader
 from ._worker_running import Runner
 from ._worker_scheduler import Scheduler
@@ -139,6 +141,10 @@ class Worker:
         self._cancellation = Cancellation(self, self._active)
         self._begun = self._cancellation.begun
         self._runner = Runner(self, self._settler, self._cancellation)
+        # One run, claim to settlement: the released worker's name for it, which code
+        # written for it replaces to simulate a crash mid-run (a bound method, so the
+        # hot path pays no extra call).
+        self._execute = self._runner.execute
         self._claims = Claims(self)
         self._leases = Leases(self, self._claims)
         self._reader: Reader | None = None
@@ -410,7 +416,7 @@ class Worker:
         # never awaits finishes without a trip through the event loop.
         task = _eager_task(
             asyncio.get_running_loop(),
-            self._runner.execute(execution),
+            self._execute(execution),
             name=f"docket:{execution.key}",
         )
         if task.done():
@@ -515,3 +521,28 @@ class Worker:
     def health_problem(self) -> str | None:
         """Why the worker is not healthy, or None when it is."""
         return self._health.problem(BLOCK_SECONDS)
+
+
+def _run_signature() -> inspect.Signature:
+    """``Worker.run`` as callers see it: the released arguments, then every other
+    ``WorkerOptions`` field as a keyword (what ``**options`` takes), so tools that read
+    the signature (the released CLI's own checks among them) see each option."""
+    run = inspect.signature(_RUN)
+    released = [p for p in run.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    names = {p.name for p in released}
+    types = {item.name: item.type for item in dataclasses.fields(WorkerOptions)}
+    beyond = [
+        inspect.Parameter(
+            spec.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=spec.command_line_default,
+            annotation=types[spec.name],
+        )
+        for spec in option_specs()
+        if spec.name not in names
+    ]
+    return run.replace(parameters=[*released, *beyond])
+
+
+_RUN: Any = vars(Worker)["run"].__func__
+_RUN.__signature__ = _run_signature()

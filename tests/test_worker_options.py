@@ -83,9 +83,10 @@ def test_the_worker_command_has_an_option_for_every_field() -> None:
 
 
 def test_worker_run_takes_options_beyond_the_released_arguments() -> None:
-    released = set(inspect.signature(Worker.run).parameters)
-    beyond = [name for name in FIELDS if name not in released]
-    assert beyond == ["max_deliveries", "max_tasks"]
+    parameters = inspect.signature(Worker.run).parameters
+    assert [name for name in FIELDS if name not in parameters] == []
+    keywords = [p.name for p in parameters.values() if p.kind is p.KEYWORD_ONLY]
+    assert keywords == ["max_deliveries", "max_tasks"]
     with pytest.raises(TypeError, match="unexpected keyword argument 'max_taks'"):
         asyncio.run(Worker.run(url="memory://", max_taks=1))
 

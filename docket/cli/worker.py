@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import logging
 import sys
+from collections.abc import Coroutine
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -126,6 +127,8 @@ def worker(**values: Any) -> None:
     It runs until SIGTERM or SIGINT: the first lets in-flight tasks finish (then exits 0),
     a second exits at once. DURATION is 90, 90s, 250ms, 5m, 1h, mm:ss or hh:mm:ss.
     """
+    # Called as a function (tools and tests do), it takes any subset of its options.
+    values = {parameter.name: parameter.default for parameter in _PARAMETERS} | values
     tasks: list[str] = values.pop("tasks")
     docket_: str = values.pop("docket_")
     url: str = values.pop("url")
@@ -156,24 +159,17 @@ def worker(**values: Any) -> None:
     if app is not None:
         _run_in_app(app, tasks, docket_, url, until_finished, values)
         return
-    try:
-        run(
-            _worker_class().run(
-                docket_name=docket_,
-                url=url,
-                until_finished=until_finished,
-                healthcheck_port=healthcheck_port,
-                metrics_port=metrics_port,
-                tasks=tasks,
-                **values,
-            )
+    _run_until_stopped(
+        _worker_class().run(
+            docket_name=docket_,
+            url=url,
+            until_finished=until_finished,
+            healthcheck_port=healthcheck_port,
+            metrics_port=metrics_port,
+            tasks=tasks,
+            **values,
         )
-    except MetricsUnavailable as error:
-        fail(str(error))
-    except asyncio.CancelledError:
-        # A second SIGTERM/SIGINT: in-flight tasks were abandoned to redelivery.
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    logger.info("Worker stopped")
+    )
 
 
 def _run_in_app(
@@ -183,22 +179,26 @@ def _run_in_app(
     for key in ("fallback_task", "dependencies"):
         if values.get(key):
             values[key] = import_member(values[key], key.replace("_", " "))
-    try:
-        run(
-            runner(
-                app,
-                tasks=[t for t in tasks if t not in DEFAULT_TASKS],
-                # The app's lifespan opens its own docket; only insist on one named
-                # explicitly.
-                url=url if url != DEFAULT_URL else None,
-                docket_name=docket_ if docket_ != DEFAULT_DOCKET else None,
-                until_finished=until_finished,
-                **values,
-            )
+    _run_until_stopped(
+        runner(
+            app,
+            tasks=[t for t in tasks if t not in DEFAULT_TASKS],
+            # The app's lifespan opens its own docket; only insist on one named explicitly.
+            url=url if url != DEFAULT_URL else None,
+            docket_name=docket_ if docket_ != DEFAULT_DOCKET else None,
+            until_finished=until_finished,
+            **values,
         )
-    except ImportPathError as error:
+    )
+
+
+def _run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        run(main)
+    except (MetricsUnavailable, ImportPathError) as error:
         fail(str(error))
     except asyncio.CancelledError:
+        # A second SIGTERM/SIGINT: in-flight tasks were abandoned to redelivery.
         raise typer.Exit(EXIT_INTERRUPTED) from None
     logger.info("Worker stopped")
 
