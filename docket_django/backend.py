@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from datetime import UTC, datetime
 from inspect import iscoroutinefunction
 from traceback import format_exception
@@ -279,6 +278,10 @@ def _record_from_result(result: TaskResult, record: dict[str, Any]) -> dict[str,
 class _Failed(Exception):
     """Carries a task's exception out of the run after the record is updated."""
 
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
 
 async def run_django_task(
     result_id: str,
@@ -344,7 +347,7 @@ async def run_django_task(
                 value = await task.func(*call_args, **result.kwargs)
             except Exception as error:
                 await sync_to_async(finished, thread_sensitive=True)(error)
-                raise _Failed() from error
+                raise _Failed(error) from error
             await sync_to_async(finished, thread_sensitive=True)(None, value)
             return value
 
@@ -357,20 +360,17 @@ async def run_django_task(
                 value = task.func(*call_args, **result.kwargs)
             except Exception as error:
                 # Sent inside the except block: Django's logging receiver reads exc_info.
-                assert sys.exc_info()[1] is error
                 finished(error)
-                raise _Failed() from error
+                raise _Failed(error) from error
             finished(None, value)
             return value
 
         runner = body_sync
     try:
-        value = await run_scoped(runner)
+        await run_scoped(runner)
     except _Failed as failed:
         await save()
-        cause = failed.__cause__
-        assert cause is not None
-        raise cause from None
+        raise failed.error from None
     except BaseException as error:  # the scope itself failed, or a timeout/cancel
         if result.status == TaskResultStatus.RUNNING:
             result.errors.append(TaskError(**_error(error)))
@@ -379,4 +379,4 @@ async def run_django_task(
         await save()
         raise
     await save()
-    return result._return_value if value is not None else None
+    return result._return_value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import concurrent.futures
 import logging
 import signal
 import threading
@@ -150,7 +150,8 @@ def run_worker(run: WorkerRun) -> None:
                 break
             except TimeoutError:
                 continue
-            except asyncio.CancelledError:
+            except concurrent.futures.CancelledError:
+                # A cross-thread future's own CancelledError, not asyncio's.
                 break
     finally:
         for number, previous in installed:
