@@ -13,6 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from .conf import aliases
+from .management.commands.docket import snapshot_dict
 from .models import Dashboard
 from .portal import get_portal
 
@@ -20,8 +21,6 @@ MANAGE = "docket_django.manage_docket"
 
 
 def _snapshot(alias: str) -> dict[str, Any]:
-    from .management.commands.docket import snapshot_dict
-
     async def go() -> dict[str, Any]:
         docket = await get_portal().docket(alias)
         snapshot = await docket.snapshot()

@@ -248,6 +248,3 @@ def reset() -> None:
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting in {"DOCKET", "SECRET_KEY"}:
         reset()
-        from .portal import forget_dockets
-
-        forget_dockets()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from docket import Docket
 
 from .conf import DEFAULT_ALIAS, docket_settings
+from .registry import register_all
 from .signing import signing_key_for
 
 
@@ -12,8 +13,6 @@ def build_docket(alias: str = DEFAULT_ALIAS) -> Docket:
     """A new, not yet entered ``Docket`` for ``alias``, with the alias's tasks (those
     declared with ``@docket_django.task`` and the ``django.tasks`` runner) registered.
     Touches nothing: use it with ``async with``."""
-    from .registry import register_all
-
     config = docket_settings(alias)
     docket = Docket(
         name=config.name,
