@@ -20,6 +20,7 @@ record, which ``get_result`` reads back.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.apps import apps
@@ -66,7 +67,9 @@ class DocketBackend(BaseTaskBackend):
 
     # -- enqueue ---------------------------------------------------------------------
 
-    def _new_result(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+    def _new_result[**P, R](
+        self, task: Task[P, R], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> TaskResult[P, R]:
         self.validate_task(task)
         return TaskResult(
             task=task,
@@ -83,7 +86,7 @@ class DocketBackend(BaseTaskBackend):
             worker_ids=[],
         )
 
-    async def _write(self, docket_alias: str, result: TaskResult) -> None:
+    async def _write(self, docket_alias: str, result: TaskResult[..., Any]) -> None:
         docket = await get_portal().docket(docket_alias)
         config = docket_settings(docket_alias)
         task = result.task
@@ -113,7 +116,9 @@ class DocketBackend(BaseTaskBackend):
             )
         await docket.add(RUNNER_NAME, when=task.run_after, key=result.id)(result.id, self.alias)
 
-    def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+    def enqueue[**P, R](
+        self, task: Task[P, R], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> TaskResult[P, R]:
         result = self._new_result(task, args, kwargs)
         docket_alias = self.alias_for_queue(task.queue_name)
         config = docket_settings(docket_alias)
@@ -129,7 +134,9 @@ class DocketBackend(BaseTaskBackend):
         run_on_commit_or_now(write, on_commit=None, default=default, using=config.database)
         return result
 
-    async def aenqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+    async def aenqueue[**P, R](
+        self, task: Task[P, R], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> TaskResult[P, R]:
         result = self._new_result(task, args, kwargs)
         await get_portal().arun(self._write(self.alias_for_queue(task.queue_name), result))
         await task_enqueued.asend(type(self), task_result=result)
@@ -154,7 +161,7 @@ class DocketBackend(BaseTaskBackend):
             return record
         return None
 
-    def _result_from_record(self, result_id: str, record: dict[str, Any]) -> TaskResult:
+    def _result_from_record(self, result_id: str, record: dict[str, Any]) -> TaskResult[..., Any]:
         try:
             task = import_string(record["task"])
         except ImportError as error:
@@ -165,13 +172,13 @@ class DocketBackend(BaseTaskBackend):
             raise TaskResultDoesNotExist(f"{record['task']!r} is not a django.tasks Task")
         return result_from_record(task, result_id, record, self.alias)
 
-    def get_result(self, result_id: str) -> TaskResult:
+    def get_result(self, result_id: str) -> TaskResult[..., Any]:
         record = get_portal().run(self._read(result_id))
         if record is None:
             raise TaskResultDoesNotExist(result_id)
         return self._result_from_record(result_id, record)
 
-    async def aget_result(self, result_id: str) -> TaskResult:
+    async def aget_result(self, result_id: str) -> TaskResult[..., Any]:
         record = await get_portal().arun(self._read(result_id))
         if record is None:
             raise TaskResultDoesNotExist(result_id)

@@ -58,9 +58,9 @@ def _error(exception: BaseException) -> dict[str, str]:
     }
 
 
-def result_from_record(
-    task: Task, result_id: str, record: dict[str, Any], backend_alias: str
-) -> TaskResult:
+def result_from_record[**P, R](
+    task: Task[P, R], result_id: str, record: dict[str, Any], backend_alias: str
+) -> TaskResult[P, R]:
     if task.queue_name != record.get("queue", task.queue_name):
         task = task.using(queue_name=record["queue"])
     result = TaskResult(
@@ -81,7 +81,7 @@ def result_from_record(
     return result
 
 
-def _record_from_result(result: TaskResult, record: dict[str, Any]) -> dict[str, Any]:
+def _record_from_result(result: TaskResult[..., Any], record: dict[str, Any]) -> dict[str, Any]:
     record = dict(record)
     record.update(
         status=result.status.value,
@@ -93,9 +93,16 @@ def _record_from_result(result: TaskResult, record: dict[str, Any]) -> dict[str,
             for e in result.errors
         ],
         worker_ids=list(result.worker_ids),
-        return_value=result._return_value,
+        return_value=_stored_return_value(result),
     )
     return record
+
+
+def _stored_return_value(result: TaskResult[..., Any]) -> Any:
+    """What ``return_value`` gives once the run has succeeded (None until then)."""
+    # A field of Django's TaskResult (its own backends set it the same way) that
+    # django-stubs leaves out.
+    return result._return_value  # type: ignore[attr-defined]
 
 
 class _Failed(Exception):
@@ -131,7 +138,7 @@ async def run_django_task(
     record["started_at"] = record.get("started_at") or to_iso(now)
     record["last_attempted_at"] = to_iso(now)
     record["worker_ids"] = [*record.get("worker_ids", []), worker.name]
-    result = result_from_record(task, result_id, record, backend_alias)
+    result: TaskResult[..., Any] = result_from_record(task, result_id, record, backend_alias)
 
     async def save() -> None:
         async with docket.redis() as redis:
@@ -196,4 +203,4 @@ async def run_django_task(
         await save()
         raise
     await save()
-    return result._return_value
+    return result.return_value
