@@ -133,6 +133,16 @@ class Command(BaseCommand):
                 target.propagate = False
 
     def inner_run(self, **options: Any) -> None:
+        run = self.worker_run(**options)
+        if settings.DEBUG:
+            logging.getLogger("docket_django").warning(
+                "DEBUG is on: fine for development, not for production workers"
+            )
+        run_worker(run)
+
+    def worker_run(self, **options: Any) -> WorkerRun:
+        """The run these options (the parsed command line) ask for, over the
+        ``DOCKET`` alias's own settings."""
         alias = options["docket"]
         overrides = {spec.name: options[spec.name] for spec in option_specs()}
         if options["until_finished"] and overrides["schedule_automatic_tasks"] is None:
@@ -144,17 +154,11 @@ class Command(BaseCommand):
             validate_worker_dependencies(worker.worker_options().dependencies)
         except (TypeError, ValueError) as error:
             raise CommandError(str(error)) from None
-        if settings.DEBUG:
-            logging.getLogger("docket_django").warning(
-                "DEBUG is on: fine for development, not for production workers"
-            )
-        run_worker(
-            WorkerRun(
-                alias=alias,
-                options=worker,
-                until_finished=options["until_finished"],
-                healthcheck_port=options["healthcheck_port"],
-                metrics_port=options["metrics_port"],
-                extra_tasks=options["tasks"],
-            )
+        return WorkerRun(
+            alias=alias,
+            options=worker,
+            until_finished=options["until_finished"],
+            healthcheck_port=options["healthcheck_port"],
+            metrics_port=options["metrics_port"],
+            extra_tasks=options["tasks"],
         )
