@@ -227,3 +227,13 @@ def test_max_tasks_flag_recycles_a_worker(docket_setting: dict[str, Any]) -> Non
         "docket_worker", "--max-tasks", "2", "--concurrency", "1", "--no-schedule-automatic-tasks"
     )
     assert _states(keys).count(ExecutionState.COMPLETED) == 2
+
+
+def test_every_option_is_documented() -> None:
+    from pathlib import Path
+
+    guide = (Path(__file__).parent.parent.parent / "docs" / "django.md").read_text()
+    for spec in option_specs():
+        assert f"`{spec.name.upper()}`" in guide, spec.name
+        flag = spec.flag if spec.kind != "flag" else "--[no-]" + spec.flag.removeprefix("--")
+        assert f"[{flag}" in guide, flag
