@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from ._imports import import_object
 
@@ -156,7 +156,7 @@ class WorkerOptions:
             )
 
     @classmethod
-    def imported(cls, **values: Any) -> WorkerOptions:
+    def imported(cls, **values: Any) -> Self:
         """Options whose ``module:name`` paths (``fallback_task``, ``dependencies``) are
         imported first; other values are taken as they are."""
         for spec in option_specs():
@@ -170,7 +170,7 @@ class WorkerOptions:
         """The options as ``Worker``'s keyword arguments."""
         return {spec.name: getattr(self, spec.name) for spec in option_specs()}
 
-    def replace(self, **changes: Any) -> WorkerOptions:
+    def replace(self, **changes: Any) -> Self:
         return dataclasses.replace(self, **changes)
 
 

@@ -78,7 +78,7 @@ async def _serve(worker: Worker, until_finished: bool, healthcheck_port: int | N
                     "\n".join(_task_list(worker.docket)),
                 )
                 if healthcheck_port is not None:
-                    from .healthcheck import serve_healthcheck
+                    from ._healthcheck import serve_healthcheck
 
                     health = await serve_healthcheck(worker, healthcheck_port)
                 if until_finished:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
-from .messages import PoisonMessage, parse_fields
+from ._messages import PoisonMessage, parse_fields
+from ._redis import scripts
 
 if TYPE_CHECKING:
     from .docket import Docket
@@ -214,14 +215,18 @@ async def requeue(
     keys = docket.keys
     for start in range(0, len(runnable), _BATCH):
         batch = runnable[start : start + _BATCH]
-        replies = await docket._scripts.dead_letter_requeue(
-            keys=[
-                keys.stream,
-                keys.dead_letters,
-                keys.generation,
-                *(keys.record(letter.key or "") for letter in batch),
-            ],
-            args=[keys.record_prefix, keys.events_prefix, *(letter.id for letter in batch)],
+        replies = await docket._scripts.send(
+            scripts.DeadLetterRequeue(
+                stream=keys.stream,
+                dead_letters=keys.dead_letters,
+                generation_counter=keys.generation,
+                record_prefix=keys.record_prefix,
+                events_prefix=keys.events_prefix,
+                entries=[
+                    scripts.RequeueEntry(record=keys.record(letter.key or ""), id=letter.id)
+                    for letter in batch
+                ],
+            )
         )
         for letter, (status, detail) in zip(batch, replies, strict=True):
             status_text = _text(status)

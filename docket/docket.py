@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import importlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext, suppress
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
@@ -17,18 +15,28 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from opentelemetry.trace import Span, SpanKind
 from redis.exceptions import AuthenticationError, RedisError
 
-from . import serialization
+from . import _snapshot, serialization
+from ._messages import PoisonMessage, open_payload
+from ._redis import scripts
 from ._redis.client import Connection, check_credentials, redact_url
 from ._redis.keys import GROUP, Keys, validate_name
 from ._redis.scripts import Scripts
 from ._results import Results
+
+# Importable from here, as released (and SNAPSHOT_BATCH, as the tests read it).
+from ._snapshot import SNAPSHOT_BATCH as SNAPSHOT_BATCH
+from ._snapshot import DocketSnapshot as DocketSnapshot
+from ._snapshot import RunningExecution as RunningExecution
+from ._snapshot import WorkerInfo as WorkerInfo
+from ._strike_sync import StrikeSync
+from ._text import as_text
+from ._uuid7 import uuid7_str
 from .execution import (
     Disposition,
     Execution,
     ExecutionState,
     TaskCall,
     TaskFunction,
-    _text,
     placeholder_for,
     timestamp,
 )
@@ -39,21 +47,12 @@ from .instrumentation import (
     TASKS_SCHEDULED,
     TASKS_STRICKEN,
     capture_trace_context,
-    internal,
     parse_trace_context,
     suppressed,
     tracer,
     tracing_active,
 )
-from .messages import PoisonMessage, open_payload
-from .strikes import (
-    Operator,
-    StrikeCondition,
-    StrikeList,
-    decode_condition,
-    encode_condition,
-)
-from .uuid7 import uuid7_str
+from .strikes import Operator, StrikeList
 
 if TYPE_CHECKING:
     from key_value.aio.protocols.key_value import AsyncKeyValue
@@ -63,11 +62,8 @@ logger = logging.getLogger("docket")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# Records fetched per pipelined round trip when a snapshot reads many at once.
-SNAPSHOT_BATCH = 1000
-
-# An execution and its schedule script's keys and arguments (None when struck).
-_Prepared = tuple[Execution, list[str], list[Any] | None]
+# An execution and its schedule script's call (None when struck).
+_Prepared = tuple[Execution, scripts.Schedule | None]
 
 
 def _aware(when: datetime | None) -> datetime:
@@ -125,40 +121,6 @@ class TaskHandle(Generic[P, R]):
         return f"<docket task {self.__name__} on {self.docket.name!r}>"
 
 
-@dataclass
-class WorkerInfo:
-    name: str
-    last_seen: datetime
-    tasks: set[str] = field(default_factory=set)
-
-
-@dataclass
-class DocketSnapshot:
-    taken: datetime
-    total_tasks: int
-    future: list[Execution]
-    running: list[Execution]
-    workers: list[WorkerInfo]
-
-
-class RunningExecution(Execution):
-    """A task a worker is running, as ``snapshot().running`` lists it: an ``Execution``
-    whose ``worker`` is set, with ``started`` (its ``started_at``) as released."""
-
-    worker: str | None
-
-    @classmethod
-    def of(cls, execution: Execution) -> RunningExecution:
-        running = copy.copy(execution)
-        # A subclass that adds no state, so the copy's attributes are all it needs.
-        running.__class__ = cls
-        return running  # type: ignore[return-value]
-
-    @property
-    def started(self) -> datetime | None:
-        return self.started_at
-
-
 class Docket:
     """A named, shared schedule of tasks in Redis (or in-process on ``memory://``)."""
 
@@ -204,10 +166,7 @@ class Docket:
         self.tasks: dict[str, TaskFunction] = {}
         self.strike_list = StrikeList()
         self._entered = False
-        self._strikes_loaded = asyncio.Event()
-        self._strike_loads = 0
-        self._strike_applied = 0
-        self._strike_monitor: asyncio.Task[None] | None = None
+        self._strikes = StrikeSync(self)
         self._labels: dict[str, str] = {"docket.name": self.name}
         self._labels_by_task: dict[str, dict[str, str]] = {}
 
@@ -339,8 +298,8 @@ class Docket:
         self._connection = Connection(self.url, self.credential_provider)
         self._scripts = Scripts(self._connection.client, self._connection.wire)
         try:
-            await self._scripts.ensure_group(keys=[self.keys.stream], args=[GROUP])
-            await self._load_strikes()
+            await self._scripts.send(scripts.EnsureGroup(stream=self.keys.stream, group=GROUP))
+            await self._strikes.load()
         except AuthenticationError:
             # As released, credentials are not checked on entering: the first command
             # raises redis-py's own error. A provider's credentials may also start
@@ -358,9 +317,7 @@ class Docket:
             await self._connection.aclose()
             self._entered = False
             raise
-        self._strike_monitor = asyncio.create_task(
-            self._monitor_strikes(), name=f"docket-strikes-{self.name}"
-        )
+        self._strikes.start()
         return self
 
     async def __aexit__(
@@ -369,10 +326,7 @@ class Docket:
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._strike_monitor is not None:
-            self._strike_monitor.cancel()
-            with suppress(asyncio.CancelledError, Exception):
-                await self._strike_monitor
+        await self._strikes.stop()
         await self._connection.aclose()
         self._entered = False
 
@@ -489,8 +443,10 @@ class Docket:
         kwargs: dict[str, Any],
         attempt: int = 1,
         function_name: str | None = None,
+        expected_generation: str = "",
     ) -> _Prepared:
-        """Build the execution and the schedule script's arguments (None when struck)."""
+        """Build the execution and the schedule script's call (None when struck);
+        ``expected_generation`` is the generation a reschedule must still find."""
         execution = Execution(
             self,
             function,
@@ -505,7 +461,7 @@ class Docket:
             execution.function_name, execution.arguments_by_name()
         ):
             execution.disposition = Disposition.STRUCK
-            return execution, [], None
+            return execution, None
         payload = serialization.dump_call(self.serializer, args, kwargs)
         if self.max_payload_bytes is not None and len(payload) > self.max_payload_bytes:
             raise serialization.PayloadTooLarge(
@@ -526,32 +482,30 @@ class Docket:
         )
         trace = capture_trace_context()
         execution.trace_context = parse_trace_context(trace)
-        keys = [
-            self.keys.stream,
-            self.keys.queue,
-            self.keys.record(execution.key),
-            self.keys.generation,
-        ]
-        argv: list[Any] = [
-            mode,
-            execution.key,
-            execution.function_name,
-            f"{execution.when.timestamp():.6f}",
-            payload,
-            signature,
-            attempt,
-            trace,
-            "",
-            self.keys.events_prefix,
-            self.keys.wake_channel,
-            self.serializer.name,
+        call = scripts.Schedule(
+            stream=self.keys.stream,
+            queue=self.keys.queue,
+            record=self.keys.record(execution.key),
+            generation_counter=self.keys.generation,
+            mode=mode,
+            key=execution.key,
+            function=execution.function_name,
+            when=f"{execution.when.timestamp():.6f}",
+            payload=payload,
+            signature=signature,
+            attempt=attempt,
+            trace=trace,
+            expected_generation=expected_generation,
+            events_prefix=self.keys.events_prefix,
+            wake_channel=self.keys.wake_channel,
+            serializer=self.serializer.name,
             # A generated key lets the script recognise this call sent twice.
-            "1" if key is None else "",
-        ]
-        return execution, keys, argv
+            generated_key="1" if key is None else "",
+        )
+        return execution, call
 
     def _apply_reply(self, execution: Execution, reply: Sequence[bytes]) -> None:
-        outcome, generation, mid = (_text(part) or "" for part in reply)
+        outcome, generation, mid = (as_text(part) or "" for part in reply)
         execution.generation = int(generation or 0)
         if outcome == "scheduled":
             execution.disposition = Disposition.SCHEDULED
@@ -582,16 +536,16 @@ class Docket:
             raise ValueError("replace() needs the key of the task it replaces")
         task = function_name or str(getattr(function, "__name__", "<unknown>"))
         with self._producer_span(f"docket.{mode}", self._task_labels(task)) as span:
-            execution, keys, argv = self._prepare(
+            execution, call = self._prepare(
                 mode, function, when, key, args, kwargs, function_name=function_name
             )
             if span is not None:
                 span.set_attribute("docket.key", execution.key)
                 span.set_attribute("docket.when", execution.when.isoformat())
-            if argv is None:
+            if call is None:
                 logger.info("Task %s is struck; not scheduled", execution.call_repr())
             else:
-                reply = await self._scripts.run("schedule", keys, argv)
+                reply = await self._scripts.send(call)
                 self._apply_reply(execution, reply)
             if span is not None:
                 span.set_attribute("docket.disposition", execution.disposition.value)
@@ -610,7 +564,7 @@ class Docket:
         """Schedule the same key again, but only if it still belongs to ``execution``'s
         generation (a replace made while it ran wins). Retries and perpetual tasks use it."""
         assert execution.function is not None
-        successor, keys, argv = self._prepare(
+        successor, call = self._prepare(
             "reschedule",
             execution.function,
             when,
@@ -619,12 +573,12 @@ class Docket:
             execution.kwargs if kwargs is None else kwargs,
             attempt if attempt is not None else execution.attempt,
             function_name=execution.function_name,
+            expected_generation=str(execution.generation),
         )
-        if argv is None:
+        if call is None:
             execution._rescheduled = Disposition.STRUCK
             return Disposition.STRUCK
-        argv[8] = str(execution.generation)
-        reply = await self._scripts.run("schedule", keys, argv)
+        reply = await self._scripts.send(call)
         self._apply_reply(successor, reply)
         execution._rescheduled = successor.disposition
         return successor.disposition
@@ -660,9 +614,7 @@ class Docket:
                 prepared = [self._prepare_call(mode, call) for call in calls[start : start + size]]
                 sending = asyncio.eager_task_factory(
                     loop,
-                    self._scripts.run_many(
-                        "schedule", [(keys, argv) for _, keys, argv in prepared if argv is not None]
-                    ),
+                    self._scripts.send_many([call for _, call in prepared if call is not None]),
                 )
                 in_flight.append((prepared, sending))
                 if len(in_flight) == 2:
@@ -704,8 +656,8 @@ class Docket:
         prepared, sending = in_flight[0]
         replies = iter(await sending)
         in_flight.pop(0)
-        for execution, _, argv in prepared:
-            if argv is not None:
+        for execution, call in prepared:
+            if call is not None:
                 reply = next(replies)
                 if isinstance(reply, BaseException):
                     execution.disposition = Disposition.FAILED
@@ -754,16 +706,18 @@ class Docket:
     ) -> bool:
         """Cancel ``key``: only its run of ``generation`` when given, and never its run of
         ``other_than``."""
-        previous = await self._scripts.cancel(
-            keys=[self.keys.stream, self.keys.queue, self.keys.record(key)],
-            args=[
-                key,
-                self.execution_ttl.total_seconds(),
-                self.keys.events_prefix,
-                self.keys.cancel_channel,
-                "" if generation is None else str(generation),
-                "" if other_than is None else str(other_than),
-            ],
+        previous = await self._scripts.send(
+            scripts.Cancel(
+                stream=self.keys.stream,
+                queue=self.keys.queue,
+                record=self.keys.record(key),
+                key=key,
+                ttl=self.execution_ttl.total_seconds(),
+                events_prefix=self.keys.events_prefix,
+                cancel_channel=self.keys.cancel_channel,
+                expected_generation="" if generation is None else str(generation),
+                spared_generation="" if other_than is None else str(other_than),
+            )
         )
         return bool(previous)
 
@@ -779,15 +733,16 @@ class Docket:
             while True:
                 batch = CLEAR_BATCH
                 cleared = int(
-                    await self._scripts.clear(
-                        keys=[self.keys.stream, self.keys.queue],
-                        args=[
-                            GROUP,
-                            self.keys.record_prefix,
-                            self.execution_ttl.total_seconds(),
-                            self.keys.events_prefix,
-                            batch,
-                        ],
+                    await self._scripts.send(
+                        scripts.Clear(
+                            stream=self.keys.stream,
+                            queue=self.keys.queue,
+                            group=GROUP,
+                            record_prefix=self.keys.record_prefix,
+                            ttl=self.execution_ttl.total_seconds(),
+                            events_prefix=self.keys.events_prefix,
+                            batch=batch,
+                        )
                     )
                 )
                 count += cleared
@@ -813,11 +768,11 @@ class Docket:
     ) -> Execution:
         """The execution ``record`` describes; ``entry`` is its stream entry when the
         caller has it already."""
-        name = _text(record.get(b"function")) or "<unknown>"
+        name = as_text(record.get(b"function")) or "<unknown>"
         # A scheduled task keeps its payload in its record; a queued or running one, in
         # its stream entry.
         source: dict[bytes, bytes] = record
-        mid = _text(record.get(b"mid"))
+        mid = as_text(record.get(b"mid"))
         if b"payload" not in record and entry is not None:
             source = entry
         elif b"payload" not in record and mid:
@@ -834,9 +789,9 @@ class Docket:
                     self,
                     name,
                     key,
-                    _text(source.get(b"ser")) or "pickle",
+                    as_text(source.get(b"ser")) or "pickle",
                     source[b"payload"],
-                    _text(source.get(b"sig")) or "",
+                    as_text(source.get(b"sig")) or "",
                 )
         execution = Execution(
             self,
@@ -870,66 +825,11 @@ class Docket:
 
     async def snapshot(self) -> DocketSnapshot:
         """What is scheduled, queued and running right now, and which workers are alive."""
-        client = self._connection.client
-        taken = datetime.now(UTC)
-        future: list[Execution] = []
-        running: list[Execution] = []
-        scheduled = [_text(member) or "" for member in await client.zrange(self.keys.queue, 0, -1)]
-        for key, record in zip(scheduled, await self._records(scheduled), strict=True):
-            if record:
-                future.append(await self._execution_from_record(key, record))
-        pending_ids: set[str] = set()
-        with suppress(RedisError):
-            for entry in await client.xpending_range(self.keys.stream, GROUP, "-", "+", 10_000):
-                pending_ids.add(_text(entry["message_id"]) or "")
-        entries = [
-            (mid, fields, stream_key)
-            for mid, fields in await client.xrange(self.keys.stream, "-", "+")
-            if (stream_key := _text(fields.get(b"key"))) is not None
-        ]
-        records = await self._records([entry_key for _, _, entry_key in entries])
-        for (mid, fields, entry_key), record in zip(entries, records, strict=True):
-            if not record or _text(record.get(b"gen")) != _text(fields.get(b"gen")):
-                continue
-            execution = await self._execution_from_record(entry_key, record, fields)
-            if _text(mid) in pending_ids and execution.state == ExecutionState.RUNNING:
-                running.append(RunningExecution.of(execution))
-            elif execution.state == ExecutionState.QUEUED:
-                future.append(execution)
-        future.sort(key=lambda e: e.when)
-        workers = await self.workers()
-        return DocketSnapshot(taken, len(future) + len(running), future, running, workers)
-
-    async def _records(self, keys: list[str]) -> list[dict[bytes, bytes]]:
-        """The records of ``keys``, in order, fetched in pipelined batches rather than one
-        round trip each (a snapshot may cover many thousands)."""
-        records: list[dict[bytes, bytes]] = []
-        client = self._connection.client
-        for start in range(0, len(keys), SNAPSHOT_BATCH):
-            async with client.pipeline(transaction=False) as pipe:
-                for key in keys[start : start + SNAPSHOT_BATCH]:
-                    pipe.hgetall(self.keys.record(key))
-                records.extend(await pipe.execute())
-        return records
+        return await _snapshot.snapshot(self)
 
     async def workers(self) -> list[WorkerInfo]:
         """Workers whose heartbeat is fresh (within heartbeat_interval * missed_heartbeats)."""
-        client = self._connection.client
-        seconds, micros = await client.time()
-        now = seconds + micros / 1_000_000
-        window = self.heartbeat_interval.total_seconds() * self.missed_heartbeats
-        members = await client.zrangebyscore(
-            self.keys.workers, now - window, "+inf", withscores=True
-        )
-        names = [_text(member) or "" for member, _ in members]
-        async with client.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.smembers(self.keys.worker_tasks(name))
-            task_sets = await pipe.execute() if names else []
-        return [
-            WorkerInfo(name, datetime.fromtimestamp(score, UTC), {_text(t) or "" for t in tasks})
-            for name, (_, score), tasks in zip(names, members, task_sets, strict=True)
-        ]
+        return await _snapshot.workers(self)
 
     async def task_workers(self, task_name: str) -> list[WorkerInfo]:
         """Live workers that can run ``task_name``."""
@@ -945,7 +845,7 @@ class Docket:
         value: Any = None,
     ) -> None:
         """Stop a task (or any task called with a matching argument) from running."""
-        await self._change_strike("strike", function, parameter, operator, value)
+        await self._strikes.change("strike", function, parameter, operator, value)
 
     async def restore(
         self,
@@ -955,90 +855,7 @@ class Docket:
         value: Any = None,
     ) -> None:
         """Lift a strike made with the same arguments."""
-        await self._change_strike("restore", function, parameter, operator, value)
-
-    async def _change_strike(
-        self,
-        action: str,
-        function: TaskFunction | str | None,
-        parameter: str | None,
-        operator: Operator | str,
-        value: Any,
-    ) -> None:
-        if function is not None and not isinstance(function, str):
-            function = getattr(function, "__name__", str(function))
-        if function is None and parameter is None:
-            raise ValueError("A strike needs a task name, a parameter, or both")
-        try:
-            condition = StrikeCondition(function, parameter, Operator(operator), value)
-        except TypeError as error:
-            # An unhashable value can never be stored or matched; as released, that is
-            # reported and the strike does nothing, rather than failing the caller.
-            logger.warning(
-                "Incompatible type for strike condition: %s %r (%s)", operator, value, error
-            )
-            return
-        if action == "strike":
-            self.strike_list.add(condition)
-        else:
-            self.strike_list.discard(condition)
-        attributes = dict(self._labels)
-        if function is not None:
-            attributes["docket.task"] = function
-        if parameter is not None:
-            attributes["docket.strike.parameter"] = parameter
-            attributes["docket.strike.operator"] = condition.operator.value
-            attributes["docket.strike.value"] = repr(value)[:200]
-        with self._producer_span(f"docket.{action}", attributes):
-            await self._scripts.strike(
-                keys=[self.keys.strikes],
-                args=[action, encode_condition(condition), self.keys.strikes_channel],
-            )
-        await self._load_strikes()
-
-    async def _load_strikes(self) -> None:
-        # Loads may overlap (the monitor's and one after our own strike); a load that
-        # started earlier must not overwrite what a later one found.
-        self._strike_loads += 1
-        ticket = self._strike_loads
-        encoded = await self._connection.client.hkeys(self.keys.strikes)
-        if ticket < self._strike_applied:
-            return
-        self._strike_applied = ticket
-        conditions = []
-        for item in encoded:
-            try:
-                conditions.append(decode_condition(_text(item) or ""))
-            except ValueError as error:
-                logger.warning("Ignoring an unreadable strike %r: %s", item, error)
-        self.strike_list.replace_all(conditions)
-        self._strikes_loaded.set()
-
-    async def _monitor_strikes(self) -> None:
-        while True:
-            try:
-                pubsub = self._connection.client.pubsub()
-                with internal(self.enable_internal_instrumentation, "docket.strikes", self._labels):
-                    await pubsub.subscribe(self.keys.strikes_channel)
-                try:
-                    # Reload after subscribing so no change slips between the two.
-                    await self._load_strikes()
-                    while True:
-                        with internal(
-                            self.enable_internal_instrumentation, "docket.strikes", self._labels
-                        ):
-                            message = await pubsub.get_message(
-                                ignore_subscribe_messages=True, timeout=1.0
-                            )
-                            if message is not None:
-                                await self._load_strikes()
-                finally:
-                    await pubsub.aclose()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                logger.warning("Strike monitor lost Redis (%s); retrying in 1s", error)
-                await asyncio.sleep(1.0)
+        await self._strikes.change("restore", function, parameter, operator, value)
 
     async def wait_for_strikes_loaded(self) -> None:
-        await self._strikes_loaded.wait()
+        await self._strikes.wait_loaded()

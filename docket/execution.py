@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args, get_origin,
 
 from uncalled_for import Dependency, get_signature
 
+from ._messages import PoisonMessage, open_payload, parse_fields
+from ._redis import scripts
 from ._results import IN_STORE, LOST, ResultStoreError, result_key
+from ._text import as_text
 from .annotations import Logged, logged_marker
 from .instrumentation import parse_trace_context
-from .messages import PoisonMessage, open_payload, parse_fields
 
 if TYPE_CHECKING:
     from .docket import Docket
@@ -94,13 +96,7 @@ class TaskCall:
 def timestamp(value: str | bytes | None) -> datetime | None:
     if value in (None, b"", ""):
         return None
-    return datetime.fromtimestamp(float(value), UTC)  # type: ignore[arg-type]
-
-
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
+    return datetime.fromtimestamp(float(value), UTC)
 
 
 @cache
@@ -183,18 +179,18 @@ class ExecutionProgress:
         docket = self.docket
         keys = docket.keys
         generation = "" if self._execution is None else str(self._execution.generation)
-        reply = await docket._scripts.progress(
-            keys=[keys.record(self.key)],
-            args=[
-                generation,
-                increment,
-                total if total is not None else "",
-                message or "",
-                1 if message_changed else 0,
-                keys.events_prefix,
-                self.key,
-                docket.execution_ttl.total_seconds(),
-            ],
+        reply = await docket._scripts.send(
+            scripts.Progress(
+                record=keys.record(self.key),
+                generation=generation,
+                increment=increment,
+                total=total if total is not None else "",
+                message=message or "",
+                message_set=1 if message_changed else 0,
+                events_prefix=keys.events_prefix,
+                key=self.key,
+                ttl=docket.execution_ttl.total_seconds(),
+            )
         )
         if reply:
             current, stored_total = reply[0], reply[1]
@@ -223,7 +219,7 @@ class ExecutionProgress:
         current = record.get(b"pcur")
         self.current = int(current) if current is not None else None
         self.total = int(record.get(b"ptot", b"100"))
-        self.message = _text(record.get(b"pmsg"))
+        self.message = as_text(record.get(b"pmsg"))
         self.updated_at = timestamp(record.get(b"pupd"))
 
     async def sync(self) -> None:
@@ -249,7 +245,7 @@ class ExecutionProgress:
                     # Where it stands now, which the caller can read off this object.
                     first = False
                     continue
-                yield event  # type: ignore[misc]
+                yield event
 
 
 class Execution:
@@ -374,7 +370,7 @@ class Execution:
     # -- state ----------------------------------------------------------------------
 
     def _load_record(self, record: dict[bytes, bytes]) -> None:
-        state = _text(record.get(b"state"))
+        state = as_text(record.get(b"state"))
         if state:
             self.state = ExecutionState(state)
         # A run keeps the generation it was claimed under: a sync after a replace must
@@ -388,16 +384,16 @@ class Execution:
             self.when = when
         if b"attempt" in record:
             self.attempt = int(record[b"attempt"])
-        self.worker = _text(record.get(b"worker"))
+        self.worker = as_text(record.get(b"worker"))
         self.started_at = timestamp(record.get(b"started"))
         self.completed_at = timestamp(record.get(b"completed"))
-        self.error = _text(record.get(b"error")) or None
+        self.error = as_text(record.get(b"error")) or None
         stored = record.get(b"result")
         # The key's outcome is whichever run holds it now (a replacement's, after a
         # replace), as released.
         self.result_key = result_key(self.key, held) if stored in _KEPT else None
         self._result_lost = stored == LOST
-        mid = _text(record.get(b"mid"))
+        mid = as_text(record.get(b"mid"))
         if mid and held == self.generation:
             self.message_id = mid
         self.progress._load(record)
@@ -433,11 +429,11 @@ class Execution:
                 f"Task function {name!r} is not registered with the current docket {docket.name!r}"
             )
         try:
-            execution = _from_entry(
+            execution = from_entry(
                 docket,
                 dict(message),
                 function,
-                message_id=_text(message_id),
+                message_id=as_text(message_id),
                 redelivered=redelivered,
             )
         except PoisonMessage as error:
@@ -466,13 +462,12 @@ class Execution:
         docket = self.docket
         rescheduling = reschedule_message is not None or expected_generation > 0
         mode = "reschedule" if rescheduling else ("replace" if replace else "add")
-        prepared, keys, argv = self._prepare(mode)
-        if argv is None:
+        expected = str(expected_generation or self.generation) if rescheduling else ""
+        prepared, call = self._prepare(mode, expected)
+        if call is None:
             self.disposition = Disposition.STRUCK
             return self.disposition
-        if rescheduling:
-            argv[8] = str(expected_generation or self.generation)
-        reply = await docket._scripts.run("schedule", keys, argv)
+        reply = await docket._scripts.send(call)
         docket._apply_reply(prepared, reply)
         self.disposition = prepared.disposition
         if prepared.disposition is Disposition.SCHEDULED:
@@ -482,8 +477,10 @@ class Execution:
             self.trace_context = prepared.trace_context
         return self.disposition
 
-    def _prepare(self, mode: str) -> tuple[Execution, list[str], list[Any] | None]:
-        """The schedule script's call for this execution (no arguments when struck)."""
+    def _prepare(
+        self, mode: str, expected_generation: str = ""
+    ) -> tuple[Execution, scripts.Schedule | None]:
+        """The schedule script's call for this execution (None when struck)."""
         function = self.function if self.function is not None else placeholder_for(self)
         return self.docket._prepare(
             mode,
@@ -494,6 +491,7 @@ class Execution:
             self.kwargs,
             self.attempt,
             function_name=self.function_name,
+            expected_generation=expected_generation,
         )
 
     async def claim(self, worker: str) -> bool:
@@ -537,21 +535,22 @@ class Execution:
         ttl = docket.execution_ttl.total_seconds()
         from ._redis.keys import GROUP
 
-        return await docket._scripts.run(
-            "mark",
-            [keys.record(self.key), keys.result(self.key, self.generation), keys.stream],
-            [
-                self.generation,
-                state,
-                worker,
-                error,
-                "",
-                ttl,
-                keys.events_prefix,
-                self.key,
-                GROUP,
-                "" if state == "running" else (self.message_id or ""),
-            ],
+        return await docket._scripts.send(
+            scripts.Mark(
+                record=keys.record(self.key),
+                result_key=keys.result(self.key, self.generation),
+                stream=keys.stream,
+                generation=self.generation,
+                state=state,
+                worker=worker,
+                error=error,
+                result="",
+                ttl=ttl,
+                events_prefix=keys.events_prefix,
+                key=self.key,
+                group=GROUP,
+                mid="" if state == "running" else (self.message_id or ""),
+            )
         )
 
     async def is_superseded(self) -> bool:
@@ -648,7 +647,7 @@ class Execution:
         limit: float | None = None
         if timeout is not None:
             limit = time.monotonic() + (
-                timeout.total_seconds() if hasattr(timeout, "total_seconds") else timeout  # type: ignore[union-attr]
+                timeout.total_seconds() if hasattr(timeout, "total_seconds") else timeout
             )
         elif deadline is not None:
             target = deadline.timestamp() if isinstance(deadline, datetime) else deadline
@@ -754,11 +753,11 @@ async def schedule_many(
         async with redis.pipeline(transaction=False) as pipe:
             for execution in chunk:
                 docket = execution.docket
-                prepared, keys, argv = execution._prepare(mode)
-                if argv is None:
+                prepared, call = execution._prepare(mode)
+                if call is None:
                     execution.disposition = Disposition.STRUCK
                     continue
-                await docket._scripts.schedule(keys=keys, args=argv, client=pipe)
+                await docket._scripts.queue(pipe, call)
                 sent.append((execution, prepared))
             replies = await pipe.execute(raise_on_error=False)
         for (execution, prepared), reply in zip(sent, replies, strict=True):
@@ -773,7 +772,7 @@ async def schedule_many(
             execution.message_id = prepared.message_id
 
 
-def _from_entry(
+def from_entry(
     docket: Docket,
     fields: dict[bytes, bytes],
     function: TaskFunction,
@@ -821,10 +820,6 @@ def placeholder_for(execution: Execution) -> TaskFunction:
 
     placeholder.__name__ = placeholder.__qualname__ = execution.function_name
     return placeholder
-
-
-def is_terminal(state: ExecutionState) -> bool:
-    return state in TERMINAL_STATES
 
 
 __all__ = [

@@ -2,30 +2,22 @@
 
 A strike names a whole task (``function`` only), any task with an argument that
 matches a condition (``parameter`` + ``operator`` + ``value``), or both at once.
-This module is pure logic: it holds the conditions, answers "is this call
-stricken?", and turns a condition into a canonical string and back so the
-docket can keep the set in Redis. Moving that set in and out of Redis is the
-docket's and the worker's business, not this module's.
-
-The stored form is JSON with explicitly typed values, never pickle: anyone who
-can write to the Redis server could otherwise make every worker run their code.
+This module is pure logic: it holds the conditions and answers "is this call
+stricken?". Their stored form is ``docket._strike_codec``'s; moving the set in and
+out of Redis is the docket's and the worker's business.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import operator as _op
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from functools import cached_property
 from typing import Any, Literal, NamedTuple
-from uuid import UUID
+
+from ._strike_values import canonical_json, to_json
 
 __all__ = [
     "LiteralOperator",
@@ -36,9 +28,7 @@ __all__ = [
     "StrikeCondition",
     "StrikeInstruction",
     "StrikeList",
-    "decode_condition",
-    "encode_condition",
-    "parse_typed_value",
+    "parse_operator",
 ]
 
 logger: logging.Logger = logging.getLogger(__name__)
@@ -57,7 +47,8 @@ class Operator(StrEnum):
 LiteralOperator = Literal["==", "!=", ">", ">=", "<", "<=", "between"]
 
 
-def _operator(value: Operator | str) -> Operator:
+def parse_operator(value: Operator | str) -> Operator:
+    """``value`` as an ``Operator``; a ``ValueError`` listing the known ones otherwise."""
     try:
         return Operator(value)
     except ValueError:
@@ -119,7 +110,7 @@ class StrikeCondition:
         if function is None and parameter is None:
             raise ValueError("a strike needs a function, a parameter, or both")
 
-        operator = _operator(self.operator)
+        operator = parse_operator(self.operator)
         value = _freeze(self.value)
         if parameter is None:
             # A whole-task strike ignores operator and value; pinning them means
@@ -153,7 +144,7 @@ class StrikeCondition:
     @cached_property
     def _identity(self) -> tuple[str | None, str | None, str, Any]:
         try:
-            value_key: Any = _dumps(_to_json(self.value))
+            value_key: Any = canonical_json(to_json(self.value))
         except (TypeError, ValueError):
             # Values the stored form cannot express still work in a local list;
             # they are keyed by their own equality, and by type so 1 != True.
@@ -212,7 +203,7 @@ class StrikeInstruction:
     ) -> None:
         self.function = function
         self.parameter = parameter
-        self.operator = operator if isinstance(operator, Operator) else _operator(operator)
+        self.operator = operator if isinstance(operator, Operator) else parse_operator(operator)
         self.value = value
 
     def condition(self) -> StrikeCondition:
@@ -293,7 +284,7 @@ class StrikeList:
         value: Any = None,
     ) -> bool:
         """Add a strike; True if it was not already in effect."""
-        return self.add(StrikeCondition(function, parameter, _operator(operator), value))
+        return self.add(StrikeCondition(function, parameter, parse_operator(operator), value))
 
     def restore(
         self,
@@ -303,7 +294,7 @@ class StrikeList:
         value: Any = None,
     ) -> bool:
         """Lift the strike with exactly these terms; True if there was one."""
-        return self.discard(StrikeCondition(function, parameter, _operator(operator), value))
+        return self.discard(StrikeCondition(function, parameter, parse_operator(operator), value))
 
     def add(self, condition: StrikeCondition) -> bool:
         if condition in self._conditions:
@@ -488,287 +479,3 @@ class StrikeList:
             condition,
             type(argument).__name__,
         )
-
-
-# --- the stored form ------------------------------------------------------------------
-
-_FORMAT_VERSION = 1
-_MAX_DEPTH = 32
-_INT_PATTERN = re.compile(r"0|-?[1-9][0-9]*")
-
-
-def _dumps(obj: Any) -> str:
-    # Sorted keys, fixed separators and ASCII-only output make the text a pure
-    # function of the condition, which matters because it is the hash field a
-    # restore has to find again.
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    )
-
-
-def _to_json(value: Any, depth: int = 0) -> list[Any]:
-    if depth > _MAX_DEPTH:
-        raise ValueError(f"strike value nested deeper than {_MAX_DEPTH} levels")
-    # Order matters: bool is an int and datetime is a date. Subclasses (enums,
-    # for instance) are stored as their base type, read through the base
-    # class's own methods so an override cannot change the stored text.
-    if value is None:
-        return ["none", None]
-    if isinstance(value, bool):
-        return ["bool", bool(value)]
-    if isinstance(value, int):
-        return ["int", int.__repr__(value)]
-    if isinstance(value, float):
-        return ["float", float.__repr__(value)]
-    if isinstance(value, str):
-        return ["str", str.__str__(value)]
-    if isinstance(value, Decimal):
-        return ["decimal", Decimal.__str__(value)]
-    if isinstance(value, datetime):
-        return ["datetime", datetime.isoformat(value)]
-    if isinstance(value, date):
-        return ["date", date.isoformat(value)]
-    if isinstance(value, timedelta):
-        return ["timedelta", [value.days, value.seconds, value.microseconds]]
-    if isinstance(value, UUID):
-        return ["uuid", str(UUID(int=value.int))]
-    if isinstance(value, list | tuple):
-        return ["tuple", [_to_json(item, depth + 1) for item in value]]
-    raise TypeError(
-        f"cannot store a strike value of type {type(value).__qualname__}; supported: None, "
-        "bool, int, float, str, Decimal, datetime, date, timedelta, UUID and lists or tuples "
-        "of those"
-    )
-
-
-class _Garbled(ValueError):
-    pass
-
-
-def _expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise _Garbled(message)
-
-
-def _from_json(node: Any, depth: int = 0) -> Any:
-    _expect(depth <= _MAX_DEPTH, f"value nested deeper than {_MAX_DEPTH} levels")
-    _expect(
-        isinstance(node, list) and len(node) == 2 and isinstance(node[0], str),
-        f"a value must be a [type, payload] pair, not {node!r:.80}",
-    )
-    tag, payload = node
-    match tag:
-        case "none":
-            _expect(payload is None, "a none value must have a null payload")
-            return None
-        case "bool":
-            _expect(isinstance(payload, bool), "a bool value must be true or false")
-            return payload
-        case "int":
-            _expect(
-                isinstance(payload, str) and _INT_PATTERN.fullmatch(payload) is not None,
-                f"bad int payload {payload!r:.80}",
-            )
-            return int(payload)
-        case "float":
-            _expect(isinstance(payload, str), "a float payload must be a string")
-            result = float(payload)
-            _expect(
-                float.__repr__(result) == payload,
-                f"bad float payload {payload!r:.80}",
-            )
-            return result
-        case "str":
-            _expect(isinstance(payload, str), "a str payload must be a string")
-            return payload
-        case "decimal":
-            _expect(isinstance(payload, str), "a decimal payload must be a string")
-            try:
-                return Decimal(payload)
-            except InvalidOperation:
-                raise _Garbled(f"bad decimal payload {payload!r:.80}") from None
-        case "datetime":
-            _expect(isinstance(payload, str), "a datetime payload must be a string")
-            return datetime.fromisoformat(payload)
-        case "date":
-            _expect(isinstance(payload, str), "a date payload must be a string")
-            return date.fromisoformat(payload)
-        case "timedelta":
-            _expect(
-                isinstance(payload, list)
-                and len(payload) == 3
-                and all(type(part) is int for part in payload),
-                "a timedelta payload must be [days, seconds, microseconds]",
-            )
-            days, seconds, microseconds = payload
-            return timedelta(days=days, seconds=seconds, microseconds=microseconds)
-        case "uuid":
-            _expect(isinstance(payload, str), "a uuid payload must be a string")
-            return UUID(payload)
-        case "tuple":
-            _expect(isinstance(payload, list), "a tuple payload must be a list")
-            return tuple(_from_json(item, depth + 1) for item in payload)
-        case _:
-            raise _Garbled(f"unknown value type {tag!r:.40}")
-
-
-def encode_condition(condition: StrikeCondition) -> str:
-    """The canonical stored form of ``condition``: equal conditions give equal text.
-
-    Raises ``TypeError`` naming the type if the value cannot be stored.
-    """
-    return _dumps(
-        {
-            "v": _FORMAT_VERSION,
-            "function": condition.function,
-            "parameter": condition.parameter,
-            "operator": condition.operator.value,
-            "value": _to_json(condition.value),
-        }
-    )
-
-
-_FIELDS = frozenset({"v", "function", "parameter", "operator", "value"})
-
-
-def decode_condition(encoded: str | bytes) -> StrikeCondition:
-    """Read a condition written by :func:`encode_condition`.
-
-    Anything else raises ``ValueError`` saying what is wrong; nothing in the text
-    can make this run code.
-    """
-    preview = encoded[:80]
-    try:
-        text = encoded.decode("utf-8") if isinstance(encoded, bytes) else encoded
-        try:
-            data = json.loads(text)
-        except RecursionError:
-            raise _Garbled("nested too deeply") from None
-        _expect(isinstance(data, dict), "not a JSON object")
-        _expect(data.keys() == _FIELDS, f"expected the fields {sorted(_FIELDS)}")
-        _expect(
-            type(data["v"]) is int and data["v"] == _FORMAT_VERSION,
-            f"unsupported format version {data['v']!r:.20}",
-        )
-        for name in ("function", "parameter"):
-            _expect(data[name] is None or isinstance(data[name], str), f"{name} is not a string")
-        _expect(isinstance(data["operator"], str), "operator is not a string")
-        return StrikeCondition(
-            function=data["function"],
-            parameter=data["parameter"],
-            operator=_operator(data["operator"]),
-            value=_from_json(data["value"]),
-        )
-    except (ValueError, TypeError, OverflowError) as e:
-        # json.JSONDecodeError and UnicodeDecodeError are ValueErrors too; all of
-        # them mean the same thing to the caller: this entry is not a strike.
-        raise ValueError(f"not a valid encoded strike condition ({e}): {preview!r}") from None
-
-
-# --- typed values for the command line ---------------------------------------------------
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise ValueError(f"expected true or false, not {text!r}")
-
-
-def _parse_none(text: str) -> None:
-    if text:
-        raise ValueError(f"'none:' takes no value, got {text!r}")
-
-
-def _parse_datetime(text: str) -> datetime:
-    return datetime.fromisoformat(text.strip())
-
-
-def _parse_date(text: str) -> date:
-    return date.fromisoformat(text.strip())
-
-
-def _parse_timedelta(text: str) -> timedelta:
-    seconds = float(text)
-    if not math.isfinite(seconds):
-        raise ValueError(f"expected a number of seconds, not {text!r}")
-    return timedelta(seconds=seconds)
-
-
-def _parse_decimal(text: str) -> Decimal:
-    try:
-        return Decimal(text.strip())
-    except InvalidOperation:
-        raise ValueError(f"not a decimal number: {text!r}") from None
-
-
-def _parse_int(text: str) -> int:
-    return int(text)
-
-
-def _parse_float(text: str) -> float:
-    return float(text)
-
-
-def _parse_str(text: str) -> str:
-    return text
-
-
-def _parse_uuid(text: str) -> UUID:
-    return UUID(text.strip())
-
-
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "int": _parse_int,
-    "float": _parse_float,
-    "bool": _parse_bool,
-    "str": _parse_str,
-    "decimal": _parse_decimal,
-    "datetime": _parse_datetime,
-    "date": _parse_date,
-    "timedelta": _parse_timedelta,
-    "uuid": _parse_uuid,
-    "none": _parse_none,
-}
-# The released docket's CLI named types by their import path; accept those
-# spellings (without importing anything) so existing scripts keep working.
-_ALIASES = {
-    "builtins.int": "int",
-    "builtins.float": "float",
-    "builtins.bool": "bool",
-    "builtins.str": "str",
-    "decimal.decimal": "decimal",
-    "datetime.datetime": "datetime",
-    "datetime.date": "date",
-    "datetime.timedelta": "timedelta",
-    "uuid.uuid": "uuid",
-}
-_PREFIX_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
-
-
-def parse_typed_value(text: str) -> Any:
-    """Turn a command-line value such as ``int:5`` into a Python value.
-
-    Prefixes: ``int: float: bool: str: decimal: datetime: date: timedelta:`` (seconds)
-    ``uuid: none:``. Text without a known prefix is a string, except that a
-    word before a colon that is not a known type is an error, to catch typos
-    like ``itn:5``; write ``str:http://...`` for a string with such a colon.
-    """
-    prefix, colon, rest = text.partition(":")
-    if not colon or not _PREFIX_PATTERN.fullmatch(prefix):
-        return text
-    kind = prefix.lower()
-    kind = _ALIASES.get(kind, kind)
-    parser = _PARSERS.get(kind)
-    if parser is None:
-        known = ", ".join(f"{name}:" for name in _PARSERS)
-        raise ValueError(
-            f"unknown type prefix {prefix!r} in {text!r}; known prefixes are {known} "
-            f"(use 'str:{text}' for a string that contains a colon)"
-        )
-    try:
-        return parser(rest)
-    except (ValueError, OverflowError) as e:
-        raise ValueError(f"cannot read {rest!r} as {kind}: {e}") from None

@@ -21,10 +21,12 @@ from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 from redis.exceptions import RedisError, ResponseError
 
 from ._fallback import default_fallback_task
+from ._messages import PoisonMessage, parse_fields
 from ._redis.client import BLOCK_SECONDS
 from ._redis.keys import GROUP
 from ._redis.scripts import script_source
 from ._redis.wire import Wire, is_noscript
+from ._text import as_text
 from ._worker_options import WorkerOptions
 from .dependencies import (
     AdmissionBlocked,
@@ -37,7 +39,7 @@ from .dependencies import (
 )
 from .dependencies._base import format_duration
 from .docket import Docket
-from .execution import Disposition, Execution, ExecutionState, _from_entry, _text
+from .execution import Disposition, Execution, ExecutionState, from_entry
 from .instrumentation import (
     DEAD_LETTERED,
     TASK_DURATION,
@@ -61,7 +63,6 @@ from .instrumentation import (
     unregister_worker,
 )
 from .logging import DEFERRABLE
-from .messages import PoisonMessage, parse_fields
 
 logger = logging.getLogger("docket.worker")
 
@@ -450,16 +451,16 @@ class Worker:
             # The server lost its scripts (a restart): load it, and claim what was read.
             reply = await wire.evalsha(sha, script_source("claim_delivered"), [keys.stream], args)
         watermark, entries = reply
-        self._watermark = _text(watermark) or self._watermark
+        self._watermark = as_text(watermark) or self._watermark
         claimed: list[tuple[str, dict[bytes, bytes], str]] = []
         unclaimed: list[tuple[str, dict[bytes, bytes]]] = []
         for raw_mid, flat, started in entries:
-            mid = _text(raw_mid) or ""
+            mid = as_text(raw_mid) or ""
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
             if started is None:
                 unclaimed.append((mid, fields))
             else:
-                claimed.append((mid, fields, _text(started) or ""))
+                claimed.append((mid, fields, as_text(started) or ""))
         return claimed, unclaimed
 
     async def _last_delivered(self, wire: Wire) -> str:
@@ -478,7 +479,7 @@ class Worker:
         for flat in groups:
             info = dict(zip(flat[::2], flat[1::2], strict=True))
             if info.get(b"name") == GROUP.encode():
-                return _text(info.get(b"last-delivered-id")) or "0-0"
+                return as_text(info.get(b"last-delivered-id")) or "0-0"
         return "0-0"
 
     async def _dispatch_claimed(
@@ -538,7 +539,7 @@ class Worker:
                     continue
                 if entries:
                     await self._dispatch(
-                        [(_text(mid) or "", fields, 1, False) for mid, fields in entries]
+                        [(as_text(mid) or "", fields, 1, False) for mid, fields in entries]
                     )
                     continue
                 if not forever:
@@ -602,7 +603,7 @@ class Worker:
                 message = parse_fields(fields)
                 raise PoisonMessage(f"unknown task {message.function_name[:200]!r}")
             function = self.fallback_task
-        execution = _from_entry(
+        execution = from_entry(
             self.docket, fields, function, message_id=mid, redelivered=redelivered
         )
         execution.deliveries = deliveries
@@ -1155,17 +1156,17 @@ class Worker:
                     docket.execution_ttl.total_seconds(),
                 ],
             )
-        self._reclaim_cursor = _text(cursor) or "0-0"
+        self._reclaim_cursor = as_text(cursor) or "0-0"
         if int(dead):
             DEAD_LETTERED.add(int(dead), self._metrics.base)
             logger.error("Dead-lettered %d message(s) that kept failing to finish", int(dead))
         for mid in deleted:
-            logger.debug("Pending message %s was deleted before it finished", _text(mid))
+            logger.debug("Pending message %s was deleted before it finished", as_text(mid))
         entries: list[tuple[str, dict[bytes, bytes], int, bool]] = []
         for item in claimed:
             mid, deliveries, *flat = item
             fields = {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
-            entries.append((_text(mid) or "", fields, int(deliveries), True))
+            entries.append((as_text(mid) or "", fields, int(deliveries), True))
         if entries:
             logger.warning("Redelivering %d task(s) from unresponsive workers", len(entries))
             await self._dispatch(entries)
@@ -1188,7 +1189,7 @@ class Worker:
                 logger.warning("Could not renew leases: %s", error)
                 continue
             for mid in lost:
-                entry = self._active.get(_text(mid) or "")
+                entry = self._active.get(as_text(mid) or "")
                 if entry is not None:
                     logger.warning(
                         "Lease on %s was taken over by another worker", entry[0].call_repr()
@@ -1272,11 +1273,11 @@ class Worker:
                             )
                         if message is None:
                             continue
-                        channel = _text(message["channel"])
+                        channel = as_text(message["channel"])
                         if channel == keys.wake_channel:
                             self._scheduler_wake.set()
                         elif channel == keys.cancel_channel:
-                            self._cancel_running(_text(message["data"]) or "")
+                            self._cancel_running(as_text(message["data"]) or "")
                 finally:
                     await pubsub.aclose()
             except asyncio.CancelledError:

@@ -21,7 +21,7 @@ class DocketHealth:
         return self.redis and (bool(self.workers) or not require_workers)
 
 
-async def _status(alias: str) -> DocketHealth:
+async def read_status(alias: str) -> DocketHealth:
     try:
         docket = await get_portal().docket(alias)
         async with docket.redis() as redis:
@@ -43,7 +43,7 @@ async def _status(alias: str) -> DocketHealth:
 def status(alias: str = DEFAULT_ALIAS, timeout: float = 5.0) -> DocketHealth:
     async def bounded() -> DocketHealth:
         try:
-            return await asyncio.wait_for(_status(alias), timeout)
+            return await asyncio.wait_for(read_status(alias), timeout)
         except TimeoutError:
             return DocketHealth(alias, False, error=f"no answer within {timeout}s")
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from docket import Execution
-from docket.uuid7 import uuid7_str
+from docket._uuid7 import uuid7_str
 
 from .conf import DEFAULT_ALIAS, docket_settings
 from .portal import get_portal

@@ -11,8 +11,8 @@ from typing import Any
 from django.db import connections
 
 from docket import Worker
+from docket._healthcheck import serve_healthcheck
 from docket._signals import SignalsSeen, shutdown_signals
-from docket.healthcheck import serve_healthcheck
 from docket.metrics_server import MetricsServer, MetricsUnavailable, serve_metrics
 
 from .conf import DEFAULT_ALIAS, WorkerSettings, docket_settings

@@ -152,7 +152,6 @@ class AppBinding:
 
 
 _bindings: dict[int, tuple[Any, AppBinding]] = {}
-_current_binding: ContextVar[AppBinding | None] = ContextVar("docket_app_binding", default=None)
 
 
 def bind(docket: Any, binding: AppBinding) -> None:
@@ -171,15 +170,6 @@ def binding_for(docket: Any) -> AppBinding | None:
     if entry is not None and entry[0] is docket:
         return entry[1]
     return None
-
-
-def use_binding(binding: AppBinding | None) -> Any:
-    """Set the binding for this context (overrides the docket's); returns a token."""
-    return _current_binding.set(binding)
-
-
-def current_binding(docket: Any) -> AppBinding | None:
-    return _current_binding.get() or binding_for(docket)
 
 
 def build_scope(

@@ -10,14 +10,15 @@ from typing import Any
 from opentelemetry import baggage, propagate
 from starlette.requests import Request
 
-from docket.dependencies import Dependency
+from docket import Docket, Worker, WorkerOptions
+from docket.dependencies import Dependency, validate_worker_dependencies
 from docket.dependencies._base import current_docket, current_execution
 
 from ._context import (
     SNAPSHOT_KWARG,
     RequestSnapshot,
+    binding_for,
     build_scope,
-    current_binding,
     current_request_id,
     current_snapshot,
     install_log_filter,
@@ -96,11 +97,20 @@ class RequestContext(Dependency[None]):
             current_request_id.reset(request_token)
 
 
+def request_worker(docket: Docket, options: WorkerOptions) -> Worker:
+    """Every worker this package starts (embedded, ``run_with_app``, ``run_tasks``):
+    ``RequestContext`` around the app's own worker dependencies."""
+    dependencies = validate_worker_dependencies(
+        {"docket_starlette_request_context": RequestContext()}, options.dependencies
+    )
+    return Worker(docket, **{**options.as_kwargs(), "dependencies": dependencies})
+
+
 def synthetic_request(**extra_scope: Any) -> Request:
     """The request the running task sees: the app, a copy of its lifespan state and the
     captured parts of the enqueuing request (empty when it was not enqueued from one)."""
     docket = current_docket.get(None)
-    binding = current_binding(docket)
+    binding = binding_for(docket)
     return Request(build_scope(binding, run_snapshot(), **extra_scope))
 
 

@@ -34,7 +34,7 @@ from starlette.websockets import WebSocket
 from docket.dependencies import Depends as DocketDepends
 from docket.dependencies._base import current_docket
 
-from ._context import BRIDGED_ATTRIBUTE, SNAPSHOT_KWARG, build_scope, current_binding
+from ._context import BRIDGED_ATTRIBUTE, SNAPSHOT_KWARG, binding_for, build_scope
 from ._run import TaskRequest, run_snapshot
 
 try:
@@ -156,7 +156,7 @@ def _build_solver(
         _walk_dependant(sub, [name], task_name, sub.name or "?")
 
     async def solve() -> AsyncIterator[dict[str, Any]]:
-        binding = current_binding(current_docket.get(None))
+        binding = binding_for(current_docket.get(None))
         app = binding.app if binding is not None else None
         async with AsyncExitStack() as stack:
             from starlette.requests import Request

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
 import sys
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from starlette.requests import HTTPConnection
 
 from docket import Docket, TaskHandle, Worker
+from docket import WorkerOptions as CoreWorkerOptions
+from docket._worker_options import OPTION_NAMES
 from docket.execution import TaskCall
 
 from ._context import (
@@ -32,58 +34,55 @@ from ._context import (
     set_current_connection,
     unbind,
 )
-from ._run import RequestContext
+from ._run import request_worker
 
 logger = logging.getLogger("docket_starlette")
 
-App = TypeVar("App")
 Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[Mapping[str, Any] | None]]
 
 STATE_KEY = "docket"
 WORKER_STATE_KEY = "docket_worker"
 
 
-@dataclass(frozen=True)
-class WorkerOptions:
-    """The embedded worker: ``Worker``'s options, plus how long shutdown waits.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WorkerOptions(CoreWorkerOptions):
+    """The embedded worker: every ``docket.WorkerOptions`` field (``concurrency``,
+    ``max_tasks``, ``fallback_task``...), plus what only an embedded worker needs.
 
     On shutdown the worker stops claiming and in-flight runs get ``grace_period`` to
     finish; after that they are cancelled and left unsettled, so another worker runs
-    them again after the redelivery timeout.
+    them again after the redelivery timeout. ``warn_multiprocess`` warns when every
+    process of a multi-process server would start its own worker.
     """
 
-    concurrency: int = 10
-    name: str | None = None
-    redelivery_timeout: timedelta = timedelta(minutes=5)
-    reconnection_delay: timedelta = timedelta(seconds=5)
-    minimum_check_interval: timedelta = timedelta(milliseconds=250)
-    scheduling_resolution: timedelta = timedelta(milliseconds=250)
-    schedule_automatic_tasks: bool = True
-    dependencies: Mapping[str, Any] | Sequence[Any] | None = None
     grace_period: timedelta = timedelta(seconds=10)
     warn_multiprocess: bool = True
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    """Any other ``Worker`` keyword arguments."""
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Deprecated: every ``Worker`` option is a field now; pass it as one. Names here
+    must be ``docket.WorkerOptions`` fields; they are moved onto those fields (``extra``
+    is left empty) and validated with them."""
+
+    def __post_init__(self) -> None:
+        if self.extra:
+            unknown = sorted(set(self.extra) - OPTION_NAMES)
+            if unknown:
+                raise TypeError(
+                    f"WorkerOptions(extra=...) names no Worker option: {', '.join(unknown)} "
+                    f"(the options are {', '.join(sorted(OPTION_NAMES))})"
+                )
+            defaults = {item.name: item.default for item in dataclasses.fields(self)}
+            for name, value in self.extra.items():
+                given = getattr(self, name)
+                if given != defaults[name] and given != value:
+                    # Worker(**fields, **extra) refused such a pair as well.
+                    raise TypeError(f"WorkerOptions got {name} both as a field and in extra")
+                object.__setattr__(self, name, value)
+            # Emptied, so that replace() does not put these values back over new ones.
+            object.__setattr__(self, "extra", {})
+        super().__post_init__()
 
     def make_worker(self, docket: Docket) -> Worker:
-        dependencies: dict[str, Any] = {"docket_starlette_request_context": RequestContext()}
-        if isinstance(self.dependencies, Mapping):
-            dependencies.update(self.dependencies)
-        elif self.dependencies:
-            for index, dependency in enumerate(self.dependencies):
-                dependencies[f"docket_starlette_dependency_{index}"] = dependency
-        return Worker(
-            docket,
-            name=self.name,
-            concurrency=self.concurrency,
-            redelivery_timeout=self.redelivery_timeout,
-            reconnection_delay=self.reconnection_delay,
-            minimum_check_interval=self.minimum_check_interval,
-            scheduling_resolution=self.scheduling_resolution,
-            schedule_automatic_tasks=self.schedule_automatic_tasks,
-            dependencies=dependencies,
-            **dict(self.extra),
-        )
+        return request_worker(docket, self)
 
 
 # -- the app's docket: stamps the enqueuing request on bridged tasks ---------------------
@@ -155,7 +154,7 @@ def get_docket(connection: HTTPConnection) -> Docket:
 # -- the lifespan ------------------------------------------------------------------------
 
 
-def _multiprocess_server() -> str | None:
+def multiprocess_server() -> str | None:
     """Why this process looks like one of several server processes, if it does."""
     try:
         concurrency = int(os.environ.get("WEB_CONCURRENCY", "1"))
@@ -181,7 +180,7 @@ def _multiprocess_server() -> str | None:
 
 
 def _warn_multiprocess() -> None:
-    reason = _multiprocess_server()
+    reason = multiprocess_server()
     if reason is None:
         return
     message = (

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from docket import Docket, Worker
+from docket import Docket, WorkerOptions
 
-from ._run import RequestContext
+from ._run import request_worker
 from .lifespan import STATE_KEY
 
 
@@ -46,11 +46,7 @@ async def arun_tasks(
     docket = app_or_docket if isinstance(app_or_docket, Docket) else _docket_of(app_or_docket)
     worker_options.setdefault("minimum_check_interval", timedelta(0))
     worker_options.setdefault("scheduling_resolution", timedelta(0))
-    async with Worker(
-        docket,
-        dependencies={"docket_starlette_request_context": RequestContext()},
-        **worker_options,
-    ) as worker:
+    async with request_worker(docket, WorkerOptions(**worker_options)) as worker:
         if iterations:
             await worker.run_at_most(dict(iterations))
         else:

@@ -54,7 +54,7 @@ def find_redis_server() -> str:
     return path
 
 
-def _free_port() -> int:
+def free_port() -> int:
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((HOST, 0))
@@ -210,7 +210,7 @@ class RedisServer:
         attempts = _FIXED_PORT_ATTEMPTS if keep_port else _PORT_ATTEMPTS
         for _ in range(attempts):
             if self._port is None:
-                self._port = _free_port()
+                self._port = free_port()
             if self._launch():
                 return
             failures.append(f"port {self._port}: {self._log_tail(400)}")

@@ -1,4 +1,4 @@
-"""Agenda: collect task calls, then scatter them evenly over a window (SPEC.md section 5)."""
+"""Agenda: collect task calls, then scatter them evenly over a window."""
 
 from __future__ import annotations
 

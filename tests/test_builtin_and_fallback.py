@@ -1,5 +1,5 @@
 """The built-in tasks, fallback tasks for unknown names, worker-level dependencies,
-``Logged`` arguments and ``single`` dependency conflicts (SPEC.md sections 2, 4, 5)."""
+``Logged`` arguments and ``single`` dependency conflicts."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import pytest
+from _helpers import wait_for
 
 from docket import (
     CurrentDocket,
@@ -37,19 +38,6 @@ def fast_worker(docket: Docket, **options: Any) -> Worker:
     options.setdefault("minimum_check_interval", timedelta(milliseconds=5))
     options.setdefault("scheduling_resolution", timedelta(milliseconds=5))
     return Worker(docket, **options)
-
-
-async def wait_until(condition: Any, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 # --- built-in tasks ------------------------------------------------------------------------
@@ -225,11 +213,11 @@ async def test_without_a_fallback_unknown_tasks_are_dead_lettered_and_the_worker
         runner = asyncio.create_task(worker.run_forever())
         try:
             async with docket.redis() as redis:
-                await wait_until(
-                    lambda: redis.xlen(f"{{{docket_name}}}:dead-letters"), "a dead letter"
+                await wait_for(
+                    lambda: redis.xlen(f"{{{docket_name}}}:dead-letters"), what="a dead letter"
                 )
                 await docket.add(known)("after")
-                await wait_until(lambda: ran == ["after"], "the next task to run")
+                await wait_for(lambda: ran == ["after"], what="the next task to run")
                 assert not runner.done(), "the worker stopped"
                 dead = await redis.xrange(f"{{{docket_name}}}:dead-letters", "-", "+")
         finally:

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from docket import Docket, ExecutionState, Worker
 from docket._redis.keys import GROUP
+from docket._redis.scripts import Claim, ClaimDelivered
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,8 +37,8 @@ def ran(docket: Docket) -> list[Any]:
 async def test_an_idle_worker_reads_and_claims_in_one_round_trip(
     docket: Docket, redis_client: Redis, ran: list[Any]
 ) -> None:
-    claim_sha = docket._scripts.claim.sha
-    claim_delivered_sha = docket._scripts.claim_delivered.sha
+    claim_sha = Claim.sha
+    claim_delivered_sha = ClaimDelivered.sha
     commands: list[tuple[str, list[str]]] = []
     monitoring = asyncio.Event()
 

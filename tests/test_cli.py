@@ -577,6 +577,12 @@ async def test_an_unknown_task_module_is_one_line_from_the_script(
     assert result.code == 1
 
 
+async def test_an_app_that_cannot_be_imported_is_one_line() -> None:
+    result = await cli("worker", "--app", "no_such_module:app")
+    assert_one_line_error(result, "--app 'no_such_module:app'", "no module named 'no_such_module'")
+    assert result.code == 1
+
+
 def test_unknown_task_modules_are_one_line(
     redis_url: str, docket_name: str, tmp_path: Path, in_process: Callable[..., Result]
 ) -> None:

@@ -36,6 +36,7 @@ from docket import (
     ExecutionState,
     Worker,
 )
+from docket._redis import scripts
 from docket.worker import GROUP
 
 FAST: dict[str, Any] = {
@@ -487,8 +488,8 @@ async def test_parked_runs_are_not_polled(
             if n == 0:
                 await asyncio.wait_for(release.wait(), 10)
 
-    acquire_sha = docket._scripts.concurrency_acquire.sha
-    release_sha = docket._scripts.concurrency_release.sha
+    acquire_sha = scripts.ConcurrencyAcquire.sha
+    release_sha = scripts.ConcurrencyRelease.sha
     assert acquire_sha and release_sha
     holders_prefix = f"{docket.prefix}:concurrency:"
     seen: list[tuple[float, str]] = []

@@ -9,39 +9,12 @@ import itertools
 import logging
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 import pytest
+from _helpers import fast_worker, keys_of, run_all, states, wait_until_no_keys
 
-from docket import Cooldown, Docket, Execution, ExecutionState, RateLimit, Worker
-
-FAST: dict[str, Any] = {
-    "minimum_check_interval": timedelta(milliseconds=5),
-    "scheduling_resolution": timedelta(milliseconds=5),
-}
-
-
-async def run_all(docket: Docket, **options: Any) -> None:
-    async with Worker(docket, **{**FAST, **options}) as worker:
-        await worker.run_until_finished()
-
-
-async def states(executions: list[Execution]) -> list[ExecutionState]:
-    for execution in executions:
-        await execution.sync()
-    return [execution.state for execution in executions]
-
-
-async def keys_of(docket: Docket, kind: str) -> list[bytes]:
-    async with docket.redis() as redis:
-        return [key async for key in redis.scan_iter(match=f"{docket.prefix}:{kind}:*")]
-
-
-async def wait_until_no_keys(docket: Docket, kind: str, timeout: float = 10.0) -> list[bytes]:
-    deadline = time.monotonic() + timeout
-    while (left := await keys_of(docket, kind)) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    return left
+from docket import Cooldown, Docket, ExecutionState, RateLimit
 
 
 @pytest.mark.usefixtures("url")
@@ -55,7 +28,7 @@ async def test_first_run_goes_the_rest_inside_the_window_are_dropped(
     async def refresh(n: int, cooldown: Cooldown = Cooldown(window)) -> None:
         runs.append(n)
 
-    async with Worker(docket, **FAST) as worker:
+    async with fast_worker(docket) as worker:
         first = await docket.add(refresh)(0)
         await worker.run_until_finished()
         executions = [first] + [await docket.add(refresh)(n) for n in range(1, 4)]
@@ -220,7 +193,7 @@ async def test_two_workers_and_concurrent_adds_run_it_once_per_window(docket: Do
         starts.append(time.monotonic())
 
     executions = await asyncio.gather(*(docket.add(refresh)(n) for n in range(30)))
-    async with Worker(docket, name="w1", **FAST) as w1, Worker(docket, name="w2", **FAST) as w2:
+    async with fast_worker(docket, name="w1") as w1, fast_worker(docket, name="w2") as w2:
         await asyncio.gather(w1.run_until_finished(), w2.run_until_finished())
 
     final = await states(list(executions))

@@ -8,35 +8,15 @@ import asyncio
 import logging
 import time
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 import pytest
+from _helpers import fast_worker, keys_of, run_all, states
 
-from docket import Debounce, Docket, Execution, ExecutionState, Worker
-
-FAST: dict[str, Any] = {
-    "minimum_check_interval": timedelta(milliseconds=5),
-    "scheduling_resolution": timedelta(milliseconds=5),
-}
+from docket import Debounce, Docket, Execution, ExecutionState
 
 # Run times are taken on the process clock, the quiet period on the server's.
 SLACK = 0.05
-
-
-async def run_all(docket: Docket, **options: Any) -> None:
-    async with Worker(docket, **{**FAST, **options}) as worker:
-        await worker.run_until_finished()
-
-
-async def states(executions: list[Execution]) -> list[ExecutionState]:
-    for execution in executions:
-        await execution.sync()
-    return [execution.state for execution in executions]
-
-
-async def keys_of(docket: Docket, kind: str) -> list[bytes]:
-    async with docket.redis() as redis:
-        return [key async for key in redis.scan_iter(match=f"{docket.prefix}:{kind}:*")]
 
 
 async def wait_until_put_back(docket: Docket, execution: Execution) -> None:
@@ -91,7 +71,7 @@ async def test_each_add_of_a_spread_out_burst_pushes_the_run_back(docket: Docket
     async def rebuild(n: int, debounce: Debounce = Debounce(settle)) -> None:
         runs.append(time.monotonic())
 
-    async with Worker(docket, **FAST) as worker:
+    async with fast_worker(docket) as worker:
         await docket.add(rebuild)(0)
         finished = asyncio.create_task(worker.run_until_finished())
         # Adds every 100 ms for 0.6 s: never `settle` of quiet until the last one.
@@ -146,7 +126,7 @@ async def test_the_first_of_the_burst_goes_with_its_own_arguments(docket: Docket
     async def sync_customer(customer: Annotated[int, Debounce(settle)], n: int) -> None:
         runs.append(n)
 
-    async with Worker(docket, **FAST) as worker:
+    async with fast_worker(docket) as worker:
         first = await docket.add(sync_customer)(1, 0)
         finished = asyncio.create_task(worker.run_until_finished())
         await wait_until_put_back(docket, first)
@@ -189,7 +169,7 @@ async def test_a_cancelled_winner_does_not_swallow_the_next_burst(docket: Docket
     async def rebuild(label: str, debounce: Debounce = Debounce(settle)) -> None:
         runs.append(label)
 
-    async with Worker(docket, **FAST) as worker:
+    async with fast_worker(docket) as worker:
         first = await docket.add(rebuild)("cancelled")
         finished = asyncio.create_task(worker.run_until_finished())
         await wait_until_put_back(docket, first)
@@ -233,7 +213,7 @@ async def test_two_workers_and_concurrent_adds_run_it_once(docket: Docket) -> No
         runs.append(n)
 
     executions = await asyncio.gather(*(docket.add(rebuild)(n) for n in range(30)))
-    async with Worker(docket, name="w1", **FAST) as w1, Worker(docket, name="w2", **FAST) as w2:
+    async with fast_worker(docket, name="w1") as w1, fast_worker(docket, name="w2") as w2:
         await asyncio.gather(w1.run_until_finished(), w2.run_until_finished())
 
     assert len(runs) == 1
@@ -264,7 +244,7 @@ async def test_a_burst_whose_winner_vanished_expires(docket: Docket) -> None:
     async def rebuild(debounce: Debounce = Debounce(settle)) -> None:
         pass
 
-    async with Worker(docket, **FAST) as worker:
+    async with fast_worker(docket) as worker:
         first = await docket.add(rebuild)()
         finished = asyncio.create_task(worker.run_until_finished())
         await wait_until_put_back(docket, first)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
 from typing import Annotated, Any
 
 import pytest
+from _helpers import fast_worker, run_all
 
 from docket import (
     CallArgument,
@@ -33,19 +33,6 @@ from docket.dependencies import DependencyExceptionGroup, TaskLoggerAdapter
 
 # Every test gets conftest's ``docket`` on each backend in turn.
 pytestmark = pytest.mark.usefixtures("url")
-
-# Poll often so runs on a real Redis finish as quickly as on memory://.
-FAST: dict[str, Any] = {
-    "minimum_check_interval": timedelta(milliseconds=5),
-    "scheduling_resolution": timedelta(milliseconds=5),
-}
-
-
-async def run_all(docket: Docket, **options: Any) -> Worker:
-    async with Worker(docket, **{**FAST, **options}) as worker:
-        await worker.run_until_finished()
-    return worker
-
 
 # -- values and cleanup ----------------------------------------------------------------
 
@@ -340,7 +327,7 @@ async def test_context_dependencies(docket: Docket) -> None:
         seen.update(key=key, docket=current_docket, worker=worker, execution=execution)
 
     await docket.add(task, key="ctx")()
-    async with Worker(docket, name="ctx-worker", **FAST) as worker:
+    async with fast_worker(docket, name="ctx-worker") as worker:
         await worker.run_until_finished()
 
     assert seen["key"] == "ctx"
@@ -362,7 +349,7 @@ async def test_task_logger_in_a_run(docket: Docket, caplog: pytest.LogCaptureFix
 
     await docket.add(report, key="log-key")("up")
     with caplog.at_level(logging.INFO, logger="docket.task.report"):
-        async with Worker(docket, name="log-worker", **FAST) as worker:
+        async with fast_worker(docket, name="log-worker") as worker:
             await worker.run_until_finished()
 
     records = [r for r in caplog.records if r.name == "docket.task.report"]

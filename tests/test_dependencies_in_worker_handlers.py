@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from _helpers import fast_worker
 
 from docket import (
     CurrentExecution,
@@ -26,12 +27,6 @@ from docket import (
     Worker,
 )
 from docket.dependencies import Cron, ForcedRetry
-
-FAST: dict[str, Any] = {
-    "minimum_check_interval": timedelta(milliseconds=5),
-    "scheduling_resolution": timedelta(milliseconds=5),
-}
-
 
 # Every test gets conftest's ``docket`` on each backend in turn.
 pytestmark = pytest.mark.usefixtures("url")
@@ -86,12 +81,12 @@ async def finish_within(
 
 
 async def run_all(docket: Docket, **options: Any) -> None:
-    async with Worker(docket, **{**FAST, **options}) as worker:
+    async with fast_worker(docket, **options) as worker:
         await finish_within(worker, worker.run_until_finished())
 
 
 async def run_bounded(docket: Docket, limits: dict[str, int], **options: Any) -> None:
-    async with Worker(docket, **{**FAST, **options}) as worker:
+    async with fast_worker(docket, **options) as worker:
         await finish_within(worker, worker.run_at_most(limits), limits)
 
 

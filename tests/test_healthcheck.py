@@ -17,8 +17,8 @@ from _helpers import running_forever
 from _redis_server import RedisServer
 
 import docket.worker as worker_module
+from docket._healthcheck import serve_healthcheck
 from docket.docket import Docket
-from docket.healthcheck import serve_healthcheck
 from docket.worker import Worker
 
 

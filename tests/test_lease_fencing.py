@@ -1,8 +1,8 @@
-"""Lease fencing (DESIGN.md 2): a worker that lost its lease must not ack or overwrite the
-new owner's run.
+"""Lease fencing: a worker that lost its lease must not ack or overwrite the new owner's
+run (docs/reliability.md).
 
 Redis itself does not fence: ``XACK`` by any consumer removes a PEL entry, and ``XCLAIM``
-by the old owner steals a message back (research/reliability.md 0.2). So the settle,
+by the old owner steals a message back. So the settle,
 renew and claim scripts must check who owns the message, and with which delivery count.
 """
 
@@ -24,6 +24,7 @@ import pytest
 from redis.asyncio import Redis
 
 from docket import Docket, Execution, Worker
+from docket._redis import scripts
 from docket._redis.keys import GROUP
 
 LEASE = timedelta(milliseconds=500)
@@ -294,44 +295,58 @@ class Scene:
         if deliveries is None:
             deliveries = 2 if redelivered else 1
         keys = self.docket.keys
-        result: list[Any] = await self.docket._scripts.claim(
-            keys=[keys.stream, self.record],
-            args=[
-                GROUP,
-                worker,
-                keys.events_prefix,
-                keys.record_prefix,
-                self.mid,
-                self.execution.generation,
-                int(redelivered),
-                deliveries,
-            ],
+        message = scripts.ClaimMessage(
+            record=self.record,
+            mid=self.mid,
+            generation=self.execution.generation,
+            redelivered=int(redelivered),
+            deliveries=deliveries,
+        )
+        result: list[Any] = await self.docket._scripts.send(
+            scripts.Claim(
+                stream=keys.stream,
+                group=GROUP,
+                worker=worker,
+                events_prefix=keys.events_prefix,
+                record_prefix=keys.record_prefix,
+                messages=[message],
+            )
         )
         return result
 
     async def settle(self, worker: str, deliveries: int, state: str = "completed") -> list[int]:
         keys = self.docket.keys
-        result = await self.docket._scripts.settle(
-            keys=[keys.stream, self.record, self.result],
-            args=[
-                GROUP,
-                worker,
-                self.docket.execution_ttl.total_seconds(),
-                keys.events_prefix,
-                keys.record_prefix,
-                self.mid,
-                self.execution.generation,
-                deliveries,
-                state,
-                "stale error" if state == "failed" else "",
-                b"stale result",
-            ],
+        run = scripts.SettleRun(
+            record=self.record,
+            result_key=self.result,
+            mid=self.mid,
+            generation=self.execution.generation,
+            deliveries=deliveries,
+            state=state,
+            error="stale error" if state == "failed" else "",
+            result=b"stale result",
+        )
+        result = await self.docket._scripts.send(
+            scripts.Settle(
+                stream=keys.stream,
+                group=GROUP,
+                worker=worker,
+                ttl=self.docket.execution_ttl.total_seconds(),
+                events_prefix=keys.events_prefix,
+                record_prefix=keys.record_prefix,
+                runs=[run],
+            )
         )
         return [int(x) for x in result]
 
     async def renew(self, worker: str, deliveries: int) -> list[str]:
-        lost = await self.docket._scripts.renew(
-            keys=[self.docket.keys.stream], args=[GROUP, worker, self.mid, deliveries]
+        lost = await self.docket._scripts.send(
+            scripts.Renew(
+                stream=self.docket.keys.stream,
+                group=GROUP,
+                worker=worker,
+                messages=[scripts.RenewMessage(mid=self.mid, deliveries=deliveries)],
+            )
         )
         return [x.decode() if isinstance(x, bytes) else str(x) for x in lost]
 

@@ -21,12 +21,12 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import fast_worker, wait_for
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -107,28 +107,6 @@ class Readings:
 @pytest.fixture
 def readings(docket: Docket) -> Readings:
     return Readings(_reader(), docket)
-
-
-def fast_worker(docket: Docket, **kwargs: Any) -> Worker:
-    return Worker(
-        docket,
-        minimum_check_interval=timedelta(milliseconds=5),
-        scheduling_resolution=timedelta(milliseconds=5),
-        **kwargs,
-    )
-
-
-async def eventually(check: Callable[[], Any], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 # -- counters and histograms -------------------------------------------------------------
@@ -273,8 +251,9 @@ async def test_automatic_tasks_are_not_recounted_on_every_heartbeat(
         readings = Readings(_reader(), docket)
         async with fast_worker(docket) as worker:
             task = asyncio.create_task(worker.run_forever())
-            await eventually(
-                lambda: readings.value("docket_tasks_started", task="tick") == 1, "the first run"
+            await wait_for(
+                lambda: readings.value("docket_tasks_started", task="tick") == 1,
+                what="the first run",
             )
             await asyncio.sleep(0.2)  # ten heartbeats, each finding the task in place
             worker.stop()
@@ -313,7 +292,7 @@ async def test_gauges_report_running_queue_and_schedule_depth(
                     and readings.value("docket_schedule_depth") == 2
                 )
 
-            await eventually(sampled, "one running, two queued, two scheduled")
+            await wait_for(sampled, what="one running, two queued, two scheduled")
             (depth,) = readings.points("docket_queue_depth")
             assert dict(depth.attributes) == {"docket.name": docket.name}
             # Collected off the event loop's thread: the callbacks only read samples.
@@ -322,13 +301,13 @@ async def test_gauges_report_running_queue_and_schedule_depth(
             release.set()
             await docket.cancel("later-0")
             await docket.cancel("later-1")
-            await eventually(
+            await wait_for(
                 lambda: (
                     readings.value("docket_tasks_running", task="hold") == 0
                     and readings.value("docket_queue_depth") == 0
                     and readings.value("docket_schedule_depth") == 0
                 ),
-                "everything drained",
+                what="everything drained",
             )
             worker.stop()
             await task
@@ -558,8 +537,8 @@ async def test_runs_an_admission_gate_turns_away_are_not_started(
     holder = await docket.add(exclusive)("k", True)
     async with fast_worker(docket) as worker:
         task = asyncio.create_task(worker.run_until_finished())
-        await eventually(
-            lambda: readings.value("docket_tasks_started", task="exclusive") == 1, "the holder"
+        await wait_for(
+            lambda: readings.value("docket_tasks_started", task="exclusive") == 1, what="the holder"
         )
         await docket.add(exclusive)("k", False)
         await asyncio.sleep(0.3)  # claimed, turned away, parked

@@ -11,7 +11,7 @@ in the same ``XREADGROUP`` batch. Then, for every case:
 - it is gone from the task stream and from the consumer group's PEL;
 - the worker logged it.
 
-(DESIGN.md 3 "Poison messages"; research/reliability.md 0.1 and the 4.4 bad-input corpus.)
+(docs/reliability.md, "Poison messages and the dead-letter stream".)
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import logging
 import pickle
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 import pytest
+from _helpers import running_throughout
 from redis.asyncio import Redis
 
 import docket.worker as worker_module
@@ -117,22 +117,6 @@ async def wait_until(
         await asyncio.sleep(0.01)
 
 
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
-    """``worker.run_forever()`` in the background; on the way out it must still be running."""
-    run = asyncio.create_task(worker.run_forever(), name="run_forever")
-    try:
-        yield run
-        await asyncio.sleep(0)
-        if run.done():
-            error = None if run.cancelled() else run.exception()
-            raise AssertionError(f"the worker's run loop exited: {error!r}")
-    finally:
-        worker.stop()
-        with suppress(Exception):
-            await asyncio.wait_for(run, 10)
-
-
 class Harness:
     def __init__(self, docket: Docket, redis: Redis, caplog: pytest.LogCaptureFixture) -> None:
         self.docket = docket
@@ -186,7 +170,7 @@ class Harness:
         mid = await self.inject(fields)
         await self.add_good("after")
 
-        async with running(worker) as run:
+        async with running_throughout(worker) as run:
 
             async def batch_done() -> bool:
                 # Dead-lettering is one script (copy, ack, delete), so an entry that has
@@ -375,7 +359,7 @@ async def test_many_bad_entries_in_one_batch_are_all_dead_lettered(
     await harness.add_good("good-last")
     expected = {f"good-{i}" for i in range(len(bad))} | {"good-last"}
 
-    async with running(worker) as run:
+    async with running_throughout(worker) as run:
 
         async def done() -> bool:
             return set(harness.ran) == expected and set(mids) <= set(await harness.dead_letters())
@@ -405,7 +389,7 @@ async def test_poison_redelivered_from_a_dead_worker_is_dead_lettered_with_its_d
         redelivery_timeout=timedelta(milliseconds=200),
         minimum_check_interval=timedelta(milliseconds=5),
     )
-    async with worker, running(worker) as run:
+    async with worker, running_throughout(worker) as run:
 
         async def done() -> bool:
             return {"before", "after"} <= set(harness.ran) and mid in await harness.dead_letters()
@@ -437,7 +421,7 @@ async def test_task_delivered_more_than_max_deliveries_is_dead_lettered(
         redelivery_timeout=timedelta(milliseconds=200),
         minimum_check_interval=timedelta(milliseconds=5),
     )
-    async with worker, running(worker) as run:
+    async with worker, running_throughout(worker) as run:
 
         async def done() -> bool:
             return "neighbour" in harness.ran and mid in await harness.dead_letters()
@@ -482,7 +466,7 @@ async def test_task_whose_stream_entry_is_garbled_ends_failed(
     mid = (await redis_client.xadd(harness.stream, {**fields, **garble})).decode()  # type: ignore[dict-item]
     await redis_client.hset(record_key, "mid", mid)
 
-    async with running(worker) as run:
+    async with running_throughout(worker) as run:
 
         async def done() -> bool:
             return mid in await harness.dead_letters()

@@ -34,7 +34,7 @@ from docket import (
     Worker,
 )
 from docket import tasks as builtin_tasks
-from docket.execution import _text
+from docket._text import as_text
 from docket.strikes import StrikeCondition
 
 if TYPE_CHECKING:
@@ -1045,18 +1045,18 @@ async def test_an_add_sent_twice_after_a_dropped_reply_reports_what_it_did(
     recorder = Recorder()
     record = recorder.task()
     docket.register(record)
-    execution, keys, argv = docket._prepare("add", record, None, None, (1,), {})
-    assert argv is not None
+    execution, call = docket._prepare("add", record, None, None, (1,), {})
+    assert call is not None
 
-    first = await docket._scripts.run("schedule", keys, argv)
-    again = await docket._scripts.run("schedule", keys, argv)
-    assert [_text(part) for part in again] == [_text(part) for part in first]
-    assert _text(again[0]) == "scheduled"
+    first = await docket._scripts.send(call)
+    again = await docket._scripts.send(call)
+    assert [as_text(part) for part in again] == [as_text(part) for part in first]
+    assert as_text(again[0]) == "scheduled"
 
     await worker.run_until_finished()
     assert recorder.calls == [1]
-    late = await docket._scripts.run("schedule", keys, argv)
-    assert _text(late[0]) == "scheduled"
+    late = await docket._scripts.send(call)
+    assert as_text(late[0]) == "scheduled"
     await worker.run_until_finished()
     assert recorder.calls == [1]
     assert await state_of(docket, execution.key) == ExecutionState.COMPLETED
@@ -1064,13 +1064,13 @@ async def test_an_add_sent_twice_after_a_dropped_reply_reports_what_it_did(
 
 async def test_an_add_with_its_own_key_still_finds_the_key_taken(docket: Docket) -> None:
     record = Recorder().task()
-    _, keys, argv = docket._prepare("add", record, None, "mine", (1,), {})
-    assert argv is not None
-    await docket._scripts.run("schedule", keys, argv)
+    _, call = docket._prepare("add", record, None, "mine", (1,), {})
+    assert call is not None
+    await docket._scripts.send(call)
 
-    again = await docket._scripts.run("schedule", keys, argv)
+    again = await docket._scripts.send(call)
 
-    assert _text(again[0]) == "already_scheduled"
+    assert as_text(again[0]) == "already_scheduled"
 
 
 async def test_a_bad_call_in_a_later_chunk_leaves_earlier_chunks_scheduled(docket: Docket) -> None:

@@ -1,8 +1,9 @@
 """Every name that code written for the released docket (0.27) imports is importable
 from ours and is the right kind of thing.
 
-The catalogue is docs/research's "Names that code written for 0.27 imports, by module";
-``docket.dependencies`` and ``docket.execution`` are checked where their names live.
+The catalogue was read from the released package's source (``pydocket==0.27.0``):
+the names its users import, by module; ``docket.dependencies`` and
+``docket.execution`` are checked where their names live.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The pytest plugin that gives users' test suites ``docket`` and ``worker`` fixtures
-(SPEC.md section 5), exercised through ``pytester`` on a user's test file."""
+"""The pytest plugin that gives users' test suites ``docket`` and ``worker`` fixtures,
+exercised through ``pytester`` on a user's test file."""
 
 from __future__ import annotations
 

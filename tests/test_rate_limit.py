@@ -12,21 +12,12 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 import pytest
+from _helpers import fast_worker, keys_of, run_all, states, wait_until_no_keys
 
-from docket import Cooldown, Docket, Execution, ExecutionState, RateLimit, Worker
-
-FAST: dict[str, Any] = {
-    "minimum_check_interval": timedelta(milliseconds=5),
-    "scheduling_resolution": timedelta(milliseconds=5),
-}
-
-
-async def run_all(docket: Docket, **options: Any) -> None:
-    async with Worker(docket, **{**FAST, **options}) as worker:
-        await worker.run_until_finished()
+from docket import Cooldown, Docket, ExecutionState, RateLimit
 
 
 def assert_spaced(starts: list[float], limit: int, per: timedelta, slack: float) -> None:
@@ -37,24 +28,6 @@ def assert_spaced(starts: list[float], limit: int, per: timedelta, slack: float)
         assert last - first >= window, (
             f"{limit + 1} runs started within {last - first:.3f}s, limit {limit} per {per}"
         )
-
-
-async def states(executions: list[Execution]) -> list[ExecutionState]:
-    for execution in executions:
-        await execution.sync()
-    return [execution.state for execution in executions]
-
-
-async def keys_of(docket: Docket, kind: str) -> list[bytes]:
-    async with docket.redis() as redis:
-        return [key async for key in redis.scan_iter(match=f"{docket.prefix}:{kind}:*")]
-
-
-async def wait_until_no_keys(docket: Docket, kind: str, timeout: float = 10.0) -> list[bytes]:
-    deadline = time.monotonic() + timeout
-    while (left := await keys_of(docket, kind)) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    return left
 
 
 # -- per task --------------------------------------------------------------------------
@@ -144,7 +117,7 @@ async def test_a_run_refused_by_a_later_dependency_gives_its_slot_back(
     ) -> None:
         runs.append(f"limited {customer}")
 
-    async with Worker(docket, **FAST) as worker:
+    async with fast_worker(docket) as worker:
         await docket.add(opener)(1)
         await worker.run_until_finished()
         # Let in by the rate limit, then dropped by customer 1's open cooldown...
@@ -288,7 +261,7 @@ async def test_two_workers_and_concurrent_adds_share_one_limit(docket: Docket) -
         starts.append(time.monotonic())
 
     executions = await asyncio.gather(*(docket.add(limited)(n) for n in range(30)))
-    async with Worker(docket, name="w1", **FAST) as w1, Worker(docket, name="w2", **FAST) as w2:
+    async with fast_worker(docket, name="w1") as w1, fast_worker(docket, name="w2") as w2:
         await asyncio.gather(w1.run_until_finished(), w2.run_until_finished())
 
     final = await states(list(executions))
@@ -308,7 +281,7 @@ async def test_two_workers_rescheduling_lose_nothing(docket: Docket) -> None:
         runs.append(n)
 
     await asyncio.gather(*(docket.add(limited)(n) for n in range(8)))
-    async with Worker(docket, name="w1", **FAST) as w1, Worker(docket, name="w2", **FAST) as w2:
+    async with fast_worker(docket, name="w1") as w1, fast_worker(docket, name="w2") as w2:
         await asyncio.gather(w1.run_until_finished(), w2.run_until_finished())
 
     # Every run happens, once, however the two workers pass them back and forth. The

@@ -138,7 +138,7 @@ def test_a_taken_port_is_retried_on_another(monkeypatch: pytest.MonkeyPatch) -> 
         squatter.listen()
         taken = squatter.getsockname()[1]
 
-        real_free_port = _redis_server._free_port
+        real_free_port = _redis_server.free_port
         offered: list[int] = []
 
         def racy_free_port() -> int:
@@ -147,7 +147,7 @@ def test_a_taken_port_is_retried_on_another(monkeypatch: pytest.MonkeyPatch) -> 
             offered.append(port)
             return port
 
-        monkeypatch.setattr(_redis_server, "_free_port", racy_free_port)
+        monkeypatch.setattr(_redis_server, "free_port", racy_free_port)
         with RedisServer.start_new() as server:
             assert offered[0] == taken
             assert server.port != taken

@@ -1,4 +1,4 @@
-"""Security defaults (DESIGN.md 4): payload limits, signing, the JSON serializer,
+"""Security defaults (docs/reliability.md): payload limits, signing, the JSON serializer,
 arguments and passwords kept out of logs and reprs, and docket name validation."""
 
 from __future__ import annotations
@@ -7,12 +7,11 @@ import asyncio
 import json
 import logging
 import re
-import socket
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +19,8 @@ from typing import Annotated, Any
 
 import cloudpickle  # type: ignore[import-untyped]
 import pytest
-from _redis_server import RedisServer
+from _helpers import running_throughout, wait_for
+from _redis_server import RedisServer, free_port
 from redis.asyncio import Redis
 from redis.credentials import UsernamePasswordCredentialProvider
 from redis.exceptions import AuthenticationError
@@ -41,36 +41,6 @@ def _quick_stop_and_no_ambient_key(monkeypatch: pytest.MonkeyPatch) -> None:
     # stop() take effect quickly. Tests that want a key from the environment set it.
     monkeypatch.setattr(worker_module, "BLOCK_SECONDS", 0.05)
     monkeypatch.delenv("DOCKET_SIGNING_KEY", raising=False)
-
-
-async def wait_until(
-    predicate: Callable[[], Awaitable[bool] | bool], what: str, timeout: float = 8.0
-) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        outcome = predicate()
-        if not isinstance(outcome, bool):
-            outcome = await outcome
-        if outcome:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-@asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[asyncio.Task[None]]:
-    run = asyncio.create_task(worker.run_forever())
-    try:
-        yield run
-        await asyncio.sleep(0)
-        if run.done():
-            error = None if run.cancelled() else run.exception()
-            raise AssertionError(f"the worker's run loop exited: {error!r}")
-    finally:
-        worker.stop()
-        with suppress(Exception):
-            await asyncio.wait_for(run, 10)
 
 
 async def run_until_finished(worker: Worker, timeout: float = 10.0) -> None:
@@ -305,8 +275,10 @@ async def test_forged_entry_is_dead_lettered_and_never_unpickled(
         mid = (await redis_client.xadd(docket.keys.stream, _forge(kind, canary, "forged"))).decode()  # type: ignore[arg-type]
         after = await docket.add(answer)("after")
         worker = Worker(docket, minimum_check_interval=FAST)
-        async with worker, running(worker):
-            await wait_until(handled(redis_client, docket, mid), "the forged entry to be handled")
+        async with worker, running_throughout(worker):
+            await wait_for(
+                handled(redis_client, docket, mid), what="the forged entry to be handled"
+            )
             assert await good.get_result(timeout=5) == "answer to before"
             assert await after.get_result(timeout=5) == "answer to after"
 
@@ -539,8 +511,10 @@ async def test_json_docket_never_unpickles_a_pickle_entry(
         fields = raw_entry("answer", pickled_call(_Canary(canary)), ser=ser)
         mid = (await redis_client.xadd(docket.keys.stream, fields)).decode()  # type: ignore[arg-type]
         worker = Worker(docket, minimum_check_interval=FAST)
-        async with worker, running(worker):
-            await wait_until(handled(redis_client, docket, mid), "the pickle entry to be handled")
+        async with worker, running_throughout(worker):
+            await wait_for(
+                handled(redis_client, docket, mid), what="the pickle entry to be handled"
+            )
             assert await good.get_result(timeout=5) == "answer to json"
         assert not canary.exists(), "a JSON-only docket unpickled a payload"
         dead = (await dead_letters(redis_client, docket))[mid]
@@ -633,13 +607,6 @@ def secured_redis(redis_server_factory: Callable[..., RedisServer], password: st
     return redis_server_factory(["--requirepass", password])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 @pytest.mark.parametrize("user", ["", "default"], ids=["password-only", "user-and-password"])
 async def test_password_is_not_in_reprs(
     secured_redis: RedisServer, password: str, docket_name: str, user: str
@@ -672,14 +639,14 @@ async def test_password_is_never_in_worker_logs(
             minimum_check_interval=FAST,
             reconnection_delay=timedelta(milliseconds=50),
         )
-        async with worker, running(worker):
+        async with worker, running_throughout(worker):
             await docket.add(note)("first")
-            await wait_until(lambda: ran == ["first"], "the first task")
+            await wait_for(lambda: ran == ["first"], what="the first task")
             # Redis goes away: the worker logs its connection errors and retries...
             await asyncio.to_thread(secured_redis.stop)
-            await wait_until(
+            await wait_for(
                 lambda: any(r.levelno >= logging.WARNING for r in caplog.records),
-                "the worker to log the outage",
+                what="the worker to log the outage",
             )
             await asyncio.sleep(0.3)
             # ...and reconnects (with the password) when it is back.
@@ -691,7 +658,7 @@ async def test_password_is_never_in_worker_logs(
                         await docket.add(note, key="second")("second")
                 return "second" in ran
 
-            await wait_until(second_ran, "a task after the outage", timeout=15)
+            await wait_for(second_ran, what="a task after the outage", timeout=15)
 
     texts = [text for record in caplog.records for text in _rendered(record, caplog.handler)]
     address = f"127.0.0.1:{secured_redis.port}"
@@ -703,7 +670,7 @@ async def test_password_is_never_in_worker_logs(
 async def test_connection_error_does_not_reveal_the_password(
     password: str, docket_name: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"redis://:{password}@127.0.0.1:{port}/0"
     with pytest.raises(ConnectionError) as caught:
         async with Docket(name=docket_name, url=url):

@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 
 import docket_starlette as ds
 from docket import CurrentExecution, Execution, Worker
-from docket_starlette.lifespan import _multiprocess_server
+from docket_starlette.lifespan import multiprocess_server
 from docket_starlette.testing import run_tasks
 
 seen: list[Any] = []
@@ -163,12 +163,12 @@ def test_embedded_worker_is_drained_with_a_grace_period() -> None:
 
 def test_multiprocess_servers_are_detected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEB_CONCURRENCY", "4")
-    assert _multiprocess_server() == "WEB_CONCURRENCY=4"
+    assert multiprocess_server() == "WEB_CONCURRENCY=4"
     monkeypatch.delenv("WEB_CONCURRENCY")
     monkeypatch.setattr("sys.argv", ["uvicorn", "app:app", "--workers", "3"])
-    assert _multiprocess_server() == "--workers 3"
+    assert multiprocess_server() == "--workers 3"
     monkeypatch.setattr("sys.argv", ["uvicorn", "app:app"])
-    assert _multiprocess_server() is None
+    assert multiprocess_server() is None
 
     monkeypatch.setenv("WEB_CONCURRENCY", "2")
     app = Starlette(lifespan=ds.docket_lifespan(url=url(), worker=ds.WorkerOptions()))

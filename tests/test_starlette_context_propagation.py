@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import structlog
+from _helpers import span_exporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
@@ -22,7 +23,6 @@ import docket_starlette as ds
 from docket import TaskLogger
 from docket.dependencies import TaskLoggerAdapter
 from docket_starlette.testing import run_tasks
-from tests.test_tracing import _exporter  # installs the process's SDK provider once
 
 seen: list[dict[str, Any]] = []
 
@@ -72,7 +72,7 @@ def _clear() -> None:
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = _exporter()
+    exporter = span_exporter()
     exporter.clear()
     yield exporter
     exporter.clear()

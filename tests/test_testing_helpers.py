@@ -1,5 +1,4 @@
-"""docket.testing: assertions about what is scheduled, and running what is pending
-(SPEC.md section 5)."""
+"""docket.testing: assertions about what is scheduled, and running what is pending."""
 
 from __future__ import annotations
 

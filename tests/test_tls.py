@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from _redis_server import RedisServer, RedisServerError
+from _redis_server import RedisServer, RedisServerError, free_port
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -103,13 +102,6 @@ def make_certificates(directory: Path) -> Certificates:
     return Certificates(ca=ca, cert=cert, key=key)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 def _lacks_tls(log: str) -> bool:
     """Whether a failed start says this redis-server was built without TLS.
 
@@ -129,7 +121,7 @@ def tls_server(tmp_path: Path, redis_server_factory: Callable[..., RedisServer])
     certificates = make_certificates(tmp_path)
     failures: list[str] = []
     for _ in range(_TLS_PORT_ATTEMPTS):
-        tls_port = _free_port()
+        tls_port = free_port()
         try:
             server = redis_server_factory(
                 [

@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from _helpers import span_exporter
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -28,26 +28,9 @@ from docket.execution import ExecutionState
 from docket.worker import Worker
 
 
-def _exporter() -> InMemorySpanExporter:
-    """The process's in-memory exporter, installed with an SDK provider on first use."""
-    provider: Any = trace.get_tracer_provider()
-    exporter: InMemorySpanExporter | None = getattr(provider, "_docket_test_exporter", None)
-    if exporter is not None:
-        return exporter
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-        provider = trace.get_tracer_provider()
-        assert isinstance(provider, TracerProvider), "another TracerProvider is set"
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    provider._docket_test_exporter = exporter  # type: ignore[attr-defined]
-    return exporter
-
-
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = _exporter()
+    exporter = span_exporter()
     exporter.clear()
     yield exporter
     exporter.clear()
@@ -292,17 +275,12 @@ async def test_internal_polling_is_not_traced_by_default(
     """No spans of docket's own, and instrumentation (an instrumented Redis client, say)
     is told to stay quiet for the polling calls."""
     seen: dict[str, bool] = {}
-    original_heartbeat = docket._scripts.heartbeat
-
-    def spy_heartbeat(*args: Any, **kwargs: Any) -> Any:
-        seen["heartbeat"] = instrumentation.suppressed()
-        return original_heartbeat(*args, **kwargs)
-
-    # The hot-path scripts go through Scripts.run (the lean connection, where there is one).
-    original_run = docket._scripts.run
+    # Every script call goes through Scripts._run (on the lean connection, where there is
+    # one), whichever way it was made.
+    original_run = docket._scripts._run
 
     def spy_run(name: str, *args: Any) -> Any:
-        if name in ("move_due", "claim", "settle"):
+        if name in ("heartbeat", "move_due", "claim", "settle"):
             seen[name] = instrumentation.suppressed()
         return original_run(name, *args)
 
@@ -313,8 +291,7 @@ async def test_internal_polling_is_not_traced_by_default(
         seen["claim"] = instrumentation.suppressed()
         return original_read_and_claim(self, *args)
 
-    monkeypatch.setattr(docket._scripts, "heartbeat", spy_heartbeat)
-    monkeypatch.setattr(docket._scripts, "run", spy_run)
+    monkeypatch.setattr(docket._scripts, "_run", spy_run)
     monkeypatch.setattr(Worker, "_read_and_claim", spy_read_and_claim)
 
     async def work() -> None: ...

@@ -1,5 +1,5 @@
 """The worker: run modes, concurrency, scheduling, generations, heartbeats, automatic
-perpetual tasks, cancelling and draining (SPEC.md section 2, DESIGN.md section 2).
+perpetual tasks, cancelling and draining.
 
 Faults (dead consumers, killed workers, signals, Redis restarts) live in
 ``test_worker_faults.py``.
@@ -31,6 +31,7 @@ from docket import (
     TaskKey,
     Worker,
 )
+from docket._redis import scripts
 from docket._redis.keys import GROUP
 from docket.dependencies import CompletionHandler, TaskOutcome
 
@@ -66,8 +67,14 @@ async def server_time(redis: Redis) -> float:
 async def move_due(docket: Docket, limit: int) -> tuple[int, float]:
     """One call of the scheduler's mover script, as a worker makes it."""
     keys = docket.keys
-    moved, delay = await docket._scripts.move_due(
-        keys=[keys.queue, keys.stream], args=[keys.record_prefix, limit, keys.events_prefix]
+    moved, delay = await docket._scripts.send(
+        scripts.MoveDue(
+            queue=keys.queue,
+            stream=keys.stream,
+            record_prefix=keys.record_prefix,
+            limit=limit,
+            events_prefix=keys.events_prefix,
+        )
     )
     return int(moved), float(delay)
 
@@ -331,7 +338,7 @@ async def test_scheduler_moves_a_due_backlog_over_1000_in_bounded_batches(
         lambda: _after(redis_client, when), what="the backlog to fall due by the server's clock"
     )
 
-    move_sha = docket._scripts.move_due.sha
+    move_sha = scripts.MoveDue.sha
     limits: list[int] = []
     monitoring = asyncio.Event()
 

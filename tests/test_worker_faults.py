@@ -1,6 +1,6 @@
 """The worker under faults: long tasks and leases, dead consumers, redelivery and the
 dead-letter stream, killed and signalled worker processes, Redis restarts and killed
-connections (SPEC.md section 2, DESIGN.md sections 2-3, reliability.md section 4).
+connections (docs/reliability.md).
 
 Tests that restart Redis, kill its connections or run worker processes use a
 ``private_redis`` of their own; the child workers record their runs in ledger keys

@@ -15,7 +15,8 @@ from rich.console import Console
 from .._version import __version__
 from ..docket import Docket
 from ..worker import Worker
-from . import dead_letters, inspect, tasks
+from . import dead_letters, tasks, workers
+from ._click import ClickException, MissingParameter, NoArgsIsHelpError
 from ._support import (
     duration,
     interpret_python_value,
@@ -24,8 +25,9 @@ from ._support import (
     validate_url,
 )
 from .clear import clear
-from .inspect import snapshot, watch
+from .snapshot import snapshot
 from .strikes import restore, strike
+from .watch import watch
 from .worker import worker
 
 # Docket, Worker and Console are names here on purpose: the commands look them up on
@@ -70,21 +72,9 @@ app.command()(restore)
 app.command()(clear)
 app.command()(snapshot)
 app.command()(watch)
-app.add_typer(inspect.workers_app, name="workers")
+app.add_typer(workers.workers_app, name="workers")
 app.add_typer(tasks.app, name="tasks")
 app.add_typer(dead_letters.app, name="dead-letters")
-
-
-def _click_exception() -> type[Exception]:
-    # typer re-exports BadParameter but not its base, which lives in click (or in the
-    # copy of click that newer typers ship); find it without naming either.
-    for cls in typer.BadParameter.__mro__:
-        if cls.__name__ == "ClickException" and issubclass(cls, Exception):
-            return cls
-    raise RuntimeError("typer.BadParameter is not a ClickException")  # pragma: no cover
-
-
-ClickException = _click_exception()
 
 
 def _usage_line(error: Any) -> str:
@@ -94,8 +84,7 @@ def _usage_line(error: Any) -> str:
     message = message.removeprefix("Value error, ")
     param = getattr(error, "param", None)
     hint = getattr(error, "param_hint", None)
-    kind = type(error).__name__
-    if kind == "MissingParameter":
+    if isinstance(error, MissingParameter):
         message = error.format_message()
     elif param is not None or hint is not None:
         if hint is None:
@@ -104,7 +93,7 @@ def _usage_line(error: Any) -> str:
         elif not isinstance(hint, str):
             hint = " / ".join(hint)
         message = f"invalid value for {hint}: {message}"
-    elif kind == "BadParameter":
+    elif isinstance(error, typer.BadParameter):
         message = f"invalid value: {message}"
     else:
         message = error.format_message()
@@ -118,7 +107,9 @@ def main(args: list[str] | None = None) -> None:
     try:
         code = app(args=args, prog_name="docket", standalone_mode=False)
     except ClickException as error:
-        if type(error).__name__ != "NoArgsIsHelpError":  # which has shown the help
+        # A bare command that needs arguments has printed its help instead.
+        printed_help = NoArgsIsHelpError is not None and isinstance(error, NoArgsIsHelpError)
+        if not printed_help:
             typer.secho(_usage_line(error), err=True, fg="red")
         sys.exit(getattr(error, "exit_code", 2))
     except typer.Abort:

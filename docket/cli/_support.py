@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
-import socket
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..strikes import parse_typed_value
+from ._values import parse_typed_value
 from .durations import parse_duration
 from .options import check_url
 
 __all__ = [
-    "default_worker_name",
     "duration",
     "interpret_python_value",
     "iterate_with_timeout",
@@ -62,10 +59,6 @@ def validate_url(url: str) -> str:
     ``typer.BadParameter`` for ``memory://`` (a docket inside one process) and for
     anything that is not a Redis URL."""
     return check_url(url)
-
-
-def default_worker_name() -> str:
-    return f"{socket.gethostname()}#{os.getpid()}"
 
 
 def local_time(when: datetime) -> str:

@@ -10,8 +10,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..docket import WorkerInfo
+from ..execution import ExecutionState
 
 __all__ = [
+    "STATE_STYLES",
     "console",
     "describe_span",
     "local_time",
@@ -21,6 +23,15 @@ __all__ = [
 ]
 
 console = Console(highlight=False)
+
+STATE_STYLES = {
+    ExecutionState.SCHEDULED: "yellow",
+    ExecutionState.QUEUED: "cyan",
+    ExecutionState.RUNNING: "blue",
+    ExecutionState.COMPLETED: "green",
+    ExecutionState.FAILED: "red",
+    ExecutionState.CANCELLED: "magenta",
+}
 
 
 def local_time(when: datetime) -> str:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .._imports import ImportPathError
 from .._worker_options import OptionSpec, option_specs
 from ..dependencies import validate_worker_dependencies
 from ..docket import Docket
@@ -195,6 +196,8 @@ def _run_in_app(
                 **values,
             )
         )
+    except ImportPathError as error:
+        fail(str(error))
     except asyncio.CancelledError:
         raise typer.Exit(EXIT_INTERRUPTED) from None
     logger.info("Worker stopped")

@@ -20,10 +20,10 @@ from typing import Any, cast
 from uncalled_for import CallArgument, current_frame
 from uncalled_for.frames import _CallArgument
 
-__all__ = ["CallArgument", "TaskArgument"]
+__all__ = ["CallArgument", "TaskArgument", "TaskArgumentDependency"]
 
 
-class _TaskArgument(_CallArgument):
+class TaskArgumentDependency(_CallArgument):
     async def __aenter__(self) -> Any:
         if self.parameter is None:
             raise RuntimeError(
@@ -55,4 +55,4 @@ def TaskArgument(parameter: str | None = None, optional: bool = False) -> Any:
     caller's arguments count (positional or keyword); with ``optional=True`` a missing
     one gives None instead of failing the run.
     """
-    return cast(Any, _TaskArgument(parameter, optional))
+    return cast(Any, TaskArgumentDependency(parameter, optional))

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from redis.exceptions import RedisError
 
+from .._redis import scripts
 from ._base import AdmissionBlocked, Dependency, current_docket, current_execution, current_worker
 from ._windows import scope_within, validate_scope
 
@@ -165,26 +166,24 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
         holders = self._limit_key(docket, execution)
         lease = worker.redelivery_timeout.total_seconds()
         keys = docket.keys
-        outcome = await docket._scripts.concurrency_acquire(
-            keys=[
-                holders,
-                f"{holders}:waiters",
-                keys.stream,
-                keys.record(execution.key),
-                keys.concurrency_registry,
-                keys.concurrency_limits,
-            ],
-            args=[
-                GROUP,
-                worker.name,
-                execution.key,
-                self.max_concurrent,
-                lease,
-                execution.message_id or "",
-                execution.deliveries,
-                execution.generation,
-                keys.events_prefix,
-            ],
+        outcome = await docket._scripts.send(
+            scripts.ConcurrencyAcquire(
+                holders=holders,
+                waiters=f"{holders}:waiters",
+                stream=keys.stream,
+                record=keys.record(execution.key),
+                registry=keys.concurrency_registry,
+                limits=keys.concurrency_limits,
+                group=GROUP,
+                worker=worker.name,
+                key=execution.key,
+                max_concurrent=self.max_concurrent,
+                lease=lease,
+                mid=execution.message_id or "",
+                deliveries=execution.deliveries,
+                generation=execution.generation,
+                events_prefix=keys.events_prefix,
+            )
         )
         _ensure_maintained(docket, worker)
         if int(outcome) == 1:
@@ -234,20 +233,18 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
 
 async def _release(docket: Docket, worker: Worker, holders: str, task_key: str) -> int:
     keys = docket.keys
-    woken = await docket._scripts.concurrency_release(
-        keys=[
-            holders,
-            f"{holders}:waiters",
-            keys.stream,
-            keys.concurrency_registry,
-            keys.concurrency_limits,
-        ],
-        args=[
-            task_key,
-            worker.redelivery_timeout.total_seconds(),
-            keys.record_prefix,
-            keys.events_prefix,
-        ],
+    woken = await docket._scripts.send(
+        scripts.ConcurrencyRelease(
+            holders=holders,
+            waiters=f"{holders}:waiters",
+            stream=keys.stream,
+            registry=keys.concurrency_registry,
+            limits=keys.concurrency_limits,
+            key=task_key,
+            lease=worker.redelivery_timeout.total_seconds(),
+            record_prefix=keys.record_prefix,
+            events_prefix=keys.events_prefix,
+        )
     )
     if int(woken):
         docket._connection.notify_activity()
@@ -263,9 +260,8 @@ async def _maintain(docket: Docket, worker: Worker) -> None:
         try:
             held = dict(_slots_by_worker.get(worker, {}))
             if held:
-                await docket._scripts.concurrency_renew(
-                    keys=list(held.values()), args=[lease, *held.keys()]
-                )
+                slots = [scripts.HeldSlot(holders=h, key=key) for key, h in held.items()]
+                await docket._scripts.send(scripts.ConcurrencyRenew(lease=lease, slots=slots))
             client = docket._connection.client
             for member in await client.smembers(docket.keys.concurrency_registry):
                 holders = member.decode() if isinstance(member, bytes) else str(member)

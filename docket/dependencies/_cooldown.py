@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from .._redis import scripts
 from ._base import AdmissionBlocked, Dependency, current_docket, current_execution
 from ._windows import describe, milliseconds, undo_if_refused, validate_scope, window_key
 
@@ -51,13 +53,12 @@ class Cooldown(Dependency["Cooldown"]):
         docket = current_docket.get()
         key = window_key(docket, "cooldown", self.scope, execution, self._parameter, self._value)
         token = f"{execution.generation}:{execution.key}"
-        admitted, left_ms = await docket._scripts.cooldown(
-            keys=[key], args=["start", token, self._window_ms]
-        )
+        call = scripts.Cooldown(cooldown=key, op="start", token=token, window_ms=self._window_ms)
+        admitted, left_ms = await docket._scripts.send(call)
         if int(admitted):
 
             async def undo() -> None:
-                await docket._scripts.cooldown(keys=[key], args=["undo", token])
+                await docket._scripts.send(replace(call, op="undo"))
 
             undo_if_refused(undo)
             return self

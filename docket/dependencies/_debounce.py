@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from .._redis import scripts
 from ._base import AdmissionBlocked, Dependency, current_docket, current_execution
 from ._windows import describe, milliseconds, validate_scope, window_key
 
@@ -68,9 +69,14 @@ class Debounce(Dependency["Debounce"]):
         docket = current_docket.get()
         key = window_key(docket, "debounce", self.scope, execution, self._parameter, self._value)
         expiry_ms = 2 * self._settle_ms + EXPIRY_MARGIN_MS
-        action, wait_ms = await docket._scripts.debounce(
-            keys=[key],
-            args=[execution.key, self._settle_ms, expiry_ms, docket.keys.record_prefix],
+        action, wait_ms = await docket._scripts.send(
+            scripts.Debounce(
+                burst=key,
+                key=execution.key,
+                settle_ms=self._settle_ms,
+                expiry_ms=expiry_ms,
+                record_prefix=docket.keys.record_prefix,
+            )
         )
         action = int(action)
         if action == _GO:

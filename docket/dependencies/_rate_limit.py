@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from .._redis import scripts
 from ._base import AdmissionBlocked, Dependency, current_docket, current_execution
 from ._windows import describe, milliseconds, undo_if_refused, validate_scope, window_key
 
@@ -67,17 +69,22 @@ class RateLimit(Dependency["RateLimit"]):
     async def __aenter__(self) -> RateLimit:
         execution = current_execution.get()
         docket = current_docket.get()
-        key = window_key(docket, "rate-limit", self.scope, execution, self._parameter, self._value)
-        # One member per scheduled run: a redelivered copy is not charged twice.
-        member = f"{execution.generation}:{execution.key}"
-        admitted, wait_ms = await docket._scripts.rate_limit(
-            keys=[key],
-            args=["take", member, self.limit, self._window_ms, EXPIRY_MARGIN_MS],
+        call = scripts.RateLimit(
+            window=window_key(
+                docket, "rate-limit", self.scope, execution, self._parameter, self._value
+            ),
+            op="take",
+            # One member per scheduled run: a redelivered copy is not charged twice.
+            member=f"{execution.generation}:{execution.key}",
+            limit=self.limit,
+            window_ms=self._window_ms,
+            expiry_margin_ms=EXPIRY_MARGIN_MS,
         )
+        admitted, wait_ms = await docket._scripts.send(call)
         if int(admitted):
 
             async def give_back() -> None:
-                await docket._scripts.rate_limit(keys=[key], args=["give_back", member])
+                await docket._scripts.send(replace(call, op="give_back"))
 
             undo_if_refused(give_back)
             return self

@@ -44,7 +44,7 @@ from uncalled_for import (
 from uncalled_for.frames import _current_frame
 from uncalled_for.functional import _Depends as _EngineDepends
 
-from ._arguments import _TaskArgument
+from ._arguments import TaskArgumentDependency
 from ._base import (
     AdmissionBlocked,
     CompletionHandler,
@@ -494,7 +494,7 @@ class ResolvedDependencies:
                     self.arguments[parameter] = value
                     self._note(value)
                 continue
-            if isinstance(declared, _TaskArgument) and declared.parameter is None:
+            if isinstance(declared, TaskArgumentDependency) and declared.parameter is None:
                 # A bare TaskArgument() on the task itself names its own parameter: there
                 # is no argument for it to read but the one it is meant to supply.
                 failures.append(

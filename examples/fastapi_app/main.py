@@ -6,7 +6,7 @@ and a separate worker::
 
     export DOCKET_URL=redis://localhost:6379/0 DOCKET_EMBEDDED=0
     uvicorn fastapi_app.main:app &
-    python -m docket_starlette.worker --app fastapi_app.main:app
+    docket worker --app fastapi_app.main:app
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A plain Starlette app (no FastAPI): ``get_docket(request)`` in endpoints, a task that
 sees the enqueuing request's language through ``Request``, and an embedded worker on
 an in-memory docket (set ``DOCKET_URL``/``DOCKET_EMBEDDED=0`` for Redis and a separate
-``python -m docket_starlette.worker --app starlette_app.main:app``).
+``docket worker --app starlette_app.main:app``).
 """
 
 from __future__ import annotations

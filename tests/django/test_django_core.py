@@ -1,13 +1,18 @@
-"""Settings, get_docket, autodiscovery, checks, signing, transactions."""
+"""Settings, get_docket, autodiscovery, checks, the task decorator, signing, transactions."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from _helpers import portal_execution
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
@@ -122,12 +127,25 @@ def test_checks_bad_settings(settings: Any) -> None:
     assert {"docket_django.E002", "docket_django.E003"} <= ids
 
 
+@contextmanager
+def _registrations_restored() -> Iterator[None]:
+    """Tasks registered inside are forgotten on the way out."""
+    from docket_django import registry
+
+    saved = (list(registry._registrations), {k: dict(v) for k, v in registry._by_alias.items()})
+    try:
+        yield
+    finally:
+        registry._registrations[:] = saved[0]
+        registry._by_alias.clear()
+        registry._by_alias.update(saved[1])
+
+
 def test_checks_duplicate_task_names() -> None:
     from docket_django import registry
     from docket_django.checks import check_tasks
 
-    saved = (list(registry._registrations), {k: dict(v) for k, v in registry._by_alias.items()})
-    try:
+    with _registrations_restored():
 
         def mark_done(x: int) -> None: ...
 
@@ -136,10 +154,6 @@ def test_checks_duplicate_task_names() -> None:
         ids = [e.id for e in errors]
         assert "docket_django.E010" in ids  # duplicate name
         assert "docket_django.E011" in ids  # not module level
-    finally:
-        registry._registrations[:] = saved[0]
-        registry._by_alias.clear()
-        registry._by_alias.update(saved[1])
     assert check_tasks() == []
 
 
@@ -186,6 +200,41 @@ def test_decorator_cron_option() -> None:
     finally:
         # An automatic task left registered would keep other tests' workers busy forever.
         registry._by_alias["default"].pop("every_five_minutes", None)
+
+
+def test_decorator_queue_option(settings: Any, redis_url: str) -> None:
+    import docket_django
+    from docket_django import registry
+    from docket_django.checks import check_tasks
+
+    settings.DOCKET = {
+        "default": {"URL": redis_url, "NAME": f"d-{uuid.uuid4().hex[:8]}"},
+        "reports": {"URL": redis_url, "NAME": f"r-{uuid.uuid4().hex[:8]}"},
+    }
+    with _registrations_restored():
+
+        @docket_django.task(name="report_on_reports_queue", queue="reports")
+        def report_on_reports_queue() -> str:
+            return "r"
+
+        @docket_django.task(name="task_on_unknown_queue", queue="nowhere")
+        def task_on_unknown_queue() -> str:
+            return "n"
+
+        assert report_on_reports_queue.alias == "reports"
+        assert "report_on_reports_queue" in registry.tasks_for("reports")
+        assert "report_on_reports_queue" not in registry.tasks_for("default")
+
+        key = report_on_reports_queue.schedule(delay=timedelta(hours=1), on_commit=False)
+        assert portal_execution("reports", key) is not None
+        assert portal_execution("default", key) is None
+
+        # An unknown alias: flagged by the system checks, refused at enqueue time.
+        errors = [e for e in check_tasks() if e.id == "docket_django.E012"]
+        assert any("task_on_unknown_queue" in e.msg and "nowhere" in e.msg for e in errors)
+        assert not any("report_on_reports_queue" in e.msg for e in errors)
+        with pytest.raises(ImproperlyConfigured, match="nowhere"):
+            task_on_unknown_queue.enqueue()
 
 
 def _perpetual_of(function: Any) -> Any:

@@ -1,5 +1,6 @@
 """The worker: django.tasks backend end to end, docket-native tasks, DB hygiene,
-the management commands as subprocesses (SIGTERM), health."""
+the management commands as subprocesses (SIGTERM, health and metrics ports, cancel),
+health."""
 
 from __future__ import annotations
 
@@ -9,17 +10,23 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import portal_execution
+from _redis_server import free_port
 from django.db import connection
 from django.tasks import TaskResultStatus
 from django.tasks.exceptions import InvalidTask
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 
+from docket import ExecutionState
 from docket_django.conf import WorkerSettings
 from docket_django.portal import get_portal
 from docket_django.worker import WorkerRun
@@ -240,6 +247,43 @@ def _manage(
     )
 
 
+def _start_worker_command(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """``manage.py docket_worker`` polling fast, without the reloader, in the background."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            MANAGE,
+            "docket_worker",
+            "--no-reload",
+            "--minimum-check-interval",
+            "0.01",
+            *args,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return response.status, response.read().decode()
+
+
+def _wait_get(url: str, process: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str]:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            return _get(url)
+        except (urllib.error.URLError, ConnectionError, OSError) as error:
+            last = error
+            time.sleep(0.1)
+    raise AssertionError(f"{url} never answered: {last!r}")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_worker_command_until_finished(subprocess_env: dict[str, str]) -> None:
     from djtestapp import jobs
@@ -268,20 +312,7 @@ def test_worker_command_sigterm_drains(subprocess_env: dict[str, str]) -> None:
     from djtestapp.tasks import slow
 
     key = slow.enqueue(1.5)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            MANAGE,
-            "docket_worker",
-            "--no-reload",
-            "--minimum-check-interval",
-            "0.01",
-        ],
-        env=subprocess_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _start_worker_command(subprocess_env)
     try:
         deadline = time.monotonic() + 30
         state = None
@@ -301,12 +332,51 @@ def test_worker_command_sigterm_drains(subprocess_env: dict[str, str]) -> None:
 
 
 def _state(key: str) -> str | None:
-    async def go() -> str | None:
-        docket = await get_portal().docket("default")
-        execution = await docket.get_execution(key)
-        return None if execution is None else execution.state.value
+    execution = portal_execution("default", key)
+    return None if execution is None else execution.state.value
 
-    return get_portal().run(go())
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_healthcheck_and_metrics_ports(subprocess_env: dict[str, str]) -> None:
+    from djtestapp.tasks import listed_task
+
+    from docket_django import enqueue
+
+    health_port, metrics_port = free_port(), free_port()
+    process = _start_worker_command(
+        subprocess_env,
+        "--healthcheck-port",
+        str(health_port),
+        "--metrics-port",
+        str(metrics_port),
+    )
+    try:
+        status, _ = _wait_get(f"http://127.0.0.1:{health_port}/", process)
+        assert status == 200
+        # docket's instruments show up in the scrape once something is recorded: run a task.
+        key = enqueue(listed_task, 1)
+        deadline = time.monotonic() + 30
+        body = ""
+        while time.monotonic() < deadline:
+            status, body = _wait_get(f"http://127.0.0.1:{metrics_port}/metrics", process)
+            assert status == 200
+            if "docket_tasks_completed_total" in body:
+                break
+            time.sleep(0.1)
+        assert "docket_" in body
+        assert "docket_tasks_completed_total" in body
+        # The run is counted as it ends; its record settles in Redis a moment later.
+        deadline = time.monotonic() + 10
+        while portal_execution("default", key).state != ExecutionState.COMPLETED:
+            assert time.monotonic() < deadline, portal_execution("default", key).state
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
 
 
 @pytest.mark.django_db(transaction=True)
@@ -353,6 +423,18 @@ def test_docket_command(subprocess_env: dict[str, str]) -> None:
     assert _manage(subprocess_env, "docket", "health", "--no-workers").returncode == 0
 
 
+def test_docket_cancel_command(subprocess_env: dict[str, str]) -> None:
+    from djtestapp.tasks import mark_done
+
+    key = f"cancel-me-{uuid.uuid4().hex[:8]}"
+    mark_done.schedule(1, delay=timedelta(hours=1), key=key, on_commit=False)
+    assert portal_execution("default", key).state == ExecutionState.SCHEDULED
+    done = _manage(subprocess_env, "docket", "cancel", key)
+    assert done.returncode == 0, done.stderr
+    assert f"cancelled {key}" in done.stdout
+    assert portal_execution("default", key).state == ExecutionState.CANCELLED
+
+
 def test_health_view(client: Any, docket_setting: dict[str, Any], settings: Any) -> None:
     response = client.get("/docket/health/?workers=0")
     assert response.status_code == 200 and response.json()["healthy"]
@@ -372,9 +454,9 @@ def test_health_with_a_worker(client: Any, docket_setting: dict[str, Any]) -> No
         docket = await get_portal().docket("default")
         async with Worker(docket, schedule_automatic_tasks=False):
             await asyncio.sleep(0.1)
-            from docket_django.health import _status
+            from docket_django.health import read_status
 
-            return len((await _status("default")).workers)
+            return len((await read_status("default")).workers)
 
     assert get_portal().run(with_worker()) == 1
 

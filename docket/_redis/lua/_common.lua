@@ -1,0 +1,76 @@
+-- Shared helpers, prepended to every script by the loader.
+local function server_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+local function fmt_time(t)
+  return string.format('%.6f', t)
+end
+
+local function publish_state(channel_prefix, key, state, extra)
+  local event = {type = 'state', key = key, state = state}
+  if extra then
+    for k, v in pairs(extra) do event[k] = v end
+  end
+  redis.call('PUBLISH', channel_prefix .. key, cjson.encode(event))
+end
+
+-- Record a run's final state: the state, its time and error, and its result ('' none;
+-- 's' or 'x' kept in or lost by the docket's result_storage; else the sealed bytes,
+-- kept beside the record); progress and the message id go, as they belong to a run in
+-- flight. The record expires after ttl seconds (is dropped at once with ttl 0). Then
+-- the final state is published, with the error only when there is one.
+local function finish_run(record, result_key, channel_prefix, key, state, err, result, ttl, now)
+  if ttl > 0 then
+    redis.call('HSET', record, 'state', state, 'completed', now, 'error', err)
+    redis.call('HDEL', record, 'mid', 'pcur', 'ptot', 'pmsg', 'pupd')
+    if result == 's' or result == 'x' then
+      redis.call('HSET', record, 'result', result)
+    elseif result ~= '' then
+      redis.call('SET', result_key, result, 'PX', math.floor(ttl * 1000))
+      redis.call('HSET', record, 'result', '1')
+    end
+    redis.call('PEXPIRE', record, math.floor(ttl * 1000))
+  else
+    redis.call('DEL', record)
+  end
+  local extra = {completed_at = now}
+  if err ~= '' then extra['error'] = err end
+  publish_state(channel_prefix, key, state, extra)
+end
+
+-- Move one stream message to the dead-letter stream with its raw fields (as
+-- 'field:<name>'), the reason, its delivery count and the worker, then ack and delete it.
+-- The run's record, while it still belongs to the message's generation, ends failed
+-- (kept ctx.ttl seconds, dropped at once with 0) and that is published. ctx holds what
+-- every message of one call shares: stream, dead_letters, group, worker, record_prefix,
+-- events_prefix, ttl and now (formatted).
+local function dead_letter_message(ctx, mid, fields, reason, deliveries)
+  local now = ctx.now
+  local dl = {'reason', reason, 'deliveries', deliveries, 'stream_id', mid,
+    'worker', ctx.worker, 'dead_lettered_at', now}
+  local key, gen
+  for j = 1, #fields, 2 do
+    table.insert(dl, 'field:' .. fields[j])
+    table.insert(dl, fields[j + 1])
+    if fields[j] == 'key' then key = fields[j + 1] end
+    if fields[j] == 'gen' then gen = fields[j + 1] end
+  end
+  redis.call('XADD', ctx.dead_letters, '*', unpack(dl))
+  redis.call('XACK', ctx.stream, ctx.group, mid)
+  redis.call('XDEL', ctx.stream, mid)
+  if key and gen then
+    local record = ctx.record_prefix .. key
+    if redis.call('HGET', record, 'gen') == gen then
+      redis.call('HSET', record, 'state', 'failed', 'completed', now,
+        'error', 'dead-lettered: ' .. reason)
+      if ctx.ttl > 0 then
+        redis.call('PEXPIRE', record, math.floor(ctx.ttl * 1000))
+      else
+        redis.call('DEL', record)
+      end
+      publish_state(ctx.events_prefix, key, 'failed', {completed_at = now})
+    end
+  end
+end

@@ -1,0 +1,40 @@
+-- Claim a batch of delivered messages: each one either becomes RUNNING under this worker
+-- or, when it is a stale copy (replaced, cancelled, superseded), is acked away.
+-- KEYS: stream, messages[record]
+-- ARGV: group, worker, events_prefix, record_prefix,
+--       messages[mid, generation, redelivered, deliveries]
+--   redelivered: 1 for a message redelivered from another consumer, else 0
+-- Returns one entry per message: the started time (string), 0 when stale (acked away) or
+-- -1 when this worker no longer owns the message (left alone).
+local stream, group, worker = KEYS[1], ARGV[1], ARGV[2]
+local now = fmt_time(server_now())
+local out = {}
+local n = #KEYS - 1
+for i = 1, n do
+  local record = KEYS[i + 1]
+  local base = 4 + (i - 1) * 4
+  local mid, gen, redelivered, deliveries =
+    ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
+  -- Only the message's current owner may claim it: a worker that stalled between reading
+  -- and claiming must not touch a run another worker has since taken over.
+  local entry = redis.call('XPENDING', stream, group, mid, mid, 1)[1]
+  local owned = entry ~= nil and entry[2] == worker and tonumber(entry[4]) == tonumber(deliveries)
+  local r = redis.call('HMGET', record, 'state', 'gen', 'worker', 'mid')
+  -- A redelivered copy may take over a run whose worker died; a retried claim (the reply
+  -- to the first one was lost) finds its own claim already in place.
+  local ok = r[2] == gen and (r[1] == 'queued' or (r[1] == 'running' and
+    (redelivered == '1' or (r[3] == worker and r[4] == mid))))
+  if not owned then
+    out[i] = -1
+  elseif ok then
+    redis.call('HSET', record, 'state', 'running', 'worker', worker, 'started', now, 'mid', mid)
+    local key = string.sub(record, #ARGV[4] + 1)
+    publish_state(ARGV[3], key, 'running', {worker = worker, started_at = now})
+    out[i] = now
+  else
+    redis.call('XACK', stream, group, mid)
+    redis.call('XDEL', stream, mid)
+    out[i] = 0
+  end
+end
+return out

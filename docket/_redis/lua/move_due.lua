@@ -1,0 +1,31 @@
+-- Move due tasks from the schedule to the stream, at most LIMIT per call, by the Redis
+-- server's clock (never a worker's).
+-- KEYS: queue, stream
+-- ARGV: record_prefix, limit, events_prefix
+-- Returns {moved, seconds until the next due task or -1 when none}
+local queue, stream = KEYS[1], KEYS[2]
+local now = server_now()
+local due = redis.call('ZRANGEBYSCORE', queue, '-inf', fmt_time(now), 'LIMIT', 0, tonumber(ARGV[2]))
+local moved = 0
+for _, key in ipairs(due) do
+  local record = ARGV[1] .. key
+  local r = redis.call('HMGET', record, 'state', 'gen', 'function', 'when', 'attempt',
+    'payload', 'sig', 'trace', 'ser')
+  redis.call('ZREM', queue, key)
+  if r[1] == 'scheduled' then
+    local mid = redis.call('XADD', stream, '*',
+      'key', key, 'gen', r[2], 'function', r[3], 'when', r[4], 'attempt', r[5],
+      'payload', r[6], 'sig', r[7], 'trace', r[8], 'ser', r[9])
+    redis.call('HSET', record, 'state', 'queued', 'mid', mid)
+    redis.call('HDEL', record, 'payload', 'sig', 'ser')
+    publish_state(ARGV[3], key, 'queued', {when = r[4]})
+    moved = moved + 1
+  end
+end
+local next_due = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
+local delay = -1
+if next_due[2] ~= nil then
+  delay = tonumber(next_due[2]) - server_now()
+  if delay < 0 then delay = 0 end
+end
+return {moved, tostring(delay)}

@@ -1,5 +1,0 @@
--- Create the stream and its consumer group if either is missing.
--- KEYS: 1 stream
--- ARGV: 1 group
-local ok = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
-return ok and 1 or 0
