@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from _helpers import portal_execution
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -169,13 +170,9 @@ def test_bad_paths_fail_before_connecting(docket_setting: dict[str, Any]) -> Non
             Command().worker_run(**vars(parser.parse_args(flags)))
 
 
-def _states(keys: list[str]) -> list[ExecutionState | None]:
-    async def go() -> list[ExecutionState | None]:
-        docket = await get_portal().docket("default")
-        executions = [await docket.get_execution(key) for key in keys]
-        return [None if e is None else e.state for e in executions]
-
-    return get_portal().run(go())
+def _completed(keys: list[str]) -> int:
+    executions = [portal_execution("default", key) for key in keys]
+    return sum(1 for e in executions if e is not None and e.state == ExecutionState.COMPLETED)
 
 
 def _enqueue_five() -> list[str]:
@@ -200,7 +197,7 @@ def test_max_tasks_setting_recycles_a_worker(settings: Any, docket_setting: dict
     # run_forever: only the budget ends this run.
     worker = _serve(WorkerRun(options=docket_settings().worker))
     assert worker.tasks_started == 2
-    assert _states(keys).count(ExecutionState.COMPLETED) == 2
+    assert _completed(keys) == 2
 
 
 def test_max_tasks_setting_ends_the_command_under_debug(
@@ -218,7 +215,7 @@ def test_max_tasks_setting_ends_the_command_under_debug(
     }
     keys = _enqueue_five()
     call_command("docket_worker", "--no-schedule-automatic-tasks")
-    assert _states(keys).count(ExecutionState.COMPLETED) == 3
+    assert _completed(keys) == 3
 
 
 def test_max_tasks_flag_recycles_a_worker(docket_setting: dict[str, Any]) -> None:
@@ -226,7 +223,7 @@ def test_max_tasks_flag_recycles_a_worker(docket_setting: dict[str, Any]) -> Non
     call_command(
         "docket_worker", "--max-tasks", "2", "--concurrency", "1", "--no-schedule-automatic-tasks"
     )
-    assert _states(keys).count(ExecutionState.COMPLETED) == 2
+    assert _completed(keys) == 2
 
 
 def test_every_option_is_documented() -> None:
