@@ -11,8 +11,8 @@ from typing import Any
 from django.db import connections
 
 from docket import Worker
-from docket._healthcheck import serve_healthcheck
 from docket._signals import SignalsSeen, shutdown_signals
+from docket._worker_run import run_with_healthcheck
 from docket.metrics_server import MetricsServer, MetricsUnavailable, serve_metrics
 
 from .conf import DEFAULT_ALIAS, WorkerSettings, docket_settings
@@ -59,9 +59,6 @@ class WorkerRun:
         logger.info("Worker stopped")
 
     async def _run(self, worker: Worker) -> None:
-        health = None
-        if self.healthcheck_port is not None:
-            health = await serve_healthcheck(worker, self.healthcheck_port)
         metrics = _serve_metrics(self.metrics_port) if self.metrics_port is not None else None
         logger.info(
             "Worker %s started on docket %r (%s), %d tasks registered",
@@ -71,13 +68,8 @@ class WorkerRun:
             len(worker.docket.tasks),
         )
         try:
-            if self.until_finished:
-                await worker.run_until_finished()
-            else:
-                await worker.run_forever()
+            await run_with_healthcheck(worker, self.until_finished, self.healthcheck_port)
         finally:
-            if health is not None:
-                health.close()
             if metrics is not None:
                 metrics.close()
 
