@@ -196,7 +196,7 @@ async def test_a_run_cancelled_before_it_starts_frees_its_slot_and_drains(
         def start_then_cancel(execution: Any) -> None:
             original(execution)
             if execution.function_name == "slow":
-                worker._cancel_running(execution.key)  # the cancel lands at once
+                worker._cancellation.cancel_running(execution.key)  # the cancel lands at once
 
         worker._start = start_then_cancel  # type: ignore[method-assign]
         async with worker:

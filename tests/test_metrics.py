@@ -517,7 +517,7 @@ async def test_sampling_depths_never_fails_the_heartbeat(
         await docket.add("trace", when=datetime.now(UTC) + timedelta(hours=1))("later")
         async with docket.redis() as redis:
             await redis.xgroup_destroy(docket.keys.stream, "docket-workers")
-        await worker._sample_depths()
+        await worker._health.sample_depths()
         assert readings.value("docket_schedule_depth") == 1
         assert readings.value("docket_queue_depth") == 0
 

@@ -226,7 +226,7 @@ async def test_a_bug_that_escapes_a_run_stops_the_worker_loop_loudly(docket: Doc
 
         # Stands in for a defect in the worker's own run path: it must surface from the
         # run loop, not vanish into an unobserved asyncio task.
-        worker._execute = broken  # type: ignore[method-assign,assignment]
+        worker._runner.execute = broken  # type: ignore[method-assign,assignment]
         with pytest.raises(ExceptionGroup) as caught:
             await asyncio.wait_for(worker.run_until_finished(), 20)
     assert any("a bug in the worker" in str(error) for error in caught.value.exceptions)

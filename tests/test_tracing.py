@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from docket import instrumentation
+from docket._worker_reading import WireReader
 from docket.dependencies import Retry
 from docket.docket import Docket
 from docket.execution import ExecutionState
@@ -285,14 +286,14 @@ async def test_internal_polling_is_not_traced_by_default(
         return original_run(name, *args)
 
     # On a real server a worker reads and claims in one script call.
-    original_read_and_claim = Worker._read_and_claim
+    original_read_and_claim = WireReader.read
 
-    def spy_read_and_claim(self: Worker, *args: Any) -> Any:
+    def spy_read_and_claim(self: WireReader, *args: Any) -> Any:
         seen["claim"] = instrumentation.suppressed()
         return original_read_and_claim(self, *args)
 
     monkeypatch.setattr(docket._scripts, "_run", spy_run)
-    monkeypatch.setattr(Worker, "_read_and_claim", spy_read_and_claim)
+    monkeypatch.setattr(WireReader, "read", spy_read_and_claim)
 
     async def work() -> None: ...
 

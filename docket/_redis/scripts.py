@@ -611,7 +611,6 @@ class Scripts:
         self._registered: dict[str, AsyncScript] = {
             name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
-        self._transitional()
 
     async def send(self, call: Call) -> Any:
         """Run one call."""
@@ -663,48 +662,3 @@ class Scripts:
         if self._wire is not None:
             return await self._wire.evalsha(registered.sha, script_source(script), keys, args)
         return await registered(keys=list(keys), args=list(args))
-
-    # Transitional: docket/worker.py moves to the typed calls next. It still calls
-    # ``run(name, keys, args)`` and ``NAME(keys=..., args=...)`` with positional lists
-    # and reads ``claim_delivered.sha``; these take the same path as ``send``.
-
-    def _transitional(self) -> None:
-        for name in _POSITIONAL:
-            setattr(self, name, _Positional(self, name))
-
-    async def run(self, name: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        return await self._run(name, keys, args)
-
-    worker_gone: _Positional
-    ensure_group: _Positional
-    dead_letter: _Positional
-    reclaim: _Positional
-    renew: _Positional
-    heartbeat: _Positional
-    claim_delivered: _Positional
-
-
-_POSITIONAL = (
-    "worker_gone",
-    "ensure_group",
-    "dead_letter",
-    "reclaim",
-    "renew",
-    "heartbeat",
-    "claim_delivered",
-)
-
-
-class _Positional:
-    """Transitional: one script called with positional ``keys`` and ``args`` lists."""
-
-    def __init__(self, scripts: Scripts, name: str) -> None:
-        self._scripts = scripts
-        self._name = name
-
-    @property
-    def sha(self) -> str:
-        return self._scripts._registered[self._name].sha
-
-    async def __call__(self, *, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        return await self._scripts._run(self._name, keys, args)

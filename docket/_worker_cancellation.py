@@ -1,0 +1,74 @@
+"""Cancellation: ``docket.cancel`` reaching the runs of this worker over pub/sub."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ._text import as_text
+from ._worker_loops import Trouble, poll, seconds
+from .execution import Execution
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+
+class Cancellation:
+    """Which keys were asked to stop, and which runs may be cancelled from outside."""
+
+    def __init__(
+        self, worker: Worker, active: dict[str, tuple[Execution, asyncio.Task[None]]]
+    ) -> None:
+        self._worker = worker
+        self._active = active
+        self.requested: set[str] = set()
+        """Keys with a cancel aimed at their run here, for the run to see."""
+        self.begun: set[str] = set()
+        """Message ids of the runs that have taken their first step and not yet ended
+        their body: only those are cancelled from outside."""
+
+    def cancel_running(self, key: str) -> None:
+        for mid, (execution, task) in list(self._active.items()):
+            if execution.key == key:
+                self.requested.add(key)
+                # A run that has not taken its first step is not cancelled from outside:
+                # it would vanish without settling its message. It sees the mark instead.
+                if mid in self.begun:
+                    task.cancel()
+
+    def drop_mark(self, key: str) -> None:
+        """Forget a cancel aimed at a run of ``key`` that is over (it came too late to
+        stop it), unless another run of the key is still here to see it."""
+        if all(execution.key != key for execution, _ in self._active.values()):
+            self.requested.discard(key)
+
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Pub/sub: ``wake`` the scheduler for earlier tasks, and cancel running ones."""
+        worker = self._worker
+        trouble = Trouble(
+            "Worker %(worker)s lost its pub/sub connection: %(error)s",
+            worker.name,
+            delay=lambda: seconds(worker.reconnection_delay),
+        )
+        await poll(lambda: self._subscribed(wake), trouble)
+
+    async def _subscribed(self, wake: Callable[[], None]) -> None:
+        worker = self._worker
+        keys = worker.docket.keys
+        pubsub = worker.docket._connection.client.pubsub()
+        with worker._internal("docket.listen"):
+            await pubsub.subscribe(keys.wake_channel, keys.cancel_channel)
+        try:
+            while True:
+                with worker._internal("docket.listen"):
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is None:
+                    continue
+                channel = as_text(message["channel"])
+                if channel == keys.wake_channel:
+                    wake()
+                elif channel == keys.cancel_channel:
+                    self.cancel_running(as_text(message["data"]) or "")
+        finally:
+            await pubsub.aclose()

@@ -1,0 +1,106 @@
+"""Leases: this worker's runs keep their messages (renew), and messages whose worker
+stopped answering are taken over (reclaim) or, after too many tries, dead-lettered."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from redis.exceptions import ResponseError
+
+from ._redis import scripts
+from ._redis.keys import GROUP
+from ._text import as_text
+from ._worker_loops import Trouble, poll, seconds
+from ._worker_reading import Entry
+from .instrumentation import DEAD_LETTERED
+
+if TYPE_CHECKING:
+    from ._worker_claiming import Claims
+    from .worker import Worker
+
+logger = logging.getLogger("docket.worker")
+
+
+def _group_gone(error: BaseException) -> bool:
+    # A stream lost with its group (Redis restarted): the read loop says so and
+    # recreates it; until then there is nothing to reclaim.
+    return isinstance(error, ResponseError) and "NOGROUP" in str(error)
+
+
+class Leases:
+    def __init__(self, worker: Worker, claims: Claims) -> None:
+        self._worker = worker
+        self._claims = claims
+        self._reclaim_cursor = "0-0"
+
+    async def reclaim_loop(self) -> None:
+        worker = self._worker
+        interval = max(min(seconds(worker.redelivery_timeout) / 4, 5.0), 0.05)
+        trouble = replace(worker._trouble, ignored=_group_gone)
+        await poll(self._reclaim, trouble, every=interval, until=lambda: worker._stopping)
+
+    async def _reclaim(self) -> None:
+        worker = self._worker
+        free = worker.concurrency - len(worker._active)
+        if free <= 0 or worker._stopping:
+            return
+        docket = worker.docket
+        keys = docket.keys
+        with worker._internal("docket.reclaim"):
+            reclaim = scripts.Reclaim(
+                stream=keys.stream,
+                dead_letters=keys.dead_letters,
+                group=GROUP,
+                worker=worker.name,
+                min_idle_ms=int(seconds(worker.redelivery_timeout) * 1000),
+                cursor=self._reclaim_cursor,
+                count=worker._claim_budget(free),
+                max_deliveries=worker.max_deliveries,
+                record_prefix=keys.record_prefix,
+                events_prefix=keys.events_prefix,
+                ttl=docket.execution_ttl.total_seconds(),
+            )
+            cursor, claimed, deleted, dead = await docket._scripts.send(reclaim)
+        self._reclaim_cursor = as_text(cursor) or "0-0"
+        if int(dead):
+            DEAD_LETTERED.add(int(dead), worker._metrics.base)
+            logger.error("Dead-lettered %d message(s) that kept failing to finish", int(dead))
+        for mid in deleted:
+            logger.debug("Pending message %s was deleted before it finished", as_text(mid))
+        entries: list[Entry] = []
+        for item in claimed:
+            mid, deliveries, *flat = item
+            fields = {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+            entries.append((as_text(mid) or "", fields, int(deliveries), True))
+        if entries:
+            logger.warning("Redelivering %d task(s) from unresponsive workers", len(entries))
+            await self._claims.claim(entries)
+
+    async def renew_loop(self) -> None:
+        worker = self._worker
+        interval = max(seconds(worker.redelivery_timeout) / 4, 0.01)
+        trouble = Trouble("Could not renew leases: %(error)s", worker.name)
+        await poll(self._renew, trouble, every=interval)
+
+    async def _renew(self) -> None:
+        worker = self._worker
+        active = worker._active
+        if not active:
+            return
+        renew = scripts.Renew(
+            stream=worker.docket.keys.stream,
+            group=GROUP,
+            worker=worker.name,
+            messages=[
+                scripts.RenewMessage(mid=mid, deliveries=execution.deliveries)
+                for mid, (execution, _) in list(active.items())
+            ],
+        )
+        with worker._internal("docket.renew"):
+            lost = await worker.docket._scripts.send(renew)
+        for mid in lost:
+            entry = active.get(as_text(mid) or "")
+            if entry is not None:
+                logger.warning("Lease on %s was taken over by another worker", entry[0].call_repr())

@@ -1,0 +1,79 @@
+"""The scheduler: due tasks move from the schedule to the stream, and the automatic
+Perpetual tasks are kept in place."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import suppress
+from typing import TYPE_CHECKING
+
+from ._redis import scripts
+from ._worker_loops import poll, seconds
+from .dependencies import get_perpetual
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+MOVE_BATCH = 1000
+
+
+class Scheduler:
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look at the schedule now: an earlier task was added, or the worker stops."""
+        self._wake.set()
+
+    async def loop(self) -> None:
+        worker = self._worker
+        await poll(self._move_due, worker._trouble, until=lambda: worker._stopping)
+
+    async def _move_due(self) -> None:
+        docket = self._worker.docket
+        keys = docket.keys
+        with self._worker._internal("docket.move_due"):
+            moved, delay_text = await docket._scripts.send(
+                scripts.MoveDue(
+                    queue=keys.queue,
+                    stream=keys.stream,
+                    record_prefix=keys.record_prefix,
+                    limit=MOVE_BATCH,
+                    events_prefix=keys.events_prefix,
+                )
+            )
+        if int(moved):
+            docket._connection.notify_activity()
+        if int(moved) >= MOVE_BATCH:
+            return
+        delay = float(delay_text)
+        # Pub/sub wakes the scheduler for earlier tasks; the resolution bounds how
+        # late a task can be if such a wake-up is ever missed.
+        cap = max(seconds(self._worker.scheduling_resolution), 0.001)
+        sleep_for = cap if delay < 0 else min(delay, cap)
+        self._wake.clear()
+        if sleep_for > 0:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), sleep_for)
+
+    async def after_heartbeat(self) -> None:
+        """Put back any automatic Perpetual task that went missing (each heartbeat)."""
+        worker = self._worker
+        if worker.schedule_automatic_tasks and not worker._stopping:
+            await self.schedule_automatic()
+
+    async def schedule_automatic(self) -> None:
+        docket = self._worker.docket
+        # Internal: traced only with internal instrumentation enabled, and counted only
+        # when it scheduled something (not every time it finds the task in place).
+        with self._worker._internal("docket.schedule_automatic"):
+            for name, function in list(docket.tasks.items()):
+                perpetual = get_perpetual(function)
+                if perpetual is None or not perpetual.automatic:
+                    continue
+                # What ``docket.add(function, when=..., key=name)()`` does, flagged.
+                resolved, task_name = docket._resolve(function)
+                await docket._schedule(
+                    "add", resolved, perpetual.initial_when, name, (), {}, task_name, automatic=True
+                )

@@ -1,0 +1,127 @@
+"""Settling: runs' final states reach Redis in batches, one settle.lua call per batch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+
+from ._redis import scripts
+from ._redis.keys import GROUP
+from ._worker_loops import Tasks
+from .execution import Execution
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+logger = logging.getLogger("docket.worker")
+
+
+@dataclass
+class Settlement:
+    execution: Execution
+    state: str  # completed | failed | cancelled | ack
+    error: str = ""
+    result: bytes = b""
+
+
+class Settler:
+    """Collects settlements as runs end; its loop (``run``, one of the worker's
+    ``background`` tasks) sends them, as many at a time as have piled up."""
+
+    def __init__(self, worker: Worker, background: Tasks) -> None:
+        self._worker = worker
+        self._background = background
+        self._settlements: list[Settlement] = []
+        self._settle_wanted = asyncio.Event()
+        self._settle_idle = asyncio.Event()
+        self._settle_idle.set()
+
+    def settle(self, settlement: Settlement) -> None:
+        self._settlements.append(settlement)
+        self._settle_idle.clear()
+        self._settle_wanted.set()
+
+    @property
+    def busy(self) -> bool:
+        """Whether settlements are waiting or on their way to Redis."""
+        return bool(self._settlements) or not self._settle_idle.is_set()
+
+    async def flush(self) -> None:
+        while self._settlements or not self._settle_idle.is_set():
+            if not self._background:
+                await self._settle_batch()
+                continue
+            await self._settle_idle.wait()
+
+    async def run(self) -> None:
+        while True:
+            await self._settle_wanted.wait()
+            self._settle_wanted.clear()
+            while self._settlements:
+                await self._settle_batch()
+            self._settle_idle.set()
+
+    async def _settle_batch(self) -> None:
+        batch, self._settlements = self._settlements, []
+        if not batch:
+            self._settle_idle.set()
+            return
+        worker = self._worker
+        docket = worker.docket
+        if docket._results.external:
+            await self._store_results(batch)
+        keys = docket.keys
+        settle = scripts.Settle(
+            stream=keys.stream,
+            group=GROUP,
+            worker=worker.name,
+            ttl=docket.execution_ttl.total_seconds(),
+            events_prefix=keys.events_prefix,
+            record_prefix=keys.record_prefix,
+            runs=[
+                scripts.SettleRun(
+                    record=keys.record(item.execution.key),
+                    result_key=keys.result(item.execution.key, item.execution.generation),
+                    mid=item.execution.message_id or "",
+                    generation=item.execution.generation,
+                    deliveries=item.execution.deliveries,
+                    state=item.state,
+                    error=item.error,
+                    result=item.result,
+                )
+                for item in batch
+            ],
+        )
+        while True:
+            try:
+                with worker._internal("docket.settle"):
+                    outcomes = await docket._scripts.send(settle)
+                break
+            except (RedisError, OSError) as error:
+                if worker._stopping and not self._background:
+                    raise
+                await worker._trouble.handle(error)
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if int(outcome) == 0:
+                logger.warning(
+                    "Lost the lease on %s before settling it; another worker owns it now",
+                    item.execution.call_repr(),
+                )
+
+    async def _store_results(self, batch: list[Settlement]) -> None:
+        """Put the batch's results in the docket's own result_storage before their final
+        states are settled, so a run reads as finished only once its result is there. A
+        failed put keeps the final state; the run's record says the result was lost."""
+        results = self._worker.docket._results
+        pending = [item for item in batch if item.result]
+        saved = await asyncio.gather(
+            *(results.save(item.execution, item.result) for item in pending)
+        )
+        for item, (marker, problem) in zip(pending, saved, strict=True):
+            item.result = marker
+            if problem and item.state == "completed":
+                item.error = problem
