@@ -63,28 +63,37 @@ async def run_worker(
 
 async def _serve(worker: Worker, until_finished: bool, healthcheck_port: int | None) -> None:
     main = asyncio.current_task()
-    health = None
 
     def exit_now() -> None:
         if main is not None:
             main.cancel()
 
     with shutdown_signals(lambda: worker, asyncio.get_running_loop(), on_abort=exit_now):
-        try:
-            async with worker:
-                logger.info(
-                    "Starting worker %r with the following tasks:\n%s",
-                    worker.name,
-                    "\n".join(_task_list(worker.docket)),
-                )
-                if healthcheck_port is not None:
-                    from ._healthcheck import serve_healthcheck
+        async with worker:
+            logger.info(
+                "Starting worker %r with the following tasks:\n%s",
+                worker.name,
+                "\n".join(_task_list(worker.docket)),
+            )
+            await run_with_healthcheck(worker, until_finished, healthcheck_port)
 
-                    health = await serve_healthcheck(worker, healthcheck_port)
-                if until_finished:
-                    await worker.run_until_finished()
-                else:
-                    await worker.run_forever()
-        finally:
-            if health is not None:
-                health.close()
+
+async def run_with_healthcheck(
+    worker: Worker, until_finished: bool, healthcheck_port: int | None
+) -> None:
+    """Run the entered ``worker`` until it stops (or, with ``until_finished``, until
+    nothing is left), answering probes on ``healthcheck_port`` meanwhile. Every entry
+    point that has a ``--healthcheck-port`` runs its worker through this."""
+    from ._healthcheck import serve_healthcheck
+
+    health = None
+    if healthcheck_port is not None:
+        health = await serve_healthcheck(worker, healthcheck_port)
+    try:
+        if until_finished:
+            await worker.run_until_finished()
+        else:
+            await worker.run_forever()
+    finally:
+        if health is not None:
+            health.close()

@@ -8,12 +8,13 @@ Add ``"docket_django"`` to ``INSTALLED_APPS``, configure ``DOCKET``, declare tas
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .decorator import DjangoTask, task
     from .dockets import get_docket
     from .producer import aenqueue, enqueue
-    from .registry import DjangoTask, task
     from .transactions import immediate
 
 __all__ = ["DjangoTask", "aenqueue", "enqueue", "get_docket", "immediate", "task"]
@@ -22,18 +23,17 @@ _EXPORTS = {
     "get_docket": "dockets",
     "enqueue": "producer",
     "aenqueue": "producer",
-    "task": "registry",
-    "DjangoTask": "registry",
+    "task": "decorator",
+    "DjangoTask": "decorator",
     "immediate": "transactions",
 }
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that importing the package (INSTALLED_APPS) loads nothing else.
+    # Lazy: Django imports this package (INSTALLED_APPS) before settings and the app
+    # registry are ready, and the modules behind these names need both.
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'docket_django' has no attribute {name!r}")
-    import importlib
-
     module = importlib.import_module(f"docket_django.{module_name}")
     return getattr(module, name)

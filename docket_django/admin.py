@@ -4,7 +4,7 @@ or restoring a task need the ``docket_django.manage_docket`` permission."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -13,15 +13,33 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from .conf import aliases
+from .management.commands.docket import snapshot_dict
 from .models import Dashboard
 from .portal import get_portal
 
 MANAGE = "docket_django.manage_docket"
 
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin[Dashboard]
+else:  # generic only in the stubs
+    _ModelAdmin = admin.ModelAdmin
+
+
+class _AdminUser(Protocol):
+    is_active: bool
+    is_staff: bool
+
+    def has_perm(self, perm: str, obj: Any = None) -> bool: ...
+
+
+def _user(request: HttpRequest) -> _AdminUser:
+    # The admin needs these of every user model it serves (Django's docs for custom
+    # user models; AnonymousUser has them too), but the stubs type request.user as
+    # AbstractBaseUser, which has neither.
+    return cast(_AdminUser, request.user)
+
 
 def _snapshot(alias: str) -> dict[str, Any]:
-    from .management.commands.docket import snapshot_dict
-
     async def go() -> dict[str, Any]:
         docket = await get_portal().docket(alias)
         snapshot = await docket.snapshot()
@@ -31,7 +49,7 @@ def _snapshot(alias: str) -> dict[str, Any]:
 
 
 @admin.register(Dashboard)
-class DashboardAdmin(admin.ModelAdmin):
+class DashboardAdmin(_ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -42,7 +60,7 @@ class DashboardAdmin(admin.ModelAdmin):
         return False
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        user = request.user
+        user = _user(request)
         return bool(
             user.is_active and user.is_staff and user.has_perm("docket_django.view_dashboard")
         )
@@ -78,14 +96,14 @@ class DashboardAdmin(admin.ModelAdmin):
             "alias": alias,
             "data": data,
             "error": error,
-            "can_manage": request.user.has_perm(MANAGE),
+            "can_manage": _user(request).has_perm(MANAGE),
         }
         return TemplateResponse(request, "docket_django/dashboard.html", context)
 
     def action_view(self, request: HttpRequest) -> HttpResponse:
         if request.method != "POST":
             raise PermissionDenied
-        if not (self.has_view_permission(request) and request.user.has_perm(MANAGE)):
+        if not (self.has_view_permission(request) and _user(request).has_perm(MANAGE)):
             raise PermissionDenied
         alias = self._alias(request)
         action = request.POST.get("action")

@@ -10,7 +10,9 @@ class DocketDjangoConfig(AppConfig):
     default_auto_field = "django.db.models.AutoField"
 
     def ready(self) -> None:
-        # Imports only: no Redis, no database.
+        # Imports only: no Redis, no database. Here rather than at the top: Django
+        # imports this module while it is still loading the apps, and autodiscovery
+        # imports the apps' task modules, which import their models.
         from . import checks  # noqa: F401  (registers the system checks)
         from .discovery import autodiscover
 

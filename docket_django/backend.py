@@ -20,57 +20,23 @@ record, which ``get_result`` reads back.
 from __future__ import annotations
 
 import json
-import logging
-import sys
-from datetime import UTC, datetime
-from inspect import iscoroutinefunction
-from traceback import format_exception
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.apps import apps
 from django.core import checks
-from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus
+from django.tasks import Task, TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
-from django.tasks.base import TaskError
-from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
-from django.tasks.signals import task_enqueued, task_finished, task_started
-from django.utils.json import normalize_json
+from django.tasks.exceptions import TaskResultDoesNotExist
+from django.tasks.signals import task_enqueued
 from django.utils.module_loading import import_string
 
-from docket import CurrentDocket, CurrentWorker, Docket, Worker
 from docket._uuid7 import uuid7_str
 
 from .conf import DEFAULT_ALIAS, aliases, docket_settings
 from .portal import get_portal
+from .runner import RUNNER_NAME, record_key, result_from_record, to_iso, utc_now
 from .transactions import run_on_commit_or_now
-
-logger = logging.getLogger("docket_django.backend")
-
-RUNNER_NAME = "django_task"
-
-
-def _record_key(docket: Docket, result_id: str) -> str:
-    return f"{docket.prefix}:django-task:{result_id}"
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _parse(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _error(exception: BaseException) -> dict[str, str]:
-    cls = type(exception)
-    return {
-        "exception_class_path": f"{cls.__module__}.{cls.__qualname__}",
-        "traceback": "".join(format_exception(exception)),
-    }
 
 
 class DocketBackend(BaseTaskBackend):
@@ -101,13 +67,15 @@ class DocketBackend(BaseTaskBackend):
 
     # -- enqueue ---------------------------------------------------------------------
 
-    def _new_result(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+    def _new_result[**P, R](
+        self, task: Task[P, R], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> TaskResult[P, R]:
         self.validate_task(task)
         return TaskResult(
             task=task,
             id=uuid7_str(),
             status=TaskResultStatus.READY,
-            enqueued_at=_now(),
+            enqueued_at=utc_now(),
             started_at=None,
             finished_at=None,
             last_attempted_at=None,
@@ -118,7 +86,7 @@ class DocketBackend(BaseTaskBackend):
             worker_ids=[],
         )
 
-    async def _write(self, docket_alias: str, result: TaskResult) -> None:
+    async def _write(self, docket_alias: str, result: TaskResult[..., Any]) -> None:
         docket = await get_portal().docket(docket_alias)
         config = docket_settings(docket_alias)
         task = result.task
@@ -128,11 +96,11 @@ class DocketBackend(BaseTaskBackend):
             "queue": task.queue_name,
             "priority": task.priority,
             "takes_context": task.takes_context,
-            "run_after": _iso(task.run_after),
+            "run_after": to_iso(task.run_after),
             "args": result.args,
             "kwargs": result.kwargs,
             "status": TaskResultStatus.READY.value,
-            "enqueued_at": _iso(result.enqueued_at),
+            "enqueued_at": to_iso(result.enqueued_at),
             "started_at": None,
             "finished_at": None,
             "last_attempted_at": None,
@@ -142,13 +110,15 @@ class DocketBackend(BaseTaskBackend):
         }
         async with docket.redis() as redis:
             await redis.set(
-                _record_key(docket, result.id),
+                record_key(docket, result.id),
                 json.dumps(record),
                 ex=max(int(config.result_ttl.total_seconds()), 1),
             )
         await docket.add(RUNNER_NAME, when=task.run_after, key=result.id)(result.id, self.alias)
 
-    def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+    def enqueue[**P, R](
+        self, task: Task[P, R], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> TaskResult[P, R]:
         result = self._new_result(task, args, kwargs)
         docket_alias = self.alias_for_queue(task.queue_name)
         config = docket_settings(docket_alias)
@@ -164,7 +134,9 @@ class DocketBackend(BaseTaskBackend):
         run_on_commit_or_now(write, on_commit=None, default=default, using=config.database)
         return result
 
-    async def aenqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+    async def aenqueue[**P, R](
+        self, task: Task[P, R], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> TaskResult[P, R]:
         result = self._new_result(task, args, kwargs)
         await get_portal().arun(self._write(self.alias_for_queue(task.queue_name), result))
         await task_enqueued.asend(type(self), task_result=result)
@@ -177,7 +149,7 @@ class DocketBackend(BaseTaskBackend):
         for docket_alias in self._candidate_aliases():
             docket = await portal.docket(docket_alias)
             async with docket.redis() as redis:
-                raw = await redis.get(_record_key(docket, result_id))
+                raw = await redis.get(record_key(docket, result_id))
                 if raw is None:
                     continue
                 record: dict[str, Any] = json.loads(raw)
@@ -189,7 +161,7 @@ class DocketBackend(BaseTaskBackend):
             return record
         return None
 
-    def _result_from_record(self, result_id: str, record: dict[str, Any]) -> TaskResult:
+    def _result_from_record(self, result_id: str, record: dict[str, Any]) -> TaskResult[..., Any]:
         try:
             task = import_string(record["task"])
         except ImportError as error:
@@ -200,13 +172,13 @@ class DocketBackend(BaseTaskBackend):
             raise TaskResultDoesNotExist(f"{record['task']!r} is not a django.tasks Task")
         return result_from_record(task, result_id, record, self.alias)
 
-    def get_result(self, result_id: str) -> TaskResult:
+    def get_result(self, result_id: str) -> TaskResult[..., Any]:
         record = get_portal().run(self._read(result_id))
         if record is None:
             raise TaskResultDoesNotExist(result_id)
         return self._result_from_record(result_id, record)
 
-    async def aget_result(self, result_id: str) -> TaskResult:
+    async def aget_result(self, result_id: str) -> TaskResult[..., Any]:
         record = await get_portal().arun(self._read(result_id))
         if record is None:
             raise TaskResultDoesNotExist(result_id)
@@ -234,149 +206,3 @@ class DocketBackend(BaseTaskBackend):
                     )
                 )
         return messages
-
-
-def result_from_record(
-    task: Task, result_id: str, record: dict[str, Any], backend_alias: str
-) -> TaskResult:
-    if task.queue_name != record.get("queue", task.queue_name):
-        task = task.using(queue_name=record["queue"])
-    result = TaskResult(
-        task=task,
-        id=result_id,
-        status=TaskResultStatus(record["status"]),
-        enqueued_at=_parse(record.get("enqueued_at")),
-        started_at=_parse(record.get("started_at")),
-        finished_at=_parse(record.get("finished_at")),
-        last_attempted_at=_parse(record.get("last_attempted_at")),
-        args=record.get("args", []),
-        kwargs=record.get("kwargs", {}),
-        backend=backend_alias,
-        errors=[TaskError(**error) for error in record.get("errors", [])],
-        worker_ids=list(record.get("worker_ids", [])),
-    )
-    object.__setattr__(result, "_return_value", record.get("return_value"))
-    return result
-
-
-def _record_from_result(result: TaskResult, record: dict[str, Any]) -> dict[str, Any]:
-    record = dict(record)
-    record.update(
-        status=result.status.value,
-        started_at=_iso(result.started_at),
-        finished_at=_iso(result.finished_at),
-        last_attempted_at=_iso(result.last_attempted_at),
-        errors=[
-            {"exception_class_path": e.exception_class_path, "traceback": e.traceback}
-            for e in result.errors
-        ],
-        worker_ids=list(result.worker_ids),
-        return_value=result._return_value,
-    )
-    return record
-
-
-class _Failed(Exception):
-    """Carries a task's exception out of the run after the record is updated."""
-
-
-async def run_django_task(
-    result_id: str,
-    backend_alias: str,
-    docket: Docket = CurrentDocket(),
-    worker: Worker = CurrentWorker(),
-) -> Any:
-    """The docket task behind every ``django.tasks`` enqueue."""
-    from django.tasks import task_backends
-
-    from .runtime import run_scoped
-
-    key = _record_key(docket, result_id)
-    async with docket.redis() as redis:
-        raw = await redis.get(key)
-        ttl = await redis.ttl(key)
-    if raw is None:
-        logger.warning("django.tasks result %s has no record (expired?); not running", result_id)
-        return None
-    record: dict[str, Any] = json.loads(raw)
-    backend = task_backends[backend_alias]
-    backend_class = type(backend)
-    task = import_string(record["task"])
-    if not isinstance(task, Task):
-        raise InvalidTask(f"{record['task']!r} is not a django.tasks Task")
-    now = _now()
-    record["status"] = TaskResultStatus.RUNNING.value
-    record["started_at"] = record.get("started_at") or _iso(now)
-    record["last_attempted_at"] = _iso(now)
-    record["worker_ids"] = [*record.get("worker_ids", []), worker.name]
-    result = result_from_record(task, result_id, record, backend_alias)
-
-    async def save() -> None:
-        async with docket.redis() as redis:
-            await redis.set(
-                key, json.dumps(_record_from_result(result, record)), ex=max(int(ttl), 1)
-            )
-
-    await save()
-    call_args = list(result.args)
-    if task.takes_context:
-        call_args.insert(0, TaskContext(task_result=result))
-
-    def finished(error: BaseException | None, value: Any = None) -> None:
-        object.__setattr__(result, "finished_at", _now())
-        if error is None:
-            object.__setattr__(result, "_return_value", normalize_json(value))
-            object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
-        else:
-            result.errors.append(TaskError(**_error(error)))
-            object.__setattr__(result, "status", TaskResultStatus.FAILED)
-        task_finished.send(backend_class, task_result=result)
-
-    if iscoroutinefunction(task.func):
-
-        async def body_async() -> Any:
-            from asgiref.sync import sync_to_async
-
-            await sync_to_async(task_started.send, thread_sensitive=True)(
-                backend_class, task_result=result
-            )
-            try:
-                value = await task.func(*call_args, **result.kwargs)
-            except Exception as error:
-                await sync_to_async(finished, thread_sensitive=True)(error)
-                raise _Failed() from error
-            await sync_to_async(finished, thread_sensitive=True)(None, value)
-            return value
-
-        runner: Any = body_async
-    else:
-
-        def body_sync() -> Any:
-            task_started.send(backend_class, task_result=result)
-            try:
-                value = task.func(*call_args, **result.kwargs)
-            except Exception as error:
-                # Sent inside the except block: Django's logging receiver reads exc_info.
-                assert sys.exc_info()[1] is error
-                finished(error)
-                raise _Failed() from error
-            finished(None, value)
-            return value
-
-        runner = body_sync
-    try:
-        value = await run_scoped(runner)
-    except _Failed as failed:
-        await save()
-        cause = failed.__cause__
-        assert cause is not None
-        raise cause from None
-    except BaseException as error:  # the scope itself failed, or a timeout/cancel
-        if result.status == TaskResultStatus.RUNNING:
-            result.errors.append(TaskError(**_error(error)))
-            object.__setattr__(result, "status", TaskResultStatus.FAILED)
-            object.__setattr__(result, "finished_at", _now())
-        await save()
-        raise
-    await save()
-    return result._return_value if value is not None else None

@@ -8,14 +8,16 @@ from typing import Any
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
+from docket._redis.client import SUPPORTED_SCHEMES
+from docket._redis.keys import validate_name
+
+from .conf import aliases, all_settings
+from .health import ping
+from .registry import registrations
+
 
 @checks.register("docket")
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    from docket._redis.client import SUPPORTED_SCHEMES
-    from docket._redis.keys import validate_name
-
-    from .conf import all_settings
-
     try:
         configured = all_settings()
     except (ImproperlyConfigured, TypeError, ValueError) as error:
@@ -59,9 +61,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 
 @checks.register("docket")
 def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    from .conf import aliases
-    from .registry import registrations
-
     messages: list[checks.CheckMessage] = []
     try:
         known = set(aliases())
@@ -103,9 +102,6 @@ def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
 @checks.register("docket", deploy=True)
 def check_redis(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Only under ``check --deploy``: can each docket's Redis be reached?"""
-    from .conf import all_settings
-    from .health import ping
-
     messages: list[checks.CheckMessage] = []
     try:
         configured = all_settings()

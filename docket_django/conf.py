@@ -27,6 +27,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from docket._worker_options import OptionSpec, WorkerOptions, option_specs
+
 DEFAULT_ALIAS = "default"
 
 DOCKET_KEYS = frozenset(
@@ -47,23 +49,9 @@ DOCKET_KEYS = frozenset(
     }
 )
 
-WORKER_KEYS = frozenset(
-    {
-        "NAME",
-        "CONCURRENCY",
-        "SYNC_THREADS",
-        "REDELIVERY_TIMEOUT",
-        "RECONNECTION_DELAY",
-        "MINIMUM_CHECK_INTERVAL",
-        "SCHEDULING_RESOLUTION",
-        "SCHEDULE_AUTOMATIC_TASKS",
-        "MESSAGE_BATCH",
-        "MAX_DELIVERIES",
-        "FALLBACK_TASK",
-        "DEPENDENCIES",
-        "TASKS",
-    }
-)
+# Django's own worker settings, beside one per WorkerOptions field.
+DJANGO_WORKER_KEYS = frozenset({"SYNC_THREADS", "TASKS"})
+WORKER_KEYS = frozenset(spec.name.upper() for spec in option_specs()) | DJANGO_WORKER_KEYS
 
 
 def _duration(value: Any, key: str) -> timedelta:
@@ -74,21 +62,41 @@ def _duration(value: Any, key: str) -> timedelta:
     raise ImproperlyConfigured(f"DOCKET {key} must be a timedelta or a number of seconds")
 
 
-@dataclass(frozen=True)
-class WorkerSettings:
-    name: str | None = None
-    concurrency: int = 10
+@dataclass(frozen=True, kw_only=True)
+class WorkerSettings(WorkerOptions):
+    """``DOCKET["WORKER"]``: every ``WorkerOptions`` field, plus Django's own.
+
+    The ``module:name`` options (``fallback_task``, ``dependencies``) may be given as
+    paths: those are kept in ``import_paths`` and imported only when a worker is built
+    (``worker_options``), so reading the settings imports no project code.
+    """
+
     sync_threads: int | None = None  # None: as many as ``concurrency``
-    redelivery_timeout: timedelta = timedelta(minutes=5)
-    reconnection_delay: timedelta = timedelta(seconds=5)
-    minimum_check_interval: timedelta = timedelta(milliseconds=250)
-    scheduling_resolution: timedelta = timedelta(milliseconds=250)
-    schedule_automatic_tasks: bool = True
-    message_batch: int = 1000
-    max_deliveries: int = 5
-    fallback_task: str | None = None
-    dependencies: str | None = None
     tasks: tuple[str, ...] = ()
+    import_paths: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        paths = dict(self.import_paths)
+        for spec in option_specs():
+            value = getattr(self, spec.name)
+            if spec.kind != "import":
+                continue
+            if isinstance(value, str):
+                paths[spec.name] = value
+                object.__setattr__(self, spec.name, None)
+            elif value is not None:
+                paths.pop(spec.name, None)  # an object given now wins over an earlier path
+        object.__setattr__(self, "import_paths", tuple(sorted(paths.items())))
+        super().__post_init__()
+        threads = self.sync_threads
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+        ):
+            raise ValueError(f"sync_threads must be a whole number of at least 1, got {threads!r}")
+
+    def worker_options(self) -> WorkerOptions:
+        """What to build the ``Worker`` with: these options, the paths imported now."""
+        return WorkerOptions.imported(**(self.as_kwargs() | dict(self.import_paths)))
 
 
 @dataclass(frozen=True)
@@ -143,37 +151,61 @@ def _env_url(alias: str) -> str | None:
     return None
 
 
+_SPECS: dict[str, OptionSpec] = {spec.name: spec for spec in option_specs()}
+
+
+def _worker_value(name: str, value: Any) -> Any:
+    """One ``DOCKET["WORKER"]`` value read for its option's kind; counts and durations
+    are left to ``WorkerOptions``, which checks those itself."""
+    if name == "tasks":
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise TypeError(f"tasks must be a list of 'module:name' collections, got {value!r}")
+        return tuple(value)
+    spec = _SPECS.get(name)
+    kind = spec.kind if spec is not None else None
+    if kind == "flag" and not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    if kind == "text" and not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {value!r}")
+    if kind == "import" and not (isinstance(value, str) and ":" in value):
+        raise TypeError(f"{name} must be a 'package.module:name' path, got {value!r}")
+    return value
+
+
+def _worker_settings(alias: str, given: Any) -> WorkerSettings:
+    where = f"DOCKET[{alias!r}]['WORKER']"
+    if not given:
+        given = {}
+    if not isinstance(given, dict):
+        raise ImproperlyConfigured(f"{where} must be a dict, got {given!r}")
+    unknown = set(given) - WORKER_KEYS
+    if unknown:
+        raise ImproperlyConfigured(
+            f"{where} has unknown keys {sorted(unknown)}; known: {sorted(WORKER_KEYS)}"
+        )
+    values: dict[str, Any] = {}
+    for key, value in given.items():
+        if value is None:
+            continue  # as if not given: the option's default
+        name = key.lower()
+        try:
+            values[name] = _worker_value(name, value)
+            # Alone first, so that an error names the key it is about.
+            WorkerSettings(**{name: values[name]})
+        except (TypeError, ValueError) as error:
+            raise ImproperlyConfigured(f"{where}[{key!r}]: {error}") from None
+    try:
+        return WorkerSettings(**values)
+    except (TypeError, ValueError) as error:
+        raise ImproperlyConfigured(f"{where}: {error}") from None
+
+
 def _build(alias: str, options: dict[str, Any]) -> DocketSettings:
     unknown = set(options) - DOCKET_KEYS
     if unknown:
         raise ImproperlyConfigured(
             f"DOCKET[{alias!r}] has unknown keys {sorted(unknown)}; known: {sorted(DOCKET_KEYS)}"
         )
-    worker_options = dict(options.get("WORKER") or {})
-    unknown = set(worker_options) - WORKER_KEYS
-    if unknown:
-        raise ImproperlyConfigured(
-            f"DOCKET[{alias!r}]['WORKER'] has unknown keys {sorted(unknown)}; "
-            f"known: {sorted(WORKER_KEYS)}"
-        )
-    worker_kwargs: dict[str, Any] = {}
-    for key, value in worker_options.items():
-        attribute = key.lower()
-        if key in {
-            "REDELIVERY_TIMEOUT",
-            "RECONNECTION_DELAY",
-            "MINIMUM_CHECK_INTERVAL",
-            "SCHEDULING_RESOLUTION",
-        }:
-            value = _duration(value, f"WORKER.{key}")
-        elif key == "TASKS":
-            value = tuple(value)
-        elif key in {"CONCURRENCY", "SYNC_THREADS", "MESSAGE_BATCH", "MAX_DELIVERIES"} and (
-            value is not None and (not isinstance(value, int) or value < 1)
-        ):
-            raise ImproperlyConfigured(f"DOCKET WORKER.{key} must be a positive integer")
-        worker_kwargs[attribute] = value
-
     kwargs: dict[str, Any] = {}
     for key in ("EXECUTION_TTL", "RESULT_TTL", "HEARTBEAT_INTERVAL"):
         if key in options:
@@ -196,7 +228,11 @@ def _build(alias: str, options: dict[str, Any]) -> DocketSettings:
     url = _env_url(alias) or options.get("URL") or "redis://localhost:6379/0"
     name = options.get("NAME") or ("docket" if alias == DEFAULT_ALIAS else alias)
     return DocketSettings(
-        alias=alias, url=url, name=name, worker=WorkerSettings(**worker_kwargs), **kwargs
+        alias=alias,
+        url=url,
+        name=name,
+        worker=_worker_settings(alias, options.get("WORKER")),
+        **kwargs,
     )
 
 
@@ -248,6 +284,3 @@ def reset() -> None:
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting in {"DOCKET", "SECRET_KEY"}:
         reset()
-        from .portal import forget_dockets
-
-        forget_dockets()

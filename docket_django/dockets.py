@@ -5,15 +5,17 @@ from __future__ import annotations
 from docket import Docket
 
 from .conf import DEFAULT_ALIAS, docket_settings
+from .registry import register_all
 from .signing import signing_key_for
 
 
-def build_docket(alias: str = DEFAULT_ALIAS) -> Docket:
+def build_docket(
+    alias: str = DEFAULT_ALIAS, *, enable_internal_instrumentation: bool = False
+) -> Docket:
     """A new, not yet entered ``Docket`` for ``alias``, with the alias's tasks (those
     declared with ``@docket_django.task`` and the ``django.tasks`` runner) registered.
-    Touches nothing: use it with ``async with``."""
-    from .registry import register_all
-
+    Touches nothing: use it with ``async with``. ``enable_internal_instrumentation`` is
+    the worker option of that name, which reaches the docket's own polling too."""
     config = docket_settings(alias)
     docket = Docket(
         name=config.name,
@@ -24,6 +26,7 @@ def build_docket(alias: str = DEFAULT_ALIAS) -> Docket:
         signing_key=signing_key_for(config),
         serializer=config.serializer,
         max_payload_bytes=config.max_payload_bytes,
+        enable_internal_instrumentation=enable_internal_instrumentation,
     )
     register_all(docket, alias)
     return docket

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .conf import DEFAULT_ALIAS, aliases
-from .portal import get_portal
+from .portal import forget_dockets, get_portal
 
 
 @dataclass
@@ -28,8 +28,6 @@ async def read_status(alias: str) -> DocketHealth:
             await redis.ping()
         workers = await docket.workers()
     except Exception as error:
-        from .portal import forget_dockets
-
         forget_dockets()  # reconnect next time
         return DocketHealth(alias, False, error=f"{type(error).__name__}: {error}")
     return DocketHealth(

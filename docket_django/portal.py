@@ -21,7 +21,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
 from typing import Any, TypeVar
 
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
 from docket import Docket
+
+from .conf import docket_settings
+from .dockets import build_docket
+from .registry import register_all
 
 T = TypeVar("T")
 
@@ -63,15 +70,10 @@ class Portal:
 
     async def docket(self, alias: str) -> Docket:
         """The entered docket for ``alias`` (portal loop only)."""
-        from .conf import docket_settings
-        from .dockets import build_docket
-
         config = docket_settings(alias)
         cache_key = (alias, config)
         found = self._dockets.get(cache_key)
         if found is not None:
-            from .registry import register_all
-
             register_all(found, alias)
             return found
         if self._lock is None:
@@ -130,6 +132,13 @@ def get_portal() -> Portal:
 def forget_dockets() -> None:
     if _portal is not None and _portal.pid == os.getpid():
         _portal.forget()
+
+
+@receiver(setting_changed)
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    # The entered dockets were built from the old values (conf drops its own cache too).
+    if setting in {"DOCKET", "SECRET_KEY"}:
+        forget_dockets()
 
 
 @atexit.register

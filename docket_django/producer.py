@@ -11,6 +11,7 @@ from docket._uuid7 import uuid7_str
 
 from .conf import DEFAULT_ALIAS, docket_settings
 from .portal import get_portal
+from .registry import DeclaredTask, register, tasks_for
 from .transactions import run_on_commit_or_now
 
 
@@ -89,11 +90,9 @@ async def aenqueue_name(
 
 
 def _name_of(function: Callable[..., Any] | str) -> tuple[str, str | None]:
-    from .registry import DjangoTask, register, tasks_for
-
     if isinstance(function, str):
         return function, None
-    if isinstance(function, DjangoTask):
+    if isinstance(function, DeclaredTask):
         return function.name, function.alias
     name = function.__name__
     if tasks_for(DEFAULT_ALIAS).get(name) is None:

@@ -22,6 +22,7 @@ connections are left alone.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
@@ -29,12 +30,15 @@ from typing import Any
 
 from asgiref.current_thread_executor import CurrentThreadExecutor
 from asgiref.sync import ThreadSensitiveContext
+from django.tasks import Task
 from django.test.utils import override_settings
 
 from docket import Execution, testing
 
 from .conf import raw_setting
 from .portal import get_portal
+from .registry import DeclaredTask
+from .runner import RUNNER_NAME
 from .runtime import inline_mode
 
 
@@ -49,8 +53,6 @@ def memory_setting() -> dict[str, dict[str, Any]]:
 @contextmanager
 def memory_dockets() -> Iterator[DocketTestRunner]:
     """Within this block every docket is on its own ``memory://`` engine."""
-    import os
-
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("DOCKET_URL")}
     try:
         with override_settings(DOCKET=memory_setting()):
@@ -138,12 +140,7 @@ class DocketTestRunner:
 
 
 def _name(function: Any) -> Any:
-    from django.tasks import Task
-
-    from .backend import RUNNER_NAME
-    from .registry import DjangoTask
-
-    if isinstance(function, DjangoTask):
+    if isinstance(function, DeclaredTask):
         return function.name
     if isinstance(function, Task):
         return RUNNER_NAME

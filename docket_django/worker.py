@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
+import concurrent.futures
 import logging
-import signal
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from typing import Any
 
 from django.db import connections
 
 from docket import Worker
+from docket._signals import SignalsSeen, shutdown_signals
+from docket._worker_run import run_with_healthcheck
+from docket.metrics_server import MetricsServer, MetricsUnavailable, serve_metrics
 
 from .conf import DEFAULT_ALIAS, WorkerSettings, docket_settings
 from .dockets import build_docket
@@ -28,99 +28,60 @@ class WorkerRun:
     alias: str = DEFAULT_ALIAS
     options: WorkerSettings = field(default_factory=WorkerSettings)
     until_finished: bool = False
-    max_tasks: int | None = None
     healthcheck_port: int | None = None
     metrics_port: int | None = None
     extra_tasks: Sequence[str] = ()
     worker: Worker | None = None
-    stop_requested: int = 0
+    """The running worker, once it has started (what the shutdown signals reach)."""
 
-    async def serve(self) -> None:
-        from django.utils.module_loading import import_string
-
+    async def serve(self, signals: SignalsSeen | None = None) -> None:
+        """Run the worker until it stops; ``signals`` are the shutdown signals seen so
+        far, which cannot reach a worker that did not exist yet when they came."""
         options = self.options
-        docket = build_docket(self.alias)
+        worker_options = options.worker_options()
+        docket = build_docket(
+            self.alias,
+            enable_internal_instrumentation=worker_options.enable_internal_instrumentation,
+        )
         for collection in (*options.tasks, *self.extra_tasks):
             docket.register_collection(collection)
         async with docket:
             configure_slots(options.sync_threads or options.concurrency)
             try:
-                worker = Worker(
-                    docket,
-                    name=options.name,
-                    concurrency=options.concurrency,
-                    redelivery_timeout=options.redelivery_timeout,
-                    reconnection_delay=options.reconnection_delay,
-                    minimum_check_interval=options.minimum_check_interval,
-                    scheduling_resolution=options.scheduling_resolution,
-                    schedule_automatic_tasks=options.schedule_automatic_tasks,
-                    fallback_task=(
-                        import_string(options.fallback_task.replace(":", "."))
-                        if options.fallback_task
-                        else None
-                    ),
-                    dependencies=(
-                        import_string(options.dependencies.replace(":", "."))
-                        if options.dependencies
-                        else None
-                    ),
-                    message_batch=options.message_batch,
-                    max_deliveries=options.max_deliveries,
-                    max_tasks=self.max_tasks,
-                )
-                self.worker = worker
-                health = None
+                worker = Worker(docket, **worker_options.as_kwargs())
                 async with worker:
-                    if self.stop_requested:
+                    self.worker = worker
+                    if signals is not None and signals.count:
                         worker.stop()
-                    if self.healthcheck_port is not None:
-                        from docket._healthcheck import serve_healthcheck
-
-                        health = await serve_healthcheck(worker, self.healthcheck_port)
-                    if self.metrics_port is not None:
-                        _serve_metrics(self.metrics_port)
-                    logger.info(
-                        "Worker %s started on docket %r (%s), %d tasks registered",
-                        worker.name,
-                        docket.name,
-                        self.alias,
-                        len(docket.tasks),
-                    )
-                    try:
-                        if self.until_finished:
-                            await worker.run_until_finished()
-                        else:
-                            await worker.run_forever()
-                    finally:
-                        if health is not None:
-                            health.close()
+                    await self._run(worker)
             finally:
                 await close_slots()
         logger.info("Worker stopped")
 
-    def request_stop(self) -> None:
-        """Called from the main thread's signal handler."""
-        self.stop_requested += 1
-        worker = self.worker
-        if worker is None:
-            return
-        loop = get_portal().loop
-        if self.stop_requested == 1:
-            loop.call_soon_threadsafe(worker.stop)
-        else:
-            loop.call_soon_threadsafe(worker.abort)
+    async def _run(self, worker: Worker) -> None:
+        metrics = _serve_metrics(self.metrics_port) if self.metrics_port is not None else None
+        logger.info(
+            "Worker %s started on docket %r (%s), %d tasks registered",
+            worker.name,
+            worker.docket.name,
+            self.alias,
+            len(worker.docket.tasks),
+        )
+        try:
+            await run_with_healthcheck(worker, self.until_finished, self.healthcheck_port)
+        finally:
+            if metrics is not None:
+                metrics.close()
 
 
-def _serve_metrics(port: int) -> None:
+def _serve_metrics(port: int) -> MetricsServer | None:
     # docket's own endpoint: it renders docket's metrics, not just the process defaults.
-    from docket.metrics_server import MetricsUnavailable, serve_metrics
-
+    # Unlike ``docket worker``, a missing extra does not stop the worker: it is a warning.
     try:
-        serve_metrics(port)
+        return serve_metrics(port)
     except MetricsUnavailable as error:
         logger.warning("%s", error)
-        return
-    logger.info("Serving Prometheus metrics on port %d", port)
+        return None
 
 
 def run_worker(run: WorkerRun) -> None:
@@ -129,38 +90,21 @@ def run_worker(run: WorkerRun) -> None:
     # Connections opened while starting up (checks, imports) are not the tasks'.
     connections.close_all()
     portal = get_portal()
-    future = portal.submit(run.serve())
-    installed: list[tuple[int, Any]] = []
-    if threading.current_thread() is threading.main_thread():
-
-        def on_signal(signum: int, frame: Any) -> None:
-            name = signal.Signals(signum).name
-            if run.stop_requested == 0:
-                logger.warning("Received %s: finishing in-flight tasks (again to abort)", name)
-            else:
-                logger.warning("Received %s again: aborting", name)
-            run.request_stop()
-
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            installed.append((signum, signal.signal(signum, on_signal)))
-    try:
+    with shutdown_signals(lambda: run.worker, portal.loop) as signals:
+        future = portal.submit(run.serve(signals))
         while True:
+            # A timeout, so that this thread keeps taking the signals.
             try:
                 future.result(timeout=0.2)
                 break
             except TimeoutError:
                 continue
-            except asyncio.CancelledError:
+            except concurrent.futures.CancelledError:
+                # A cross-thread future's own CancelledError, not asyncio's.
                 break
-    finally:
-        for number, previous in installed:
-            signal.signal(number, previous)
 
 
 def worker_settings(alias: str, **overrides: Any) -> WorkerSettings:
+    """``alias``'s worker settings with ``overrides`` (None: not given) on top."""
     base = docket_settings(alias).worker
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def seconds(value: float | None) -> timedelta | None:
-    return None if value is None else timedelta(seconds=value)

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from docket_django.conf import DEFAULT_ALIAS
+from docket_django.health import status
 from docket_django.portal import get_portal
 
 
@@ -90,8 +91,6 @@ class Command(BaseCommand):
             self.stdout.write(f"  strike   {strike}")
 
     def _health(self, alias: str, require_workers: bool) -> None:
-        from docket_django.health import status
-
         health = status(alias)
         self.stdout.write(
             json.dumps(
