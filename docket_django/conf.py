@@ -167,8 +167,14 @@ def _worker_value(name: str, value: Any) -> Any:
         raise TypeError(f"{name} must be True or False, got {value!r}")
     if kind == "text" and not isinstance(value, str):
         raise TypeError(f"{name} must be a string, got {value!r}")
-    if kind == "import" and not (isinstance(value, str) and ":" in value):
-        raise TypeError(f"{name} must be a 'package.module:name' path, got {value!r}")
+    if kind == "import":
+        if not isinstance(value, str) or not (":" in value or "." in value):
+            raise TypeError(f"{name} must be a 'package.module:name' path, got {value!r}")
+        if ":" not in value:
+            # Django settings name things by dotted path ('myapp.tasks.fallback'), and
+            # this setting always took that form too.
+            module, _, member = value.rpartition(".")
+            value = f"{module}:{member}"
     return value
 
 

@@ -234,3 +234,13 @@ def test_every_option_is_documented() -> None:
         assert f"`{spec.name.upper()}`" in guide, spec.name
         flag = spec.flag if spec.kind != "flag" else "--[no-]" + spec.flag.removeprefix("--")
         assert f"[{flag}" in guide, flag
+
+
+def test_paths_may_be_dotted_as_django_names_them(
+    settings: Any, docket_setting: dict[str, Any]
+) -> None:
+    from djtestapp import worker_hooks
+
+    settings.DOCKET = {**docket_setting, "WORKER": {"FALLBACK_TASK": f"{HOOKS}.fallback"}}
+    options = docket_settings().worker.worker_options()
+    assert options.fallback_task is worker_hooks.fallback
