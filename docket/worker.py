@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, AsyncExitStack, suppress
 from datetime import timedelta
-from types import TracebackType
 from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
@@ -184,12 +183,7 @@ class Worker:
         background.start(self._leases.renew_loop(), f"{self.name}-renew")
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self._stopping = True
         await self._drain()
         await self._background.cancel()

@@ -31,23 +31,17 @@ from docket._worker_options import OptionSpec, WorkerOptions, option_specs
 
 DEFAULT_ALIAS = "default"
 
-DOCKET_KEYS = frozenset(
-    {
-        "URL",
-        "NAME",
-        "TASK_MODULES",
-        "EXECUTION_TTL",
-        "RESULT_TTL",
-        "HEARTBEAT_INTERVAL",
-        "MISSED_HEARTBEATS",
-        "SIGNING_KEY",
-        "SERIALIZER",
-        "MAX_PAYLOAD_BYTES",
-        "ENQUEUE_ON_COMMIT",
-        "DATABASE",
-        "WORKER",
-    }
+# The keys of one docket's options, by how each is read.
+_DURATION_KEYS = ("EXECUTION_TTL", "RESULT_TTL", "HEARTBEAT_INTERVAL")
+_PLAIN_KEYS = (
+    "MISSED_HEARTBEATS",
+    "SIGNING_KEY",
+    "SERIALIZER",
+    "MAX_PAYLOAD_BYTES",
+    "ENQUEUE_ON_COMMIT",
+    "DATABASE",
 )
+DOCKET_KEYS = frozenset({"URL", "NAME", "TASK_MODULES", *_DURATION_KEYS, *_PLAIN_KEYS, "WORKER"})
 
 # Django's own worker settings, beside one per WorkerOptions field.
 DJANGO_WORKER_KEYS = frozenset({"SYNC_THREADS", "TASKS"})
@@ -213,7 +207,7 @@ def _build(alias: str, options: dict[str, Any]) -> DocketSettings:
             f"DOCKET[{alias!r}] has unknown keys {sorted(unknown)}; known: {sorted(DOCKET_KEYS)}"
         )
     kwargs: dict[str, Any] = {}
-    for key in ("EXECUTION_TTL", "RESULT_TTL", "HEARTBEAT_INTERVAL"):
+    for key in _DURATION_KEYS:
         if key in options:
             kwargs[key.lower()] = _duration(options[key], key)
     if "TASK_MODULES" in options:
@@ -221,14 +215,7 @@ def _build(alias: str, options: dict[str, Any]) -> DocketSettings:
         if isinstance(modules, str) or not all(isinstance(m, str) for m in modules):
             raise ImproperlyConfigured("DOCKET TASK_MODULES must be a list of module names")
         kwargs["task_modules"] = tuple(modules)
-    for key in (
-        "MISSED_HEARTBEATS",
-        "SIGNING_KEY",
-        "SERIALIZER",
-        "MAX_PAYLOAD_BYTES",
-        "ENQUEUE_ON_COMMIT",
-        "DATABASE",
-    ):
+    for key in _PLAIN_KEYS:
         if key in options:
             kwargs[key.lower()] = options[key]
     url = _env_url(alias) or options.get("URL") or "redis://localhost:6379/0"
