@@ -82,12 +82,21 @@ def base_python() -> str:
     return getattr(sys, "_base_executable", sys.executable)
 
 
+# With --baseline, ours runs from a plain install of HEAD too (``ours-installed``): an
+# editable install measured a few percent slower than a plain one of the same commit
+# (an A/A run), which would otherwise read as a regression.
+INSTALLED_OURS = "ours-installed"
+_installed_ours = False
+
+
 def python_for(system: str) -> Path:
+    if system == OURS and _installed_ours:
+        system = INSTALLED_OURS
     return VENVS / system / "bin" / "python"
 
 
-def ensure_baseline(revision: str) -> str:
-    """Build ``benchmarks/.venvs/baseline`` from the project at ``revision`` (a plain
+def ensure_baseline(revision: str, system: str = BASELINE) -> str:
+    """Build ``benchmarks/.venvs/<system>`` from the project at ``revision`` (a plain
     install of ``git archive``'s tree, so it never follows the working tree); returns the
     commit it resolved to."""
     commit = subprocess.run(
@@ -98,7 +107,7 @@ def ensure_baseline(revision: str) -> str:
     if commit.returncode != 0:
         raise SystemExit(f"error: --baseline {revision!r} is not a commit of this repository")
     sha = commit.stdout.strip()
-    venv = VENVS / BASELINE
+    venv = VENVS / system
     stamp = venv / ".installed"
     if stamp.exists() and stamp.read_text() == sha:
         return sha
@@ -631,6 +640,18 @@ def main() -> None:
     if args.baseline:
         if not args.rerender:
             baseline = ensure_baseline(args.baseline)
+            dirty = subprocess.run(
+                ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            if dirty:
+                raise SystemExit(
+                    "error: --baseline compares commits: commit the working tree first"
+                )
+            global _installed_ours
+            ensure_baseline("HEAD", INSTALLED_OURS)
+            _installed_ours = True
         systems.insert(systems.index(OURS) + 1 if OURS in systems else 0, BASELINE)
     unknown = [s for s in systems if s not in (*ALL_SYSTEMS, BASELINE)]
     if unknown:
