@@ -11,6 +11,11 @@ from typing import Any
 class ImportPathError(ValueError):
     """A ``module:name`` path that is malformed or does not lead to an object."""
 
+    def __init__(self, message: str, missing_module: str | None = None) -> None:
+        super().__init__(message)
+        self.missing_module = missing_module
+        """The module that does not exist, when that is what went wrong."""
+
 
 def import_object(path: str, what: str) -> Any:
     """The object at ``package.module:name``; ``name`` may be dotted
@@ -28,7 +33,7 @@ def import_object(path: str, what: str) -> Any:
         if module_name != missing and not module_name.startswith(missing + "."):
             raise  # the module exists; something it imports does not
         raise ImportPathError(
-            f"cannot import {what} {path!r}: there is no module named {missing!r}"
+            f"cannot import {what} {path!r}: there is no module named {missing!r}", missing
         ) from None
     for part in attributes.split("."):
         try:

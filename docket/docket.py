@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -15,6 +14,7 @@ from opentelemetry.trace import Span, SpanKind
 from redis.exceptions import AuthenticationError, RedisError
 
 from . import _snapshot, serialization
+from ._imports import import_object
 from ._messages import PoisonMessage, open_payload
 from ._redis import scripts
 from ._redis.client import Connection, check_credentials, redact_url
@@ -343,17 +343,7 @@ class Docket:
 
     def register_collection(self, collection_path: str) -> None:
         """Register every task in ``"package.module:iterable"``."""
-        module_name, _, member = collection_path.partition(":")
-        if not module_name or not member:
-            raise ValueError(
-                f"Task collection {collection_path!r} must look like 'package.module:name'"
-            )
-        module = importlib.import_module(module_name)
-        try:
-            collection = getattr(module, member)
-        except AttributeError:
-            raise ValueError(f"Module {module_name!r} has no task collection {member!r}") from None
-        for function in collection:
+        for function in import_object(collection_path, "task collection"):
             self.register(function)
 
     def _resolve(

@@ -10,11 +10,11 @@ least what the released one did and gives the same result for it.
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
+from .._imports import import_object
 from ._values import parse_typed_value
 from .durations import parse_duration
 from .options import check_url
@@ -103,9 +103,8 @@ def _construct(path: str, text: str, original: str) -> Any:
     """Build a value with the callable at the import path ``path`` (``module.Name``)."""
     module_name, _, member_name = path.rpartition(".")
     try:
-        module = importlib.import_module(module_name)
-        member = getattr(module, member_name)
-    except (ImportError, AttributeError) as error:
+        member = import_object(f"{module_name}:{member_name}", "type")
+    except (ImportError, ValueError) as error:
         raise ValueError(f"cannot read {original!r}: there is no type {path!r} ({error})") from None
     if member is bool:
         return text.lower() == "true"

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import re
 import sys
@@ -19,6 +18,7 @@ import typer
 from redis.connection import parse_url
 from redis.exceptions import RedisError
 
+from .._imports import ImportPathError, import_object
 from .._redis.client import SUPPORTED_SCHEMES, redact_url
 from .._redis.keys import validate_name
 from .durations import format_duration_option, parse_duration
@@ -188,29 +188,15 @@ def _importable_from_here() -> None:
 
 
 def import_member(path: str, what: str) -> Any:
-    """Import ``package.module:name``; a missing module or name is a ``CliError``."""
-    module_name, colon, member = path.partition(":")
-    if not colon or not module_name or not member:
-        raise CliError(f"{what} {path!r} must look like 'package.module:name'")
+    """Import ``package.module:name`` from here; any failure is a one-line ``CliError``."""
     _importable_from_here()
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        missing = error.name or module_name
-        if module_name == missing or module_name.startswith(missing + "."):
-            raise CliError(
-                f"cannot import {what} {path!r}: there is no module named {missing!r} "
-                f"(run from the directory that contains it, or set PYTHONPATH)"
-            ) from None
-        raise CliError(f"cannot import {what} {path!r}: {_failure(error)}") from None
+        return import_object(path, what)
+    except ImportPathError as error:
+        hint = " (run from the directory that contains it, or set PYTHONPATH)"
+        raise CliError(f"{error}{hint if error.missing_module else ''}") from None
     except Exception as error:
         raise CliError(f"cannot import {what} {path!r}: {_failure(error)}") from None
-    try:
-        return getattr(module, member)
-    except AttributeError:
-        raise CliError(
-            f"cannot import {what} {path!r}: module {module_name!r} has no {member!r}"
-        ) from None
 
 
 def _failure(error: BaseException) -> str:
