@@ -178,7 +178,8 @@ async def test_sync_refreshes_state_worker_and_times(docket: Docket, worker: Wor
 async def test_subscribe_yields_the_current_state_then_live_state_changes(
     url: str, docket: Docket, worker: Worker
 ) -> None:
-    execution = await docket.add(double, when=datetime.now(UTC) + timedelta(seconds=0.2))(1)
+    # Due far enough ahead that a loaded machine still reads it before it moves.
+    execution = await docket.add(double, when=datetime.now(UTC) + timedelta(seconds=1))(1)
     events = execution.subscribe()
     try:
         first = await asyncio.wait_for(anext(events), 5)
