@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._text import as_text
 from ._worker_loops import Trouble, poll, seconds
-from .execution import Execution
 
 if TYPE_CHECKING:
+    from ._worker_state import WorkerState
     from .worker import Worker
 
 
 class Cancellation:
     """Which keys were asked to stop, and which runs may be cancelled from outside."""
 
-    def __init__(
-        self, worker: Worker, active: dict[str, tuple[Execution, asyncio.Task[None]]]
-    ) -> None:
+    def __init__(self, worker: Worker, state: WorkerState) -> None:
         self._worker = worker
-        self._active = active
+        self._state = state
+        self._active = state.active
         self.requested: set[str] = set()
         """Keys with a cancel aimed at their run here, for the run to see."""
         self.begun: set[str] = set()
@@ -57,11 +55,11 @@ class Cancellation:
         worker = self._worker
         keys = worker.docket.keys
         pubsub = worker.docket._connection.client.pubsub()
-        with worker._internal("docket.listen"):
+        with self._state.internal("docket.listen"):
             await pubsub.subscribe(keys.wake_channel, keys.cancel_channel)
         try:
             while True:
-                with worker._internal("docket.listen"):
+                with self._state.internal("docket.listen"):
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is None:
                     continue

@@ -15,17 +15,19 @@ from .execution import Execution, ExecutionState, from_entry
 from .instrumentation import DEAD_LETTERED, TASKS_SUPERSEDED
 
 if TYPE_CHECKING:
+    from ._worker_state import WorkerState
     from .worker import Worker
 
 logger = logging.getLogger("docket.worker")
 
 
 class Claims:
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, state: WorkerState) -> None:
         self._worker = worker
+        self._state = state
         self._docket = worker.docket
         self._name = worker.name
-        self._internal = worker._internal
+        self._internal = state.internal
 
     async def start(self, claimed: list[Claimed], unclaimed: list[Entry]) -> None:
         """Start what a read claimed; claim the rest (``claim``)."""
@@ -87,7 +89,7 @@ class Claims:
                     )
                 else:
                     # A stale copy (replaced, cancelled or superseded) was acked away.
-                    metrics = self._worker._metrics
+                    metrics = self._state.metrics
                     TASKS_SUPERSEDED.add(1, metrics.task_labels(execution.function_name))
                 continue
             self._start_claimed(execution, started_at)
@@ -97,7 +99,7 @@ class Claims:
         execution.state = ExecutionState.RUNNING
         execution.worker = self._name
         execution.started_at = datetime.fromtimestamp(float(started_at), UTC)
-        self._worker._start(execution)
+        self._state.start(execution)
 
     def _decode(
         self, mid: str, fields: dict[bytes, bytes], deliveries: int, redelivered: bool
@@ -145,4 +147,4 @@ class Claims:
                     messages=poison,
                 )
             )
-        DEAD_LETTERED.add(len(poison), self._worker._metrics.base)
+        DEAD_LETTERED.add(len(poison), self._state.metrics.base)

@@ -16,6 +16,7 @@ from ._worker_loops import Trouble, poll, seconds
 from .instrumentation import metrics_collected
 
 if TYPE_CHECKING:
+    from ._worker_state import WorkerState
     from .worker import Worker
 
 logger = logging.getLogger("docket.worker")
@@ -25,8 +26,9 @@ class Health:
     """The run loop is going, its last read reached Redis, and so did the last
     heartbeat, recently."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, state: WorkerState) -> None:
         self._worker = worker
+        self._state = state
         self.running_loop = False
         self.reads_ok = True
         self.read_since: float | None = None
@@ -68,7 +70,7 @@ class Health:
     async def _beat(self, window: float, then: Callable[[], Coroutine[Any, Any, None]]) -> None:
         worker = self._worker
         docket = worker.docket
-        with worker._internal("docket.heartbeat"):
+        with self._state.internal("docket.heartbeat"):
             await docket._scripts.send(
                 scripts.Heartbeat(
                     workers=docket.keys.workers,
@@ -107,6 +109,6 @@ class Health:
         # Entries delivered but not yet settled are running, not waiting (an error here
         # means no consumer group yet, so nothing is delivered).
         claimed = int(pending["pending"]) if isinstance(pending, dict) else 0
-        worker._metrics.queue_depth = max(int(length) - claimed, 0) + int(overdue)
+        self._state.metrics.queue_depth = max(int(length) - claimed, 0) + int(overdue)
         if not isinstance(future, Exception):
-            worker._metrics.schedule_depth = int(future)
+            self._state.metrics.schedule_depth = int(future)

@@ -18,6 +18,7 @@ from .instrumentation import DEAD_LETTERED
 
 if TYPE_CHECKING:
     from ._worker_claiming import Claims
+    from ._worker_state import WorkerState
     from .worker import Worker
 
 logger = logging.getLogger("docket.worker")
@@ -30,25 +31,26 @@ def _group_gone(error: BaseException) -> bool:
 
 
 class Leases:
-    def __init__(self, worker: Worker, claims: Claims) -> None:
+    def __init__(self, worker: Worker, state: WorkerState, claims: Claims) -> None:
         self._worker = worker
+        self._state = state
         self._claims = claims
         self._reclaim_cursor = "0-0"
 
     async def reclaim_loop(self) -> None:
         worker = self._worker
         interval = max(min(seconds(worker.redelivery_timeout) / 4, 5.0), 0.05)
-        trouble = replace(worker._trouble, ignored=_group_gone)
-        await poll(self._reclaim, trouble, every=interval, until=lambda: worker._stopping)
+        trouble = replace(self._state.trouble, ignored=_group_gone)
+        await poll(self._reclaim, trouble, every=interval, until=lambda: self._state.stopping)
 
     async def _reclaim(self) -> None:
         worker = self._worker
-        free = worker.concurrency - len(worker._active)
-        if free <= 0 or worker._stopping:
+        free = worker.concurrency - len(self._state.active)
+        if free <= 0 or self._state.stopping:
             return
         docket = worker.docket
         keys = docket.keys
-        with worker._internal("docket.reclaim"):
+        with self._state.internal("docket.reclaim"):
             reclaim = scripts.Reclaim(
                 stream=keys.stream,
                 dead_letters=keys.dead_letters,
@@ -56,7 +58,7 @@ class Leases:
                 worker=worker.name,
                 min_idle_ms=int(seconds(worker.redelivery_timeout) * 1000),
                 cursor=self._reclaim_cursor,
-                count=worker._claim_budget(free),
+                count=self._state.claim_budget(free),
                 max_deliveries=worker.max_deliveries,
                 record_prefix=keys.record_prefix,
                 events_prefix=keys.events_prefix,
@@ -65,7 +67,7 @@ class Leases:
             cursor, claimed, deleted, dead = await docket._scripts.send(reclaim)
         self._reclaim_cursor = as_text(cursor) or "0-0"
         if int(dead):
-            DEAD_LETTERED.add(int(dead), worker._metrics.base)
+            DEAD_LETTERED.add(int(dead), self._state.metrics.base)
             logger.error("Dead-lettered %d message(s) that kept failing to finish", int(dead))
         for mid in deleted:
             logger.debug("Pending message %s was deleted before it finished", as_text(mid))
@@ -86,7 +88,7 @@ class Leases:
 
     async def _renew(self) -> None:
         worker = self._worker
-        active = worker._active
+        active = self._state.active
         if not active:
             return
         renew = scripts.Renew(
@@ -98,7 +100,7 @@ class Leases:
                 for mid, (execution, _) in list(active.items())
             ],
         )
-        with worker._internal("docket.renew"):
+        with self._state.internal("docket.renew"):
             lost = await worker.docket._scripts.send(renew)
         for mid in lost:
             entry = active.get(as_text(mid) or "")

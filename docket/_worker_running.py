@@ -39,6 +39,7 @@ from .logging import DEFERRABLE
 if TYPE_CHECKING:
     from ._worker_cancellation import Cancellation
     from ._worker_settling import Settler
+    from ._worker_state import WorkerState
     from .worker import Worker
 
 logger = logging.getLogger("docket.worker")
@@ -62,15 +63,17 @@ def _log_info(message: str, args: tuple[Any, ...], extra: dict[str, Any]) -> Non
 class Runner:
     """Sees each run through, from its first step to its settlement."""
 
-    def __init__(self, worker: Worker, settler: Settler, cancellation: Cancellation) -> None:
+    def __init__(
+        self, worker: Worker, state: WorkerState, settler: Settler, cancellation: Cancellation
+    ) -> None:
         # What every run reads, held here rather than looked up on the worker each time.
         self._worker = worker
         self.docket = worker.docket
         self.name = worker.name
         self.dependencies = worker.dependencies
-        self._metrics = worker._metrics
-        self._active = worker._active
-        self._slot_freed = worker._slot_freed
+        self._metrics = state.metrics
+        self._active = state.active
+        self._slot_freed = state.slot_freed
         self._settle = settler.settle
         self._cancellation = cancellation
         self._user_cancelled = cancellation.requested

@@ -12,14 +12,16 @@ from ._worker_loops import poll, seconds
 from .dependencies import get_perpetual
 
 if TYPE_CHECKING:
+    from ._worker_state import WorkerState
     from .worker import Worker
 
 MOVE_BATCH = 1000
 
 
 class Scheduler:
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, state: WorkerState) -> None:
         self._worker = worker
+        self._state = state
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -27,13 +29,12 @@ class Scheduler:
         self._wake.set()
 
     async def loop(self) -> None:
-        worker = self._worker
-        await poll(self._move_due, worker._trouble, until=lambda: worker._stopping)
+        await poll(self._move_due, self._state.trouble, until=lambda: self._state.stopping)
 
     async def _move_due(self) -> None:
         docket = self._worker.docket
         keys = docket.keys
-        with self._worker._internal("docket.move_due"):
+        with self._state.internal("docket.move_due"):
             moved, delay_text = await docket._scripts.send(
                 scripts.MoveDue(
                     queue=keys.queue,
@@ -60,14 +61,14 @@ class Scheduler:
     async def after_heartbeat(self) -> None:
         """Put back any automatic Perpetual task that went missing (each heartbeat)."""
         worker = self._worker
-        if worker.schedule_automatic_tasks and not worker._stopping:
+        if worker.schedule_automatic_tasks and not self._state.stopping:
             await self.schedule_automatic()
 
     async def schedule_automatic(self) -> None:
         docket = self._worker.docket
         # Internal: traced only with internal instrumentation enabled, and counted only
         # when it scheduled something (not every time it finds the task in place).
-        with self._worker._internal("docket.schedule_automatic"):
+        with self._state.internal("docket.schedule_automatic"):
             for name, function in list(docket.tasks.items()):
                 perpetual = get_perpetual(function)
                 if perpetual is None or not perpetual.automatic:

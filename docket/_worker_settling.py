@@ -15,6 +15,7 @@ from ._worker_loops import Tasks
 from .execution import Execution
 
 if TYPE_CHECKING:
+    from ._worker_state import WorkerState
     from .worker import Worker
 
 logger = logging.getLogger("docket.worker")
@@ -32,8 +33,9 @@ class Settler:
     """Collects settlements as runs end; its loop (``run``, one of the worker's
     ``background`` tasks) sends them, as many at a time as have piled up."""
 
-    def __init__(self, worker: Worker, background: Tasks) -> None:
+    def __init__(self, worker: Worker, state: WorkerState, background: Tasks) -> None:
         self._worker = worker
+        self._state = state
         self._background = background
         self._settlements: list[Settlement] = []
         self._settle_wanted = asyncio.Event()
@@ -98,13 +100,13 @@ class Settler:
         )
         while True:
             try:
-                with worker._internal("docket.settle"):
+                with self._state.internal("docket.settle"):
                     outcomes = await docket._scripts.send(settle)
                 break
             except (RedisError, OSError) as error:
-                if worker._stopping and not self._background:
+                if self._state.stopping and not self._background:
                     raise
-                await worker._trouble.handle(error)
+                await self._state.trouble.handle(error)
         for item, outcome in zip(batch, outcomes, strict=True):
             if int(outcome) == 0:
                 logger.warning(

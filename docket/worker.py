@@ -38,10 +38,11 @@ from ._worker_reading import Reader, open_reader
 from ._worker_running import Runner
 from ._worker_scheduler import Scheduler
 from ._worker_settling import Settler
+from ._worker_state import WorkerState
 from .dependencies import WorkerShared, declared_dependencies, validate_worker_dependencies
 from .docket import Docket
 from .execution import Execution
-from .instrumentation import WorkerMetrics, internal, register_worker, unregister_worker
+from .instrumentation import WorkerMetrics, register_worker, unregister_worker
 
 logger = logging.getLogger("docket.worker")
 
@@ -117,35 +118,41 @@ class Worker:
         self.shared = WorkerShared()
         """The values of this worker's ``Shared`` dependencies (closed when it exits)."""
 
-        self._active: dict[str, tuple[Execution, asyncio.Task[None]]] = {}
-        """The runs in flight, by message id."""
-        self._slot_freed = asyncio.Event()
+        self._state = WorkerState(
+            WorkerMetrics(docket.name, self.name),
+            # What the run loop, the scheduler and the settler do when Redis fails them.
+            Trouble(
+                REDIS_TROUBLE,
+                self.name,
+                level=logging.ERROR,
+                delay=lambda: seconds(self.reconnection_delay),
+            ),
+            # Looked up at each call: docket.testing and tests wrap _start.
+            start=lambda execution: self._start(execution),
+            claim_budget=self._claim_budget,
+        )
+        state = self._state
+        state.traced_internals = enable_internal_instrumentation
+        self._active = state.active
+        self._slot_freed = state.slot_freed
+        self._metrics = state.metrics
+        self._trouble = state.trouble
         self._crashes: list[Exception] = []
-        self._stopping = False
         self._entered = False
         self._aborting = False
-        self._metrics = WorkerMetrics(docket.name, self.name)
-        self._traced_internals = enable_internal_instrumentation
-        # What the run loop, the scheduler and the settler do when Redis fails them.
-        self._trouble = Trouble(
-            REDIS_TROUBLE,
-            self.name,
-            level=logging.ERROR,
-            delay=lambda: seconds(self.reconnection_delay),
-        )
         self._background = Tasks()
-        self._health = Health(self)
-        self._scheduler = Scheduler(self)
-        self._settler = Settler(self, self._background)
-        self._cancellation = Cancellation(self, self._active)
+        self._health = Health(self, state)
+        self._scheduler = Scheduler(self, state)
+        self._settler = Settler(self, state, self._background)
+        self._cancellation = Cancellation(self, state)
         self._begun = self._cancellation.begun
-        self._runner = Runner(self, self._settler, self._cancellation)
+        self._runner = Runner(self, state, self._settler, self._cancellation)
         # One run, claim to settlement: the released worker's name for it, which code
         # written for it replaces to simulate a crash mid-run (a bound method, so the
         # hot path pays no extra call).
         self._execute = self._runner.execute
-        self._claims = Claims(self)
-        self._leases = Leases(self, self._claims)
+        self._claims = Claims(self, state)
+        self._leases = Leases(self, state, self._claims)
         self._reader: Reader | None = None
         self._watermark: str | None = None
         """What the last reader's watermark was, for the next (see Reader.watermark)."""
@@ -157,10 +164,16 @@ class Worker:
         """The metric labels (and span attributes) of everything this worker does."""
         return dict(self._metrics.base)
 
+    @property
+    def _stopping(self) -> bool:
+        return self._state.stopping
+
+    @_stopping.setter
+    def _stopping(self, stopping: bool) -> None:
+        self._state.stopping = stopping
+
     def _internal(self, name: str) -> AbstractContextManager[None]:
-        """Scope one internal Redis operation: traced only with internal instrumentation
-        enabled, otherwise hidden from instrumented clients."""
-        return internal(self._traced_internals, name, self._metrics.base)
+        return self._state.internal(name)
 
     # -- lifetime -------------------------------------------------------------------
 
@@ -169,7 +182,7 @@ class Worker:
             raise RuntimeError("A Worker is not re-entrant")
         self._entered = True
         self._stopping = False
-        self._traced_internals = (
+        self._state.traced_internals = (
             self.enable_internal_instrumentation or self.docket.enable_internal_instrumentation
         )
         for task_name in self.docket.tasks:
