@@ -488,6 +488,11 @@ class Docket:
         )
         return execution, call
 
+    async def _send_schedule(self, execution: Execution, call: scripts.Schedule) -> Disposition:
+        """Run one prepared schedule.lua call and record its outcome on ``execution``."""
+        self._apply_reply(execution, await self._scripts.send(call))
+        return execution.disposition
+
     def _apply_reply(self, execution: Execution, reply: Sequence[bytes]) -> None:
         outcome, generation, mid = (as_text(part) or "" for part in reply)
         execution.generation = int(generation or 0)
@@ -529,8 +534,7 @@ class Docket:
             if call is None:
                 logger.info("Task %s is struck; not scheduled", execution.call_repr())
             else:
-                reply = await self._scripts.send(call)
-                self._apply_reply(execution, reply)
+                await self._send_schedule(execution, call)
             if span is not None:
                 span.set_attribute("docket.disposition", execution.disposition.value)
         self._count_scheduled(mode, execution, quiet=automatic)
@@ -562,10 +566,8 @@ class Docket:
         if call is None:
             execution._rescheduled = Disposition.STRUCK
             return Disposition.STRUCK
-        reply = await self._scripts.send(call)
-        self._apply_reply(successor, reply)
-        execution._rescheduled = successor.disposition
-        return successor.disposition
+        execution._rescheduled = await self._send_schedule(successor, call)
+        return execution._rescheduled
 
     async def _schedule_many(
         self, mode: str, calls: Iterable[TaskCall], chunk_size: int | None

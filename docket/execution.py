@@ -467,9 +467,7 @@ class Execution:
         if call is None:
             self.disposition = Disposition.STRUCK
             return self.disposition
-        reply = await docket._scripts.send(call)
-        docket._apply_reply(prepared, reply)
-        self.disposition = prepared.disposition
+        self.disposition = await docket._send_schedule(prepared, call)
         if prepared.disposition is Disposition.SCHEDULED:
             self.generation = prepared.generation
             self.state = prepared.state

@@ -33,7 +33,7 @@ from ._worker_claiming import Claims
 from ._worker_health import Health
 from ._worker_leases import Leases
 from ._worker_loops import REDIS_TROUBLE, Tasks, Trouble, seconds
-from ._worker_options import WorkerOptions, option_specs
+from ._worker_options import OPTION_NAMES, WorkerOptions, option_specs
 from ._worker_reading import Reader, open_reader
 from ._worker_running import Runner
 from ._worker_scheduler import Scheduler
@@ -83,19 +83,7 @@ class Worker:
         # The parameters keep the released order; WorkerOptions validates them and is
         # what every other entry point derives its options from.
         self.options = WorkerOptions(
-            name=name,
-            concurrency=concurrency,
-            redelivery_timeout=redelivery_timeout,
-            reconnection_delay=reconnection_delay,
-            minimum_check_interval=minimum_check_interval,
-            scheduling_resolution=scheduling_resolution,
-            schedule_automatic_tasks=schedule_automatic_tasks,
-            enable_internal_instrumentation=enable_internal_instrumentation,
-            fallback_task=fallback_task,
-            dependencies=dependencies,
-            message_batch=message_batch,
-            max_deliveries=max_deliveries,
-            max_tasks=max_tasks,
+            **{option: value for option, value in locals().items() if option in OPTION_NAMES}
         )
         options = self.options
         self.docket = docket
@@ -493,20 +481,10 @@ class Worker:
         """
         from ._worker_run import run_worker
 
-        worker_options = WorkerOptions.imported(
-            name=name,
-            concurrency=concurrency,
-            redelivery_timeout=redelivery_timeout,
-            reconnection_delay=reconnection_delay,
-            minimum_check_interval=minimum_check_interval,
-            scheduling_resolution=scheduling_resolution,
-            schedule_automatic_tasks=schedule_automatic_tasks,
-            enable_internal_instrumentation=enable_internal_instrumentation,
-            fallback_task=fallback_task or None,
-            dependencies=dependencies or None,
-            message_batch=message_batch,
-            **options,
-        )
+        # Every argument but the docket's, the service's and the task list's is a
+        # WorkerOptions field, as is each of ``options``.
+        given = {option: value for option, value in locals().items() if option in OPTION_NAMES}
+        worker_options = WorkerOptions.imported(**given, **options)
         await run_worker(
             cls,
             worker_options,
