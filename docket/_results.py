@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, SupportsFloat
 if TYPE_CHECKING:
     from key_value.aio.protocols.key_value import AsyncKeyValue
 
-    from .docket import Docket
+    from ._engine import Engine
     from .execution import Execution
 
 logger = logging.getLogger("docket.results")
@@ -50,18 +50,18 @@ class RedisResultStore:
     and read back as ``{"data": <base64>}``; anything ``put`` here is stored as JSON.
     """
 
-    def __init__(self, docket: Docket) -> None:
-        self._docket = docket
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
 
     def __repr__(self) -> str:
-        return f"RedisResultStore({self._docket.name!r})"
+        return f"RedisResultStore({self._engine.docket.name!r})"
 
     def _key(self, key: str, collection: str | None) -> str:
-        return f"{collection or self._docket.keys.results}:{key}"
+        return f"{collection or self._engine.keys.results}:{key}"
 
     @property
     def _client(self) -> Any:
-        return self._docket._connection.client
+        return self._engine.connection.client
 
     async def setup(self) -> None:
         return None
@@ -143,12 +143,12 @@ class ResultStoreError(RuntimeError):
 class Results:
     """A docket's results: saved by the worker, read back by ``Execution.get_result``."""
 
-    def __init__(self, docket: Docket, store: AsyncKeyValue | None) -> None:
-        self._docket = docket
+    def __init__(self, engine: Engine, store: AsyncKeyValue | None) -> None:
+        self._engine = engine
         # Only a store of the user's own needs the worker to write results itself; the
         # default one is the settle script's Redis.
         self.external = store is not None
-        self.store: AsyncKeyValue = store if store is not None else RedisResultStore(docket)
+        self.store: AsyncKeyValue = store if store is not None else RedisResultStore(engine)
 
     async def open(self) -> None:
         # The released docket sets a given store up on entering and leaves closing it to
@@ -160,7 +160,7 @@ class Results:
     async def save(self, execution: Execution, sealed: bytes) -> tuple[bytes, str]:
         """Put one run's sealed result in the external store; returns what the settle
         script records (``IN_STORE``, or ``LOST`` with the reason when the put failed)."""
-        docket = self._docket
+        docket = self._engine.docket
         name = result_key(execution.key, execution.generation)
         try:
             await self.store.put(
@@ -182,7 +182,7 @@ class Results:
         """The sealed result stored as ``name``, or None when there is none (expired,
         or stored in a form this docket did not write)."""
         # Through docket.result_storage itself, so whatever is there now is asked.
-        stored = await self._docket.result_storage.get(name)
+        stored = await self._engine.docket.result_storage.get(name)
         if not isinstance(stored, Mapping) or not isinstance(stored.get("data"), str):
             return None
         try:

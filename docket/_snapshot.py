@@ -58,7 +58,7 @@ class RunningExecution(Execution):
 
 
 async def snapshot(docket: Docket) -> DocketSnapshot:
-    client = docket._connection.client
+    client = docket.engine.connection.client
     keys = docket.keys
     taken = datetime.now(UTC)
     future: list[Execution] = []
@@ -66,7 +66,7 @@ async def snapshot(docket: Docket) -> DocketSnapshot:
     scheduled = [as_text(member) or "" for member in await client.zrange(keys.queue, 0, -1)]
     for key, record in zip(scheduled, await _records(docket, scheduled), strict=True):
         if record:
-            future.append(await docket._execution_from_record(key, record))
+            future.append(await Execution.from_record(docket, key, record))
     pending_ids: set[str] = set()
     with suppress(RedisError):
         for entry in await client.xpending_range(keys.stream, GROUP, "-", "+", 10_000):
@@ -80,7 +80,7 @@ async def snapshot(docket: Docket) -> DocketSnapshot:
     for (mid, fields, entry_key), record in zip(entries, records, strict=True):
         if not record or as_text(record.get(b"gen")) != as_text(fields.get(b"gen")):
             continue
-        execution = await docket._execution_from_record(entry_key, record, fields)
+        execution = await Execution.from_record(docket, entry_key, record, fields)
         if as_text(mid) in pending_ids and execution.state == ExecutionState.RUNNING:
             running.append(RunningExecution.of(execution))
         elif execution.state == ExecutionState.QUEUED:
@@ -94,7 +94,7 @@ async def _records(docket: Docket, keys: list[str]) -> list[dict[bytes, bytes]]:
     """The records of ``keys``, in order, fetched in pipelined batches rather than one
     round trip each (a snapshot may cover many thousands)."""
     records: list[dict[bytes, bytes]] = []
-    client = docket._connection.client
+    client = docket.engine.connection.client
     for start in range(0, len(keys), SNAPSHOT_BATCH):
         async with client.pipeline(transaction=False) as pipe:
             for key in keys[start : start + SNAPSHOT_BATCH]:
@@ -104,7 +104,7 @@ async def _records(docket: Docket, keys: list[str]) -> list[dict[bytes, bytes]]:
 
 
 async def workers(docket: Docket) -> list[WorkerInfo]:
-    client = docket._connection.client
+    client = docket.engine.connection.client
     seconds, micros = await client.time()
     now = seconds + micros / 1_000_000
     window = docket.heartbeat_interval.total_seconds() * docket.missed_heartbeats

@@ -65,8 +65,8 @@ class StrikeSync:
             attributes["docket.strike.parameter"] = parameter
             attributes["docket.strike.operator"] = condition.operator.value
             attributes["docket.strike.value"] = repr(value)[:200]
-        with docket._producer_span(f"docket.{action}", attributes):
-            await docket._scripts.send(
+        with docket.engine.producer_span(f"docket.{action}", attributes):
+            await docket.engine.scripts.send(
                 scripts.Strike(
                     strikes=docket.keys.strikes,
                     action=action,
@@ -83,7 +83,7 @@ class StrikeSync:
         self._loads += 1
         ticket = self._loads
         docket = self._docket
-        encoded = await docket._connection.client.hkeys(docket.keys.strikes)
+        encoded = await docket.engine.connection.client.hkeys(docket.keys.strikes)
         if ticket < self._applied:
             return
         self._applied = ticket
@@ -120,7 +120,7 @@ class StrikeSync:
         docket = self._docket
         while True:
             try:
-                pubsub = docket._connection.client.pubsub()
+                pubsub = docket.engine.connection.client.pubsub()
                 with self._internal():
                     await pubsub.subscribe(docket.keys.strikes_channel)
                 try:

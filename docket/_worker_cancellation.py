@@ -54,7 +54,7 @@ class Cancellation:
     async def _subscribed(self, wake: Callable[[], None]) -> None:
         worker = self._worker
         keys = worker.docket.keys
-        pubsub = worker.docket._connection.client.pubsub()
+        pubsub = worker.docket.engine.connection.client.pubsub()
         with self._state.internal("docket.listen"):
             await pubsub.subscribe(keys.wake_channel, keys.cancel_channel)
         try:

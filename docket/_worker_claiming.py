@@ -80,7 +80,7 @@ class Claims:
         )
         # Scoped to the script alone: the runs started below must not inherit it.
         with self._internal("docket.claim"):
-            started = await docket._scripts.send(claim)
+            started = await docket.engine.scripts.send(claim)
         for execution, started_at in zip(runnable, started, strict=True):
             if isinstance(started_at, int):
                 if started_at < 0:
@@ -135,7 +135,7 @@ class Claims:
         docket = self._docket
         keys = docket.keys
         with self._internal("docket.dead_letter"):
-            await docket._scripts.send(
+            await docket.engine.scripts.send(
                 scripts.DeadLetter(
                     stream=keys.stream,
                     dead_letters=keys.dead_letters,

@@ -71,7 +71,7 @@ class Health:
         worker = self._worker
         docket = worker.docket
         with self._state.internal("docket.heartbeat"):
-            await docket._scripts.send(
+            await docket.engine.scripts.send(
                 scripts.Heartbeat(
                     workers=docket.keys.workers,
                     worker_tasks=docket.keys.worker_tasks(worker.name),
@@ -91,7 +91,7 @@ class Health:
         Best effort: a failed sample keeps the last one and never fails the heartbeat."""
         worker = self._worker
         keys = worker.docket.keys
-        client = worker.docket._connection.client
+        client = worker.docket.engine.connection.client
         try:
             whole, micros = await client.time()
             now = whole + micros / 1_000_000

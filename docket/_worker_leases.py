@@ -64,7 +64,7 @@ class Leases:
                 events_prefix=keys.events_prefix,
                 ttl=docket.execution_ttl.total_seconds(),
             )
-            cursor, claimed, deleted, dead = await docket._scripts.send(reclaim)
+            cursor, claimed, deleted, dead = await docket.engine.scripts.send(reclaim)
         self._reclaim_cursor = as_text(cursor) or "0-0"
         if int(dead):
             DEAD_LETTERED.add(int(dead), self._state.metrics.base)
@@ -101,7 +101,7 @@ class Leases:
             ],
         )
         with self._state.internal("docket.renew"):
-            lost = await worker.docket._scripts.send(renew)
+            lost = await worker.docket.engine.scripts.send(renew)
         for mid in lost:
             entry = active.get(as_text(mid) or "")
             if entry is not None:

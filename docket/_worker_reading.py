@@ -70,7 +70,7 @@ class Reader(ABC):
         # is dropped. Best effort: a least-privilege ACL may forbid CLIENT; then the read
         # simply runs out its block time.
         try:
-            await self._docket._connection.client.client_unblock(client_id)
+            await self._docket.engine.connection.client.client_unblock(client_id)
         except (RedisError, OSError):
             pass
         finally:
@@ -82,7 +82,7 @@ class Reader(ABC):
 
 def open_reader(docket: Docket, consumer: str, watermark: str | None) -> Reader:
     """The lean reader where the connection offers it, the redis-py one otherwise."""
-    connection = docket._connection
+    connection = docket.engine.connection
     wire = connection.dedicated_wire()
     if wire is not None:
         return WireReader(docket, consumer, watermark, wire)
@@ -122,7 +122,7 @@ class WireReader(Reader):
             events_prefix=keys.events_prefix,
             record_prefix=keys.record_prefix,
         )
-        _, reply = await self._docket._scripts.send_after(wire, read, claim)
+        _, reply = await self._docket.engine.scripts.send_after(wire, read, claim)
         watermark, entries = reply
         self.watermark = as_text(watermark) or self.watermark
         claimed: list[Claimed] = []
@@ -169,7 +169,7 @@ class RedisPyReader(Reader):
         super().__init__(docket, consumer, watermark)
         self._client = client
         # The in-process engine answers at once and cannot block.
-        self._memory = docket._connection.is_memory
+        self._memory = docket.engine.connection.is_memory
 
     async def read(self, count: int, block: float) -> Delivery:
         """Up to ``count`` new messages, all left to claim."""
@@ -192,11 +192,11 @@ class RedisPyReader(Reader):
         return [], [(as_text(mid) or "", fields, 1, False) for mid, fields in entries]
 
     async def idle(self, block: float) -> None:
-        activity = self._docket._connection.activity
+        activity = self._docket.engine.connection.activity
         if self._memory and activity is not None:
             await activity.wait(block)
 
     async def aclose(self) -> None:
-        if self._client is not self._docket._connection.client:
+        if self._client is not self._docket.engine.connection.client:
             with suppress(RedisError, OSError):
                 await self._client.aclose()

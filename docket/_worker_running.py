@@ -122,7 +122,7 @@ class Runner:
                 # added or replaced one: withdraw that, so run_at_most ends instead of
                 # waiting for it.
                 # Never this run itself: its own settlement may not have landed yet.
-                await self.docket._cancel(execution.key, other_than=execution.generation)
+                await self.docket.engine.cancel(execution.key, other_than=execution.generation)
         except asyncio.CancelledError:
             # Cancelled by a hard shutdown: leave the message pending so another worker
             # picks it up after the redelivery timeout.
@@ -324,7 +324,7 @@ class Runner:
     @staticmethod
     def _count_successor(execution: Execution, counter: Any, labels: dict[str, str]) -> None:
         """Count what a Retry or Perpetual did when it took a run's outcome over."""
-        rescheduled = execution._rescheduled
+        rescheduled = execution.rescheduled
         if rescheduled is Disposition.SCHEDULED:
             counter.add(1, labels)
         elif rescheduled is Disposition.SUPERSEDED:
@@ -347,7 +347,7 @@ class Runner:
                 delay,
                 extra=log_context,
             )
-            await self.docket._reschedule(execution, datetime.now(UTC) + delay)
+            await self.docket.engine.reschedule(execution, datetime.now(UTC) + delay)
             return Settlement(execution, "ack")
         logger.info("⏭ %s dropped: %s", execution.call_repr(), blocked.reason, extra=log_context)
         return Settlement(execution, "cancelled", f"dropped: {blocked.reason}")
@@ -356,7 +356,7 @@ class Runner:
         data = b""
         if result is not None and self.docket.execution_ttl > timedelta(0):
             try:
-                data = self.docket._dump_result(execution.key, result)
+                data = self.docket.engine.dump_result(execution.key, result)
             except TypeError as error:
                 return Settlement(execution, "failed", str(error))
         return Settlement(execution, "completed", "", data)
@@ -365,5 +365,5 @@ class Runner:
         data = b""
         if self.docket.execution_ttl > timedelta(0):
             with suppress(Exception):
-                data = self.docket._dump_result(execution.key, error)
+                data = self.docket.engine.dump_result(execution.key, error)
         return Settlement(execution, "failed", f"{type(error).__name__}: {error}", data)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ._redis import scripts
 from ._worker_loops import poll, seconds
 from .dependencies import get_perpetual
+from .execution import TaskCall
 
 if TYPE_CHECKING:
     from ._worker_state import WorkerState
@@ -35,7 +36,7 @@ class Scheduler:
         docket = self._worker.docket
         keys = docket.keys
         with self._state.internal("docket.move_due"):
-            moved, delay_text = await docket._scripts.send(
+            moved, delay_text = await docket.engine.scripts.send(
                 scripts.MoveDue(
                     queue=keys.queue,
                     stream=keys.stream,
@@ -45,7 +46,7 @@ class Scheduler:
                 )
             )
         if int(moved):
-            docket._connection.notify_activity()
+            docket.engine.connection.notify_activity()
         if int(moved) >= MOVE_BATCH:
             return
         delay = float(delay_text)
@@ -74,7 +75,6 @@ class Scheduler:
                 if perpetual is None or not perpetual.automatic:
                     continue
                 # What ``docket.add(function, when=..., key=name)()`` does, flagged.
-                resolved, task_name = docket._resolve(function)
-                await docket._schedule(
-                    "add", resolved, perpetual.initial_when, name, (), {}, task_name, automatic=True
-                )
+                resolved, task_name = docket.engine.resolve(function)
+                task = TaskCall(resolved, perpetual.initial_when, name, (), {}, task_name)
+                await docket.engine.schedule("add", task, automatic=True)

@@ -74,7 +74,7 @@ class Settler:
             return
         worker = self._worker
         docket = worker.docket
-        if docket._results.external:
+        if docket.engine.results.external:
             await self._store_results(batch)
         keys = docket.keys
         settle = scripts.Settle(
@@ -101,7 +101,7 @@ class Settler:
         while True:
             try:
                 with self._state.internal("docket.settle"):
-                    outcomes = await docket._scripts.send(settle)
+                    outcomes = await docket.engine.scripts.send(settle)
                 break
             except (RedisError, OSError) as error:
                 if self._state.stopping and not self._background:
@@ -118,7 +118,7 @@ class Settler:
         """Put the batch's results in the docket's own result_storage before their final
         states are settled, so a run reads as finished only once its result is there. A
         failed put keeps the final state; the run's record says the result was lost."""
-        results = self._worker.docket._results
+        results = self._worker.docket.engine.results
         pending = [item for item in batch if item.result]
         saved = await asyncio.gather(
             *(results.save(item.execution, item.result) for item in pending)

@@ -215,7 +215,7 @@ async def requeue(
     keys = docket.keys
     for start in range(0, len(runnable), _BATCH):
         batch = runnable[start : start + _BATCH]
-        replies = await docket._scripts.send(
+        replies = await docket.engine.scripts.send(
             scripts.DeadLetterRequeue(
                 stream=keys.stream,
                 dead_letters=keys.dead_letters,
@@ -243,7 +243,7 @@ async def requeue(
                 letter.key,
             )
     if any(result.status == "requeued" for result in decided.values()):
-        docket._connection.notify_activity()
+        docket.engine.connection.notify_activity()
     return [item if isinstance(item, RequeueResult) else decided[id(item)] for item in pending]
 
 

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager, nullcontext, suppress
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from opentelemetry.trace import Span, SpanKind
 from redis.exceptions import AuthenticationError, RedisError
 
 from . import _snapshot, serialization
+from ._engine import Engine
 from ._imports import import_object
-from ._messages import PoisonMessage, open_payload
 from ._redis import scripts
-from ._redis.client import Connection, check_credentials, redact_url
+from ._redis.client import check_credentials, redact_url
 from ._redis.keys import GROUP, Keys, validate_name
-from ._redis.scripts import Scripts
-from ._results import Results
 
 # Importable from here, as released (and SNAPSHOT_BATCH, as the tests read it).
 from ._snapshot import SNAPSHOT_BATCH as SNAPSHOT_BATCH
@@ -28,28 +24,15 @@ from ._snapshot import DocketSnapshot as DocketSnapshot
 from ._snapshot import RunningExecution as RunningExecution
 from ._snapshot import WorkerInfo as WorkerInfo
 from ._strike_sync import StrikeSync
-from ._text import as_text
-from ._uuid7 import uuid7_str
+from ._task_handle import TaskHandle as TaskHandle
 from .execution import (
     Disposition,
     Execution,
-    ExecutionState,
     TaskCall,
     TaskFunction,
-    placeholder_for,
-    timestamp,
 )
 from .instrumentation import (
-    TASKS_ADDED,
     TASKS_CANCELLED,
-    TASKS_REPLACED,
-    TASKS_SCHEDULED,
-    TASKS_STRICKEN,
-    capture_trace_context,
-    parse_trace_context,
-    suppressed,
-    tracer,
-    tracing_active,
 )
 from .strikes import Operator, StrikeList
 
@@ -61,63 +44,8 @@ logger = logging.getLogger("docket")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# An execution and its schedule script's call (None when struck).
-_Prepared = tuple[Execution, scripts.Schedule | None]
-
-
-def _aware(when: datetime | None) -> datetime:
-    if when is None:
-        return datetime.now(UTC)
-    if when.tzinfo is None:
-        return when.replace(tzinfo=UTC)
-    return when
-
-
 CLEAR_BATCH = 1000
 """How many scheduled (and how many queued) tasks one call of the clear script cancels."""
-
-
-class TaskHandle(Generic[P, R]):
-    """A registered task, callable to add it: ``await handle(*a, **kw)`` runs it now,
-    ``await handle.schedule(*a, key=..., when=..., **kw)`` with a key and/or a time."""
-
-    def __init__(
-        self,
-        docket: Docket,
-        function: Callable[P, R],
-        task_name: str,
-        when: datetime | None = None,
-        key: str | None = None,
-        mode: str = "add",
-    ) -> None:
-        self.docket = docket
-        self.fn = function
-        self.task_name = task_name
-        self._when = when
-        self._key = key
-        self._mode = mode
-        self.__name__ = getattr(function, "__name__", "task")
-        self.__doc__ = getattr(function, "__doc__", None)
-        self.__wrapped__ = function
-
-    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Execution:
-        return await self.docket._schedule(
-            self._mode, self.fn, self._when, self._key, args, kwargs, self.task_name
-        )
-
-    async def schedule(
-        self,
-        *args: Any,
-        key: str | None = None,
-        when: datetime | None = None,
-        **kwargs: Any,
-    ) -> Execution:
-        return await self.docket._schedule(
-            self._mode, self.fn, when or self._when, key or self._key, args, kwargs, self.task_name
-        )
-
-    def __repr__(self) -> str:
-        return f"<docket task {self.__name__} on {self.docket.name!r}>"
 
 
 class Docket:
@@ -158,16 +86,15 @@ class Docket:
             raise ValueError("max_payload_bytes must be positive, or None for no limit")
         self.max_payload_bytes = max_payload_bytes
         self.keys = Keys(self.name)
-        self._results = Results(self, result_storage)
+        # What docket's own modules use of this docket beyond its public API.
+        self.engine = Engine(self, result_storage)
         # The given store, or (by default) a view of the results kept in this docket's
         # Redis; either way an AsyncKeyValue with each result under Execution.result_key.
-        self.result_storage: AsyncKeyValue = self._results.store
+        self.result_storage: AsyncKeyValue = self.engine.results.store
         self.tasks: dict[str, TaskFunction] = {}
         self.strike_list = StrikeList()
         self._entered = False
         self._strikes = StrikeSync(self)
-        self._labels: dict[str, str] = {"docket.name": self.name}
-        self._labels_by_task: dict[str, dict[str, str]] = {}
 
         from .tasks import standard_tasks
 
@@ -250,43 +177,7 @@ class Docket:
 
     def labels(self) -> dict[str, str]:
         """The metric labels (and span attributes) of everything this docket does."""
-        return self._labels
-
-    def _task_labels(self, task: str) -> dict[str, str]:
-        labels = self._labels_by_task.get(task)
-        if labels is None:
-            labels = self._labels_by_task[task] = {**self._labels, "docket.task": task}
-        return labels
-
-    def _count_scheduled(self, mode: str, execution: Execution, *, quiet: bool = False) -> None:
-        """The producer counters for one add or replace (``quiet``: a worker's own
-        re-add of an automatic task, counted only when it scheduled something)."""
-        disposition = execution.disposition
-        if quiet and disposition is not Disposition.SCHEDULED:
-            return
-        labels = self._task_labels(execution.function_name)
-        if disposition is Disposition.STRUCK:
-            TASKS_STRICKEN.add(1, {**labels, "docket.where": "docket"})
-            return
-        if disposition in (Disposition.FAILED, Disposition.SUPERSEDED):
-            return
-        if mode == "replace":
-            # As released: a replace counts as a cancel of what it replaces, too.
-            TASKS_REPLACED.add(1, labels)
-            TASKS_CANCELLED.add(1, labels)
-        else:
-            TASKS_ADDED.add(1, labels)
-        if disposition is Disposition.SCHEDULED:
-            TASKS_SCHEDULED.add(1, labels)
-
-    def _producer_span(
-        self, name: str, attributes: dict[str, str]
-    ) -> AbstractContextManager[Span | None]:
-        """A PRODUCER span, unless instrumentation is suppressed (a worker's internal
-        re-adds of automatic tasks)."""
-        if suppressed() or not tracing_active():
-            return nullcontext()
-        return tracer.start_as_current_span(name, kind=SpanKind.PRODUCER, attributes=attributes)
+        return self.engine.labels
 
     # -- lifetime -------------------------------------------------------------------
 
@@ -294,10 +185,10 @@ class Docket:
         if self._entered:
             raise RuntimeError("A Docket is not re-entrant; open it once with `async with`")
         self._entered = True
-        self._connection = Connection(self.url, self.credential_provider)
-        self._scripts = Scripts(self._connection.client, self._connection.wire)
+        engine = self.engine
+        engine.open()
         try:
-            await self._scripts.send(scripts.EnsureGroup(stream=self.keys.stream, group=GROUP))
+            await engine.scripts.send(scripts.EnsureGroup(stream=self.keys.stream, group=GROUP))
             await self._strikes.load()
         except AuthenticationError:
             # As released, credentials are not checked on entering: the first command
@@ -305,15 +196,15 @@ class Docket:
             # working later; workers create the group and the monitor loads strikes.
             pass
         except (RedisError, OSError) as error:
-            await self._connection.aclose()
+            await engine.close()
             self._entered = False
             raise ConnectionError(
                 f"Cannot reach Redis at {redact_url(self.url)}: {error}"
             ) from error
         try:
-            await self._results.open()
+            await engine.results.open()
         except BaseException:
-            await self._connection.aclose()
+            await engine.close()
             self._entered = False
             raise
         self._strikes.start()
@@ -321,13 +212,13 @@ class Docket:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._strikes.stop()
-        await self._connection.aclose()
+        await self.engine.close()
         self._entered = False
 
     @asynccontextmanager
     async def redis(self) -> AsyncIterator[Any]:
         """The raw redis-py client (shared connection pool)."""
-        yield self._connection.client
+        yield self.engine.connection.client
 
     # -- registry -------------------------------------------------------------------
 
@@ -345,23 +236,6 @@ class Docket:
         """Register every task in ``"package.module:iterable"``."""
         for function in import_object(collection_path, "task collection"):
             self.register(function)
-
-    def _resolve(
-        self, function: TaskFunction | str | TaskHandle[Any, Any]
-    ) -> tuple[TaskFunction, str]:
-        """The function and the name workers will know it by."""
-        if isinstance(function, TaskHandle):
-            return function.fn, function.task_name
-        if isinstance(function, str):
-            try:
-                return self.tasks[function], function
-            except KeyError:
-                raise KeyError(
-                    f"Task {function!r} is not registered on docket {self.name!r}"
-                ) from None
-        if self.tasks.get(function.__name__) is not function:
-            self.register(function)
-        return function, function.__name__
 
     # -- adding ---------------------------------------------------------------------
 
@@ -385,13 +259,13 @@ class Docket:
 
         Used bare as a decorator, the handle replaces the function in its module.
         """
-        return TaskHandle(self, *self._resolve(function), when, key, "add")
+        return TaskHandle(self, *self.engine.resolve(function), when, key, "add")
 
     def replace(
         self, function: Callable[P, R] | str, when: datetime | None, key: str
     ) -> TaskHandle[Any, Any]:
         """Like ``add``, but whatever is scheduled under ``key`` is replaced."""
-        return TaskHandle(self, *self._resolve(function), when, key, "replace")
+        return TaskHandle(self, *self.engine.resolve(function), when, key, "replace")
 
     def call(
         self,
@@ -400,7 +274,7 @@ class Docket:
         key: str | None = None,
     ) -> Callable[..., TaskCall]:
         """A task call for ``add_many``/``replace_many``; touches nothing."""
-        resolved, name = self._resolve(function)
+        resolved, name = self.engine.resolve(function)
 
         def build(*args: Any, **kwargs: Any) -> TaskCall:
             return TaskCall(resolved, when, key, args, kwargs, name)
@@ -410,259 +284,21 @@ class Docket:
     async def add_many(
         self, calls: Iterable[TaskCall], *, chunk_size: int | None = 1000
     ) -> list[Execution]:
-        return await self._schedule_many("add", calls, chunk_size)
+        return await self.engine.schedule_many("add", calls, chunk_size)
 
     async def replace_many(
         self, calls: Iterable[TaskCall], *, chunk_size: int | None = 1000
     ) -> list[Execution]:
-        return await self._schedule_many("replace", calls, chunk_size)
-
-    def _prepare(
-        self,
-        mode: str,
-        function: TaskFunction,
-        when: datetime | None,
-        key: str | None,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        attempt: int = 1,
-        function_name: str | None = None,
-        expected_generation: str = "",
-    ) -> _Prepared:
-        """Build the execution and the schedule script's call (None when struck);
-        ``expected_generation`` is the generation a reschedule must still find."""
-        execution = Execution(
-            self,
-            function,
-            args,
-            kwargs,
-            key or uuid7_str(),
-            _aware(when),
-            attempt,
-            function_name=function_name,
-        )
-        if self.strike_list and self.strike_list.is_stricken(
-            execution.function_name, execution.arguments_by_name()
-        ):
-            execution.disposition = Disposition.STRUCK
-            return execution, None
-        payload = serialization.dump_call(self.serializer, args, kwargs)
-        if self.max_payload_bytes is not None and len(payload) > self.max_payload_bytes:
-            raise serialization.PayloadTooLarge(
-                f"The arguments of task {execution.function_name!r} (key {execution.key!r}) "
-                f"serialize to {len(payload):,} bytes, over this docket's limit of "
-                f"{self.max_payload_bytes:,} bytes (Docket(max_payload_bytes=...))"
-            )
-        signature = (
-            serialization.sign_payload(
-                self.signing_key,
-                execution.function_name,
-                execution.key,
-                self.serializer.name,
-                payload,
-            )
-            if self.signing_key
-            else ""
-        )
-        trace = capture_trace_context()
-        execution.trace_context = parse_trace_context(trace)
-        call = scripts.Schedule(
-            stream=self.keys.stream,
-            queue=self.keys.queue,
-            record=self.keys.record(execution.key),
-            generation_counter=self.keys.generation,
-            mode=mode,
-            key=execution.key,
-            function=execution.function_name,
-            when=f"{execution.when.timestamp():.6f}",
-            payload=payload,
-            signature=signature,
-            attempt=attempt,
-            trace=trace,
-            expected_generation=expected_generation,
-            events_prefix=self.keys.events_prefix,
-            wake_channel=self.keys.wake_channel,
-            serializer=self.serializer.name,
-            # A generated key lets the script recognise this call sent twice.
-            generated_key="1" if key is None else "",
-        )
-        return execution, call
-
-    async def _send_schedule(self, execution: Execution, call: scripts.Schedule) -> Disposition:
-        """Run one prepared schedule.lua call and record its outcome on ``execution``."""
-        self._apply_reply(execution, await self._scripts.send(call))
-        return execution.disposition
-
-    def _apply_reply(self, execution: Execution, reply: Sequence[bytes]) -> None:
-        outcome, generation, mid = (as_text(part) or "" for part in reply)
-        execution.generation = int(generation or 0)
-        if outcome == "scheduled":
-            execution.disposition = Disposition.SCHEDULED
-            if mid:
-                execution.state = ExecutionState.QUEUED
-                execution.message_id = mid
-                self._connection.notify_activity()
-            else:
-                execution.state = ExecutionState.SCHEDULED
-        elif outcome == "already_scheduled":
-            execution.disposition = Disposition.ALREADY_SCHEDULED
-        else:
-            execution.disposition = Disposition.SUPERSEDED
-
-    async def _schedule(
-        self,
-        mode: str,
-        function: TaskFunction,
-        when: datetime | None,
-        key: str | None,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        function_name: str | None = None,
-        *,
-        automatic: bool = False,
-    ) -> Execution:
-        if mode == "replace" and key is None:
-            raise ValueError("replace() needs the key of the task it replaces")
-        task = function_name or str(getattr(function, "__name__", "<unknown>"))
-        with self._producer_span(f"docket.{mode}", self._task_labels(task)) as span:
-            execution, call = self._prepare(
-                mode, function, when, key, args, kwargs, function_name=function_name
-            )
-            if span is not None:
-                span.set_attribute("docket.key", execution.key)
-                span.set_attribute("docket.when", execution.when.isoformat())
-            if call is None:
-                logger.info("Task %s is struck; not scheduled", execution.call_repr())
-            else:
-                await self._send_schedule(execution, call)
-            if span is not None:
-                span.set_attribute("docket.disposition", execution.disposition.value)
-        self._count_scheduled(mode, execution, quiet=automatic)
-        return execution
-
-    async def _reschedule(
-        self,
-        execution: Execution,
-        when: datetime,
-        *,
-        attempt: int | None = None,
-        args: tuple[Any, ...] | None = None,
-        kwargs: dict[str, Any] | None = None,
-    ) -> Disposition:
-        """Schedule the same key again, but only if it still belongs to ``execution``'s
-        generation (a replace made while it ran wins). Retries and perpetual tasks use it."""
-        assert execution.function is not None
-        successor, call = self._prepare(
-            "reschedule",
-            execution.function,
-            when,
-            execution.key,
-            execution.args if args is None else args,
-            execution.kwargs if kwargs is None else kwargs,
-            attempt if attempt is not None else execution.attempt,
-            function_name=execution.function_name,
-            expected_generation=str(execution.generation),
-        )
-        if call is None:
-            execution._rescheduled = Disposition.STRUCK
-            return Disposition.STRUCK
-        execution._rescheduled = await self._send_schedule(successor, call)
-        return execution._rescheduled
-
-    async def _schedule_many(
-        self, mode: str, calls: Iterable[TaskCall], chunk_size: int | None
-    ) -> list[Execution]:
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be at least 1 (or None), got {chunk_size}")
-        calls = list(calls)
-        with self._producer_span(f"docket.{mode}_many", self._labels) as span:
-            if span is not None:
-                span.set_attribute("docket.batch.count", len(calls))
-            results = await self._schedule_chunks(mode, calls, chunk_size)
-            if span is not None:
-                stricken = sum(1 for e in results if e.disposition is Disposition.STRUCK)
-                span.set_attribute("docket.batch.stricken", stricken)
-        for execution in results:
-            self._count_scheduled(mode, execution)
-        return results
-
-    async def _schedule_chunks(
-        self, mode: str, calls: list[TaskCall], chunk_size: int | None
-    ) -> list[Execution]:
-        results: list[Execution] = []
-        size = chunk_size or max(len(calls), 1)
-        loop = asyncio.get_running_loop()
-        # Two chunks in flight: the next one is prepared while Redis runs the last, so
-        # this process and the server work side by side instead of taking turns.
-        in_flight: list[tuple[list[_Prepared], asyncio.Task[list[Any]]]] = []
-        try:
-            for start in range(0, len(calls), size):
-                prepared = [self._prepare_call(mode, call) for call in calls[start : start + size]]
-                sending = asyncio.eager_task_factory(
-                    loop,
-                    self._scripts.send_many([call for _, call in prepared if call is not None]),
-                )
-                in_flight.append((prepared, sending))
-                if len(in_flight) == 2:
-                    await self._collect_chunk(in_flight, results)
-            while in_flight:
-                await self._collect_chunk(in_flight, results)
-        except asyncio.CancelledError:
-            for _, sending in in_flight:
-                sending.cancel()
-            raise
-        except BaseException:
-            # A bad call in a later chunk: the chunks already sent still finish, as they
-            # would have one after another, before the error is raised.
-            if in_flight:
-                await asyncio.wait([sending for _, sending in in_flight])
-            raise
-        return results
-
-    def _prepare_call(self, mode: str, call: TaskCall) -> _Prepared:
-        if mode == "replace" and call.key is None:
-            raise ValueError("replace_many() needs a key on every call")
-        function, name = self._resolve(call.function)
-        return self._prepare(
-            mode,
-            function,
-            call.when,
-            call.key,
-            tuple(call.args),
-            dict(call.kwargs),
-            function_name=call.name or name,
-        )
-
-    async def _collect_chunk(
-        self,
-        in_flight: list[tuple[list[_Prepared], asyncio.Task[list[Any]]]],
-        results: list[Execution],
-    ) -> None:
-        """Wait for the oldest chunk in flight and record each call's outcome."""
-        prepared, sending = in_flight[0]
-        replies = iter(await sending)
-        in_flight.pop(0)
-        for execution, call in prepared:
-            if call is not None:
-                reply = next(replies)
-                if isinstance(reply, BaseException):
-                    execution.disposition = Disposition.FAILED
-                    execution.schedule_exception = reply
-                else:
-                    self._apply_reply(execution, reply)
-            results.append(execution)
+        return await self.engine.schedule_many("replace", calls, chunk_size)
 
     # -- cancelling -----------------------------------------------------------------
-
-    def _pubsub(self) -> Any:
-        """A pub/sub connection for following tasks (each one is a Redis connection)."""
-        return self._connection.client.pubsub()
 
     async def schedule(self, execution: Execution) -> None:
         """Schedule a prepared ``Execution`` as ``add`` would (strikes apply, and a key
         already scheduled, queued or running is left alone: ``ALREADY_SCHEDULED``)."""
-        with self._producer_span(
-            "docket.schedule", self._task_labels(execution.function_name)
+        engine = self.engine
+        with engine.producer_span(
+            "docket.schedule", engine.task_labels(execution.function_name)
         ) as span:
             if self.strike_list and self.strike_list.is_stricken(
                 execution.function_name, execution.arguments_by_name()
@@ -674,38 +310,19 @@ class Docket:
             if span is not None:
                 span.set_attribute("docket.key", execution.key)
                 span.set_attribute("docket.disposition", execution.disposition.value)
-        self._count_scheduled("add", execution)
+        engine.count_scheduled("add", execution)
 
     async def cancel(self, key: str) -> None:
         """Withdraw a scheduled or queued task; ask its worker to stop a running one."""
-        with self._producer_span("docket.cancel", self._labels) as span:
+        labels = self.engine.labels
+        with self.engine.producer_span("docket.cancel", labels) as span:
             if span is not None:
                 span.set_attribute("docket.key", key)
-            cancelled = await self._cancel(key)
+            cancelled = await self.engine.cancel(key)
             if span is not None:
                 span.set_attribute("docket.cancelled", cancelled)
         if cancelled:
-            TASKS_CANCELLED.add(1, self._labels)
-
-    async def _cancel(
-        self, key: str, generation: int | None = None, other_than: int | None = None
-    ) -> bool:
-        """Cancel ``key``: only its run of ``generation`` when given, and never its run of
-        ``other_than``."""
-        previous = await self._scripts.send(
-            scripts.Cancel(
-                stream=self.keys.stream,
-                queue=self.keys.queue,
-                record=self.keys.record(key),
-                key=key,
-                ttl=self.execution_ttl.total_seconds(),
-                events_prefix=self.keys.events_prefix,
-                cancel_channel=self.keys.cancel_channel,
-                expected_generation="" if generation is None else str(generation),
-                spared_generation="" if other_than is None else str(other_than),
-            )
-        )
-        return bool(previous)
+            TASKS_CANCELLED.add(1, labels)
 
     async def clear(self) -> int:
         """Cancel every task that has not started yet; returns how many.
@@ -715,11 +332,12 @@ class Docket:
         adding tasks all the while cannot keep it going forever.
         """
         count = 0
-        with self._producer_span("docket.clear", self._labels) as span:
+        engine = self.engine
+        with engine.producer_span("docket.clear", engine.labels) as span:
             while True:
                 batch = CLEAR_BATCH
                 cleared = int(
-                    await self._scripts.send(
+                    await engine.scripts.send(
                         scripts.Clear(
                             stream=self.keys.stream,
                             queue=self.keys.queue,
@@ -737,77 +355,17 @@ class Docket:
             if span is not None:
                 span.set_attribute("docket.cleared", count)
         if count:
-            TASKS_CANCELLED.add(count, self._labels)
+            TASKS_CANCELLED.add(count, engine.labels)
         return count
 
     # -- reading --------------------------------------------------------------------
 
     async def get_execution(self, key: str) -> Execution | None:
         """The execution stored under ``key``, or None when there is none (or it expired)."""
-        record = await self._connection.client.hgetall(self.keys.record(key))
+        record = await self.engine.connection.client.hgetall(self.keys.record(key))
         if not record:
             return None
-        return await self._execution_from_record(key, record)
-
-    async def _execution_from_record(
-        self, key: str, record: dict[bytes, bytes], entry: dict[bytes, bytes] | None = None
-    ) -> Execution:
-        """The execution ``record`` describes; ``entry`` is its stream entry when the
-        caller has it already."""
-        name = as_text(record.get(b"function")) or "<unknown>"
-        # A scheduled task keeps its payload in its record; a queued or running one, in
-        # its stream entry.
-        source: dict[bytes, bytes] = record
-        mid = as_text(record.get(b"mid"))
-        if b"payload" not in record and entry is not None:
-            source = entry
-        elif b"payload" not in record and mid:
-            entries = await self._connection.client.xrange(self.keys.stream, mid, mid)
-            if entries:
-                source = entries[0][1]
-        args: tuple[Any, ...] = ()
-        kwargs: dict[str, Any] = {}
-        if source.get(b"payload"):
-            # Verified exactly as a worker would before anything is deserialized; an
-            # entry that fails is shown without its arguments.
-            with suppress(PoisonMessage):
-                args, kwargs = open_payload(
-                    self,
-                    name,
-                    key,
-                    as_text(source.get(b"ser")) or "pickle",
-                    source[b"payload"],
-                    as_text(source.get(b"sig")) or "",
-                )
-        execution = Execution(
-            self,
-            self.tasks.get(name),
-            args,
-            kwargs,
-            key,
-            timestamp(record.get(b"when")) or datetime.now(UTC),
-            function_name=name,
-            trace_context=parse_trace_context(record.get(b"trace")),
-        )
-        if execution.function is None:
-            # A task this process does not know (the CLI's watch, a dashboard): a stand-in
-            # named after it, so the execution reads like any other.
-            execution._function = placeholder_for(execution)
-        execution._load_record(record)
-        return execution
-
-    def _load_result(self, key: str, data: bytes) -> Any:
-        raw = serialization.open_result(self.signing_key, key, data)
-        return self.serializer.loads(raw)
-
-    def _dump_result(self, key: str, value: Any) -> bytes:
-        try:
-            raw = self.serializer.dumps(value)
-        except Exception as error:
-            if not isinstance(value, BaseException):
-                raise TypeError(f"The result of task {key!r} cannot be stored: {error}") from error
-            raw = self.serializer.dumps(RuntimeError(f"{type(value).__name__}: {value}"))
-        return serialization.seal_result(self.signing_key, key, raw)
+        return await Execution.from_record(self, key, record)
 
     async def snapshot(self) -> DocketSnapshot:
         """What is scheduled, queued and running right now, and which workers are alive."""

@@ -179,7 +179,7 @@ class ExecutionProgress:
         docket = self.docket
         keys = docket.keys
         generation = "" if self._execution is None else str(self._execution.generation)
-        reply = await docket._scripts.send(
+        reply = await docket.engine.scripts.send(
             scripts.Progress(
                 record=keys.record(self.key),
                 generation=generation,
@@ -293,9 +293,9 @@ class Execution:
         self.progress = ExecutionProgress(self)
         self.deliveries = 1
         self._record_found = True
-        # Set when a Retry or Perpetual scheduled this run's successor: what that did
-        # (the worker counts retries, perpetuations and supersessions from it).
-        self._rescheduled: Disposition | None = None
+        # What scheduling this run's successor did, when a Retry or Perpetual did (the
+        # worker counts retries, perpetuations and supersessions from it); else None.
+        self.rescheduled: Disposition | None = None
 
     # What was called and under which key never changes for an execution (as released):
     # a different call is a different Execution.
@@ -407,6 +407,59 @@ class Execution:
             self._load_record(record)
 
     @classmethod
+    async def from_record(
+        cls,
+        docket: Docket,
+        key: str,
+        record: dict[bytes, bytes],
+        entry: dict[bytes, bytes] | None = None,
+    ) -> Execution:
+        """The execution ``record`` (a task's hash) describes; ``entry`` is its stream
+        entry when the caller has it already. A task this process does not know (the
+        CLI's watch, a dashboard) gets a stand-in named after it, so the execution reads
+        like any other."""
+        name = as_text(record.get(b"function")) or "<unknown>"
+        # A scheduled task keeps its payload in its record; a queued or running one, in
+        # its stream entry.
+        source: dict[bytes, bytes] = record
+        mid = as_text(record.get(b"mid"))
+        if b"payload" not in record and entry is not None:
+            source = entry
+        elif b"payload" not in record and mid:
+            client = docket.engine.connection.client
+            entries = await client.xrange(docket.keys.stream, mid, mid)
+            if entries:
+                source = entries[0][1]
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] = {}
+        if source.get(b"payload"):
+            # Verified exactly as a worker would before anything is deserialized; an
+            # entry that fails is shown without its arguments.
+            with suppress(PoisonMessage):
+                args, kwargs = open_payload(
+                    docket,
+                    name,
+                    key,
+                    as_text(source.get(b"ser")) or "pickle",
+                    source[b"payload"],
+                    as_text(source.get(b"sig")) or "",
+                )
+        execution = cls(
+            docket,
+            docket.tasks.get(name),
+            args,
+            kwargs,
+            key,
+            timestamp(record.get(b"when")) or datetime.now(UTC),
+            function_name=name,
+            trace_context=parse_trace_context(record.get(b"trace")),
+        )
+        if execution.function is None:
+            execution._function = placeholder_for(execution)
+        execution._load_record(record)
+        return execution
+
+    @classmethod
     async def from_message(
         cls,
         docket: Docket,
@@ -467,7 +520,7 @@ class Execution:
         if call is None:
             self.disposition = Disposition.STRUCK
             return self.disposition
-        self.disposition = await docket._send_schedule(prepared, call)
+        self.disposition = await docket.engine.send_schedule(prepared, call)
         if prepared.disposition is Disposition.SCHEDULED:
             self.generation = prepared.generation
             self.state = prepared.state
@@ -480,15 +533,10 @@ class Execution:
     ) -> tuple[Execution, scripts.Schedule | None]:
         """The schedule script's call for this execution (None when struck)."""
         function = self.function if self.function is not None else placeholder_for(self)
-        return self.docket._prepare(
+        return self.docket.engine.prepare(
             mode,
-            function,
-            self.when,
-            self.key,
-            self.args,
-            self.kwargs,
-            self.attempt,
-            function_name=self.function_name,
+            TaskCall(function, self.when, self.key, self.args, self.kwargs, self.function_name),
+            attempt=self.attempt,
             expected_generation=expected_generation,
         )
 
@@ -533,7 +581,7 @@ class Execution:
         ttl = docket.execution_ttl.total_seconds()
         from ._redis.keys import GROUP
 
-        return await docket._scripts.send(
+        return await docket.engine.scripts.send(
             scripts.Mark(
                 record=keys.record(self.key),
                 result_key=keys.result(self.key, self.generation),
@@ -578,7 +626,7 @@ class Execution:
                 ready.set()
             return
         docket = self.docket
-        pubsub = docket._pubsub()
+        pubsub = docket.engine.pubsub()
         try:
             await pubsub.subscribe(docket.keys.events(self.key))
             # The confirmation arrives before anything published after it.
@@ -688,18 +736,18 @@ class Execution:
             raise ExecutionCancelled(f"Task {self.key!r} was cancelled")
         data: bytes | None = None
         if self.result_key is not None:
-            data = await self.docket._results.load(self.result_key)
+            data = await self.docket.engine.results.load(self.result_key)
         if self.state == ExecutionState.COMPLETED and self._result_lost:
             raise ResultStoreError(self.error or f"The result of task {self.key!r} was lost")
         if self.state == ExecutionState.FAILED:
             if data is not None:
-                error = self.docket._load_result(self.key, data)
+                error = self.docket.engine.load_result(self.key, data)
                 if isinstance(error, BaseException):
                     raise error
             raise RuntimeError(self.error or f"Task {self.key!r} failed")
         if self.state != ExecutionState.COMPLETED or data is None:
             return None
-        return self.docket._load_result(self.key, data)
+        return self.docket.engine.load_result(self.key, data)
 
 
 def compact_signature(signature: inspect.Signature) -> str:
@@ -755,7 +803,7 @@ async def schedule_many(
                 if call is None:
                     execution.disposition = Disposition.STRUCK
                     continue
-                await docket._scripts.queue(pipe, call)
+                await docket.engine.scripts.queue(pipe, call)
                 sent.append((execution, prepared))
             replies = await pipe.execute(raise_on_error=False)
         for (execution, prepared), reply in zip(sent, replies, strict=True):
@@ -763,7 +811,7 @@ async def schedule_many(
                 execution.disposition = Disposition.FAILED
                 execution.schedule_exception = reply
                 continue
-            execution.docket._apply_reply(prepared, reply)
+            execution.docket.engine.apply_reply(prepared, reply)
             execution.disposition = prepared.disposition
             execution.generation = prepared.generation
             execution.state = prepared.state

@@ -190,7 +190,7 @@ class Worker:
         await self._background.cancel()
         with suppress(RedisError, OSError):
             keys = self.docket.keys
-            await self.docket._scripts.send(
+            await self.docket.engine.scripts.send(
                 scripts.WorkerGone(
                     workers=keys.workers,
                     worker_tasks=keys.worker_tasks(self.name),
@@ -225,7 +225,7 @@ class Worker:
         self._stopping = True
         self._slot_freed.set()
         self._scheduler.wake()
-        self.docket._connection.notify_activity()
+        self.docket.engine.connection.notify_activity()
         if self._reader is not None:
             self._reader.unblock()
 
@@ -383,12 +383,12 @@ class Worker:
 
     async def _ensure_group(self) -> None:
         ensure = scripts.EnsureGroup(stream=self.docket.keys.stream, group=GROUP)
-        await self.docket._scripts.send(ensure)
+        await self.docket.engine.scripts.send(ensure)
 
     async def _finished(self) -> bool:
         if self._active or self._settler.busy:
             return False
-        client = self.docket._connection.client
+        client = self.docket.engine.connection.client
         async with client.pipeline(transaction=False) as pipe:
             pipe.zcard(self.docket.keys.queue)
             pipe.xlen(self.docket.keys.stream)

@@ -11,8 +11,12 @@ from opentelemetry import baggage, propagate
 from starlette.requests import Request
 
 from docket import Docket, Worker, WorkerOptions
-from docket.dependencies import Dependency, validate_worker_dependencies
-from docket.dependencies._base import current_docket, current_execution
+from docket.dependencies import (
+    Dependency,
+    current_docket,
+    current_execution,
+    validate_worker_dependencies,
+)
 
 from ._context import (
     SNAPSHOT_KWARG,

@@ -32,7 +32,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from docket.dependencies import Depends as DocketDepends
-from docket.dependencies._base import current_docket
+from docket.dependencies import current_docket
 
 from ._context import BRIDGED_ATTRIBUTE, SNAPSHOT_KWARG, binding_for, build_scope
 from ._run import TaskRequest, run_snapshot

@@ -18,8 +18,8 @@ from starlette.requests import HTTPConnection
 
 from docket import Docket, TaskHandle, Worker
 from docket import WorkerOptions as CoreWorkerOptions
-from docket._worker_options import OPTION_NAMES
 from docket.execution import TaskCall
+from docket.integration import OPTION_NAMES
 
 from ._context import (
     BRIDGED_ATTRIBUTE,

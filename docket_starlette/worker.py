@@ -13,8 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from docket import Docket, Worker, WorkerOptions
-from docket._imports import import_object
-from docket._signals import shutdown_signals
+from docket.integration import import_object, shutdown_signals
 
 from ._context import (
     AppBinding,

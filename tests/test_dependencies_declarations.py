@@ -33,8 +33,10 @@ class RecordingDocket:
     def __init__(self, disposition: Disposition = Disposition.SCHEDULED) -> None:
         self.disposition = disposition
         self.calls: list[dict[str, Any]] = []
+        # Stands in for the docket and its engine, which is what Retry reschedules through.
+        self.engine = self
 
-    async def _reschedule(
+    async def reschedule(
         self,
         execution: Any,
         when: datetime,

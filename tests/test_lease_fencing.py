@@ -302,7 +302,7 @@ class Scene:
             redelivered=int(redelivered),
             deliveries=deliveries,
         )
-        result: list[Any] = await self.docket._scripts.send(
+        result: list[Any] = await self.docket.engine.scripts.send(
             scripts.Claim(
                 stream=keys.stream,
                 group=GROUP,
@@ -326,7 +326,7 @@ class Scene:
             error="stale error" if state == "failed" else "",
             result=b"stale result",
         )
-        result = await self.docket._scripts.send(
+        result = await self.docket.engine.scripts.send(
             scripts.Settle(
                 stream=keys.stream,
                 group=GROUP,
@@ -340,7 +340,7 @@ class Scene:
         return [int(x) for x in result]
 
     async def renew(self, worker: str, deliveries: int) -> list[str]:
-        lost = await self.docket._scripts.send(
+        lost = await self.docket.engine.scripts.send(
             scripts.Renew(
                 stream=self.docket.keys.stream,
                 group=GROUP,

@@ -176,9 +176,9 @@ def ensure_group(docket: Docket, stream: str) -> scripts.EnsureGroup:
 async def test_calls_run_once_each_on_a_server_that_forgot_its_scripts(
     docket: Docket, redis_client: Redis, lean: bool
 ) -> None:
-    wire = docket._connection.wire
+    wire = docket.engine.connection.wire
     assert wire is not None, "a plain redis:// URL gets the lean connection"
-    runner = Scripts(docket._connection.client, wire if lean else None)
+    runner = Scripts(docket.engine.connection.client, wire if lean else None)
 
     await redis_client.script_flush()
     assert await runner.send(ensure_group(docket, "one")) == 1
@@ -199,31 +199,31 @@ async def test_a_call_queued_on_a_pipeline_of_the_callers(
     await redis_client.script_flush()
     async with redis_client.pipeline(transaction=False) as pipe:
         pipe.ping()
-        await docket._scripts.queue(pipe, ensure_group(docket, "piped"))
-        await docket._scripts.queue(pipe, ensure_group(docket, "piped"))
+        await docket.engine.scripts.queue(pipe, ensure_group(docket, "piped"))
+        await docket.engine.scripts.queue(pipe, ensure_group(docket, "piped"))
         assert await pipe.execute() == [True, 1, 0]
 
 
 async def test_a_call_sent_after_a_command_in_one_write(
     docket: Docket, redis_client: Redis
 ) -> None:
-    wire = docket._connection.wire
+    wire = docket.engine.connection.wire
     assert wire is not None
     counter = f"{docket.prefix}:counter"
 
     await redis_client.script_flush()
-    replies = await docket._scripts.send_after(
+    replies = await docket.engine.scripts.send_after(
         wire, ("INCR", counter), ensure_group(docket, "after")
     )
     assert replies == (1, 1)
-    assert await docket._scripts.send_after(
+    assert await docket.engine.scripts.send_after(
         wire, ("INCR", counter), ensure_group(docket, "after")
     ) == (2, 0)
 
     # The command's own error comes first; the script still ran.
     await redis_client.hset(f"{docket.prefix}:a-hash", "field", "value")
     with pytest.raises(ResponseError, match="WRONGTYPE"):
-        await docket._scripts.send_after(
+        await docket.engine.scripts.send_after(
             wire, ("INCR", f"{docket.prefix}:a-hash"), ensure_group(docket, "later")
         )
-    assert await docket._scripts.send(ensure_group(docket, "later")) == 0
+    assert await docket.engine.scripts.send(ensure_group(docket, "later")) == 0

@@ -35,6 +35,7 @@ from docket import (
 )
 from docket import tasks as builtin_tasks
 from docket._text import as_text
+from docket.execution import TaskCall
 from docket.strikes import StrikeCondition
 
 if TYPE_CHECKING:
@@ -1045,17 +1046,17 @@ async def test_an_add_sent_twice_after_a_dropped_reply_reports_what_it_did(
     recorder = Recorder()
     record = recorder.task()
     docket.register(record)
-    execution, call = docket._prepare("add", record, None, None, (1,), {})
+    execution, call = docket.engine.prepare("add", TaskCall(record, None, None, (1,), {}))
     assert call is not None
 
-    first = await docket._scripts.send(call)
-    again = await docket._scripts.send(call)
+    first = await docket.engine.scripts.send(call)
+    again = await docket.engine.scripts.send(call)
     assert [as_text(part) for part in again] == [as_text(part) for part in first]
     assert as_text(again[0]) == "scheduled"
 
     await worker.run_until_finished()
     assert recorder.calls == [1]
-    late = await docket._scripts.send(call)
+    late = await docket.engine.scripts.send(call)
     assert as_text(late[0]) == "scheduled"
     await worker.run_until_finished()
     assert recorder.calls == [1]
@@ -1064,11 +1065,11 @@ async def test_an_add_sent_twice_after_a_dropped_reply_reports_what_it_did(
 
 async def test_an_add_with_its_own_key_still_finds_the_key_taken(docket: Docket) -> None:
     record = Recorder().task()
-    _, call = docket._prepare("add", record, None, "mine", (1,), {})
+    _, call = docket.engine.prepare("add", TaskCall(record, None, "mine", (1,), {}))
     assert call is not None
-    await docket._scripts.send(call)
+    await docket.engine.scripts.send(call)
 
-    again = await docket._scripts.send(call)
+    again = await docket.engine.scripts.send(call)
 
     assert as_text(again[0]) == "already_scheduled"
 

@@ -278,7 +278,7 @@ async def test_internal_polling_is_not_traced_by_default(
     seen: dict[str, bool] = {}
     # Every script call goes through Scripts._run (on the lean connection, where there is
     # one), whichever way it was made.
-    original_run = docket._scripts._run
+    original_run = docket.engine.scripts._run
 
     def spy_run(name: str, *args: Any) -> Any:
         if name in ("heartbeat", "move_due", "claim", "settle"):
@@ -292,7 +292,7 @@ async def test_internal_polling_is_not_traced_by_default(
         seen["claim"] = instrumentation.suppressed()
         return original_read_and_claim(self, *args)
 
-    monkeypatch.setattr(docket._scripts, "_run", spy_run)
+    monkeypatch.setattr(docket.engine.scripts, "_run", spy_run)
     monkeypatch.setattr(WireReader, "read", spy_read_and_claim)
 
     async def work() -> None: ...
@@ -323,7 +323,7 @@ async def test_internal_instrumentation_traces_the_polling(
     internal = {span.name for span in produced if span.kind is SpanKind.INTERNAL}
     assert {"docket.read", "docket.settle", "docket.move_due"} <= internal
     # On a real server the read claims what it reads in the same script call.
-    assert ("docket.claim" in internal) is docket._connection.is_memory
+    assert ("docket.claim" in internal) is docket.engine.connection.is_memory
     assert internal <= INTERNAL
     (consumer,) = named(produced, "work")
     # The run is not a child of the claim that started it.

@@ -67,7 +67,7 @@ async def server_time(redis: Redis) -> float:
 async def move_due(docket: Docket, limit: int) -> tuple[int, float]:
     """One call of the scheduler's mover script, as a worker makes it."""
     keys = docket.keys
-    moved, delay = await docket._scripts.send(
+    moved, delay = await docket.engine.scripts.send(
         scripts.MoveDue(
             queue=keys.queue,
             stream=keys.stream,

@@ -20,7 +20,7 @@ of a ``Group`` for a repeated group.
 Defining the class compares it with the header, so the two cannot drift apart unnoticed;
 callers then name every slot instead of counting positions::
 
-    await docket._scripts.send(Settle(stream=..., group=..., ..., runs=[SettleRun(...)]))
+    await docket.engine.scripts.send(Settle(stream=..., group=..., ..., runs=[SettleRun(...)]))
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
         holders = self._limit_key(docket, execution)
         lease = worker.redelivery_timeout.total_seconds()
         keys = docket.keys
-        outcome = await docket._scripts.send(
+        outcome = await docket.engine.scripts.send(
             scripts.ConcurrencyAcquire(
                 holders=holders,
                 waiters=f"{holders}:waiters",
@@ -233,7 +233,7 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
 
 async def _release(docket: Docket, worker: Worker, holders: str, task_key: str) -> int:
     keys = docket.keys
-    woken = await docket._scripts.send(
+    woken = await docket.engine.scripts.send(
         scripts.ConcurrencyRelease(
             holders=holders,
             waiters=f"{holders}:waiters",
@@ -247,7 +247,7 @@ async def _release(docket: Docket, worker: Worker, holders: str, task_key: str) 
         )
     )
     if int(woken):
-        docket._connection.notify_activity()
+        docket.engine.connection.notify_activity()
     return int(woken)
 
 
@@ -261,8 +261,8 @@ async def _maintain(docket: Docket, worker: Worker) -> None:
             held = dict(_slots_by_worker.get(worker, {}))
             if held:
                 slots = [scripts.HeldSlot(holders=h, key=key) for key, h in held.items()]
-                await docket._scripts.send(scripts.ConcurrencyRenew(lease=lease, slots=slots))
-            client = docket._connection.client
+                await docket.engine.scripts.send(scripts.ConcurrencyRenew(lease=lease, slots=slots))
+            client = docket.engine.connection.client
             for member in await client.smembers(docket.keys.concurrency_registry):
                 holders = member.decode() if isinstance(member, bytes) else str(member)
                 await _release(docket, worker, holders, "")

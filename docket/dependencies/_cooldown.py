@@ -54,11 +54,11 @@ class Cooldown(Dependency["Cooldown"]):
         key = window_key(docket, "cooldown", self.scope, execution, self._parameter, self._value)
         token = f"{execution.generation}:{execution.key}"
         call = scripts.Cooldown(cooldown=key, op="start", token=token, window_ms=self._window_ms)
-        admitted, left_ms = await docket._scripts.send(call)
+        admitted, left_ms = await docket.engine.scripts.send(call)
         if int(admitted):
 
             async def undo() -> None:
-                await docket._scripts.send(replace(call, op="undo"))
+                await docket.engine.scripts.send(replace(call, op="undo"))
 
             undo_if_refused(undo)
             return self

@@ -69,7 +69,7 @@ class Debounce(Dependency["Debounce"]):
         docket = current_docket.get()
         key = window_key(docket, "debounce", self.scope, execution, self._parameter, self._value)
         expiry_ms = 2 * self._settle_ms + EXPIRY_MARGIN_MS
-        action, wait_ms = await docket._scripts.send(
+        action, wait_ms = await docket.engine.scripts.send(
             scripts.Debounce(
                 burst=key,
                 key=execution.key,

@@ -139,7 +139,7 @@ class Perpetual(CompletionHandler["Perpetual"]):
             return False
 
         when = self.next_when(execution, outcome)
-        disposition = await execution.docket._reschedule(
+        disposition = await execution.docket.engine.reschedule(
             execution, when, attempt=1, args=self.args, kwargs=self.kwargs
         )
 

@@ -80,11 +80,11 @@ class RateLimit(Dependency["RateLimit"]):
             window_ms=self._window_ms,
             expiry_margin_ms=EXPIRY_MARGIN_MS,
         )
-        admitted, wait_ms = await docket._scripts.send(call)
+        admitted, wait_ms = await docket.engine.scripts.send(call)
         if int(admitted):
 
             async def give_back() -> None:
-                await docket._scripts.send(replace(call, op="give_back"))
+                await docket.engine.scripts.send(replace(call, op="give_back"))
 
             undo_if_refused(give_back)
             return self

@@ -80,7 +80,7 @@ class Retry(FailureHandler["Retry"]):
         from ..execution import Disposition
 
         when = datetime.now(UTC) + self.delay
-        disposition = await execution.docket._reschedule(
+        disposition = await execution.docket.engine.reschedule(
             execution, when, attempt=execution.attempt + 1
         )
         took = format_duration(outcome.duration.total_seconds())
