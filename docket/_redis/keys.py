@@ -17,12 +17,20 @@ _VALID_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 
 
 def validate_name(name: str, what: str = "docket name") -> str:
-    if not isinstance(name, str) or not _VALID_NAME.fullmatch(name):
-        raise ValueError(
-            f"Invalid {what} {name!r}: use 1-128 letters, digits, '_', '-' or '.' "
-            "(no spaces, ':', glob characters or braces, which would reach other "
-            "dockets' keys)"
-        )
+    return checked_name(
+        _VALID_NAME,
+        name,
+        what,
+        "use 1-128 letters, digits, '_', '-' or '.' (no spaces, ':', glob characters or "
+        "braces, which would reach other dockets' keys)",
+    )
+
+
+def checked_name(pattern: re.Pattern[str], name: str, what: str, rule: str) -> str:
+    """``name`` if ``pattern`` matches all of it; otherwise a ValueError naming ``what``
+    and the ``rule`` it breaks."""
+    if not isinstance(name, str) or not pattern.fullmatch(name):
+        raise ValueError(f"Invalid {what} {name!r}: {rule}")
     return name
 
 

@@ -21,6 +21,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from .._redis.keys import checked_name
 from ._base import AdmissionBlocked, Dependency, current_docket, current_execution
 from ._resolution import run_stack
 
@@ -42,13 +43,14 @@ def validate_scope(scope: str | None) -> str | None:
     """``scope`` if it is a legal scope (see ``_SCOPE``); None stays None."""
     if scope is None:
         return None
-    if not isinstance(scope, str) or not _SCOPE.fullmatch(scope):
-        raise ValueError(
-            f"Invalid scope {scope!r}: use letters, digits, '_', '-', '.' and ':' (it may "
-            "start with the docket's own prefix, as in f'{docket.prefix}:billing'); "
-            "braces, glob characters and spaces would reach other keys"
-        )
-    return scope
+    return checked_name(
+        _SCOPE,
+        scope,
+        "scope",
+        "use letters, digits, '_', '-', '.' and ':' (it may start with the docket's own "
+        "prefix, as in f'{docket.prefix}:billing'); braces, glob characters and spaces "
+        "would reach other keys",
+    )
 
 
 def scope_within(docket: Docket, scope: str) -> str:
