@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Self, overload
 
 GROUP = "docket-workers"
 
@@ -17,13 +18,38 @@ _VALID_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 
 
 def validate_name(name: str, what: str = "docket name") -> str:
-    if not isinstance(name, str) or not _VALID_NAME.fullmatch(name):
-        raise ValueError(
-            f"Invalid {what} {name!r}: use 1-128 letters, digits, '_', '-' or '.' "
-            "(no spaces, ':', glob characters or braces, which would reach other "
-            "dockets' keys)"
-        )
+    return checked_name(
+        _VALID_NAME,
+        name,
+        what,
+        "use 1-128 letters, digits, '_', '-' or '.' (no spaces, ':', glob characters or "
+        "braces, which would reach other dockets' keys)",
+    )
+
+
+def checked_name(pattern: re.Pattern[str], name: str, what: str, rule: str) -> str:
+    """``name`` if ``pattern`` matches all of it; otherwise a ValueError naming ``what``
+    and the ``rule`` it breaks."""
+    if not isinstance(name, str) or not pattern.fullmatch(name):
+        raise ValueError(f"Invalid {what} {name!r}: {rule}")
     return name
+
+
+class _Under:
+    """A key (or key prefix) of the docket: ``stream = _Under("stream")`` makes
+    ``keys.stream`` read ``{name}:stream``."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+
+    @overload
+    def __get__(self, keys: None, owner: type[Keys]) -> Self: ...
+    @overload
+    def __get__(self, keys: Keys, owner: type[Keys]) -> str: ...
+    def __get__(self, keys: Keys | None, owner: type[Keys]) -> str | Self:
+        if keys is None:
+            return self
+        return f"{keys.prefix}:{self.suffix}"
 
 
 @dataclass(frozen=True)
@@ -34,85 +60,43 @@ class Keys:
     def prefix(self) -> str:
         return "{" + self.name + "}"
 
-    @property
-    def stream(self) -> str:
-        return f"{self.prefix}:stream"
+    stream = _Under("stream")
+    queue = _Under("queue")
+    generation = _Under("generation")
+    dead_letters = _Under("dead-letters")
+    workers = _Under("workers")
+    strikes = _Under("strikes")
+    record_prefix = _Under("task:")
+    results = _Under("result")
+    """The collection results live in: one key per run, ``<collection>:<result key>``."""
+    concurrency_registry = _Under("concurrency-keys")
+    """Every concurrency limit that has holders or waiters right now."""
+    concurrency_limits = _Under("concurrency-limits")
+    """Each such limit's max_concurrent, for the sweeps that wake its waiters."""
 
-    @property
-    def queue(self) -> str:
-        return f"{self.prefix}:queue"
+    # Pub/sub channels
+    events_prefix = _Under("events:")
+    wake_channel = _Under("wake")
+    cancel_channel = _Under("cancel")
+    strikes_channel = _Under("strikes-changed")
 
-    @property
-    def generation(self) -> str:
-        return f"{self.prefix}:generation"
-
-    @property
-    def dead_letters(self) -> str:
-        return f"{self.prefix}:dead-letters"
-
-    @property
-    def workers(self) -> str:
-        return f"{self.prefix}:workers"
-
-    @property
-    def strikes(self) -> str:
-        return f"{self.prefix}:strikes"
-
-    @property
-    def record_prefix(self) -> str:
-        return f"{self.prefix}:task:"
+    # For others' data: a docket's own keys never start with this, so nothing it does
+    # (clear(), expiry, the test suite's leak checks) touches what lives under it.
+    external_prefix = _Under("ext:")
 
     def record(self, key: str) -> str:
         return self.record_prefix + key
-
-    @property
-    def results(self) -> str:
-        """The collection results live in: one key per run, ``<collection>:<result key>``."""
-        return f"{self.prefix}:result"
 
     def result(self, key: str, generation: int | str) -> str:
         """Where the default store keeps one run's result (its generation in the name, so
         a superseded run's result is never the one read)."""
         return f"{self.results}:{key}:{generation}"
 
-    @property
-    def concurrency_registry(self) -> str:
-        """Every concurrency limit that has holders or waiters right now."""
-        return f"{self.prefix}:concurrency-keys"
-
-    @property
-    def concurrency_limits(self) -> str:
-        """Each such limit's max_concurrent, for the sweeps that wake its waiters."""
-        return f"{self.prefix}:concurrency-limits"
-
     def worker_tasks(self, worker: str) -> str:
         return f"{self.prefix}:worker-tasks:{worker}"
 
-    # Pub/sub channels
-    @property
-    def events_prefix(self) -> str:
-        return f"{self.prefix}:events:"
-
     def events(self, key: str) -> str:
         return self.events_prefix + key
-
-    @property
-    def wake_channel(self) -> str:
-        return f"{self.prefix}:wake"
-
-    @property
-    def cancel_channel(self) -> str:
-        return f"{self.prefix}:cancel"
-
-    @property
-    def strikes_channel(self) -> str:
-        return f"{self.prefix}:strikes-changed"
-
-    # For others' data: a docket's own keys never start with this, so nothing it does
-    # (clear(), expiry, the test suite's leak checks) touches what lives under it.
-    @property
-    def external_prefix(self) -> str:
-        return f"{self.prefix}:ext:"
 
     def external(self, suffix: str) -> str:
         return self.external_prefix + suffix

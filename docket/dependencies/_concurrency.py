@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, TypedDict, overload
 
 from redis.exceptions import RedisError
 
@@ -165,15 +165,10 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
         worker = current_worker.get()
         holders = self._limit_key(docket, execution)
         lease = worker.redelivery_timeout.total_seconds()
-        keys = docket.keys
         outcome = await docket.engine.scripts.send(
             scripts.ConcurrencyAcquire(
-                holders=holders,
-                waiters=f"{holders}:waiters",
-                stream=keys.stream,
-                record=keys.record(execution.key),
-                registry=keys.concurrency_registry,
-                limits=keys.concurrency_limits,
+                **_limit_keys(docket, holders),
+                record=docket.keys.record(execution.key),
                 group=GROUP,
                 worker=worker.name,
                 key=execution.key,
@@ -182,7 +177,6 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
                 mid=execution.message_id or "",
                 deliveries=execution.deliveries,
                 generation=execution.generation,
-                events_prefix=keys.events_prefix,
             )
         )
         _ensure_maintained(docket, worker)
@@ -231,19 +225,37 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
                     await task
 
 
-async def _release(docket: Docket, worker: Worker, holders: str, task_key: str) -> int:
+class _LimitKeys(TypedDict):
+    """What taking a slot and releasing one are both told: the limit's holders and
+    waiters, and the docket's keys that a slot changing hands reaches."""
+
+    holders: str
+    waiters: str
+    stream: str
+    registry: str
+    limits: str
+    events_prefix: str
+
+
+def _limit_keys(docket: Docket, holders: str) -> _LimitKeys:
     keys = docket.keys
+    return _LimitKeys(
+        holders=holders,
+        waiters=f"{holders}:waiters",
+        stream=keys.stream,
+        registry=keys.concurrency_registry,
+        limits=keys.concurrency_limits,
+        events_prefix=keys.events_prefix,
+    )
+
+
+async def _release(docket: Docket, worker: Worker, holders: str, task_key: str) -> int:
     woken = await docket.engine.scripts.send(
         scripts.ConcurrencyRelease(
-            holders=holders,
-            waiters=f"{holders}:waiters",
-            stream=keys.stream,
-            registry=keys.concurrency_registry,
-            limits=keys.concurrency_limits,
+            **_limit_keys(docket, holders),
             key=task_key,
             lease=worker.redelivery_timeout.total_seconds(),
-            record_prefix=keys.record_prefix,
-            events_prefix=keys.events_prefix,
+            record_prefix=docket.keys.record_prefix,
         )
     )
     if int(woken):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
 
 from .._redis import scripts
-from ._base import AdmissionBlocked, Dependency, current_docket, current_execution
-from ._windows import describe, milliseconds, undo_if_refused, validate_scope, window_key
+from ._base import AdmissionBlocked
+from ._windows import WindowedDependency, admit
 
 
-class Cooldown(Dependency["Cooldown"]):
+class Cooldown(WindowedDependency["Cooldown"]):
     """Leading edge: a run opens a ``window``; runs that arrive inside it are dropped
     (logged at INFO and recorded as cancelled), per task or per argument value.
 
@@ -31,38 +30,24 @@ class Cooldown(Dependency["Cooldown"]):
     inside the docket.
     """
 
+    _key_kind = "cooldown"
+    _label = "cooldown"
+
     def __init__(self, window: timedelta, *, scope: str | None = None) -> None:
         self.window = window
-        self.scope = validate_scope(scope)
-        self._window_ms = milliseconds(window, "Cooldown's window")
-        self._parameter: str | None = None
-        self._value: Any = None
+        super().__init__(window, "Cooldown's window", scope)
 
     def __repr__(self) -> str:
-        extra = f", scope={self.scope!r}" if self.scope is not None else ""
-        return f"Cooldown({self.window!r}{extra})"
-
-    def bind_to_parameter(self, name: str, value: Any) -> Cooldown:
-        bound = Cooldown(self.window, scope=self.scope)
-        bound._parameter = name
-        bound._value = value
-        return bound
+        return f"Cooldown({self.window!r}{self._scope_repr()})"
 
     async def __aenter__(self) -> Cooldown:
-        execution = current_execution.get()
-        docket = current_docket.get()
-        key = window_key(docket, "cooldown", self.scope, execution, self._parameter, self._value)
+        docket, execution, key = self._this_run()
         token = f"{execution.generation}:{execution.key}"
         call = scripts.Cooldown(cooldown=key, op="start", token=token, window_ms=self._window_ms)
-        admitted, left_ms = await docket.engine.scripts.send(call)
-        if int(admitted):
-
-            async def undo() -> None:
-                await docket.engine.scripts.send(replace(call, op="undo"))
-
-            undo_if_refused(undo)
+        left_ms = await admit(docket, call, undo=replace(call, op="undo"))
+        if left_ms is None:
             return self
 
-        what = describe("cooldown", self.scope, execution, self._parameter)
-        reason = f"{what} ({self.window} window, {int(left_ms) / 1000:.3f}s left)"
+        what = self._refusal(execution)
+        reason = f"{what} ({self.window} window, {left_ms / 1000:.3f}s left)"
         raise AdmissionBlocked(execution, reason, reschedule=False)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from .._redis import scripts
-from ._base import AdmissionBlocked, Dependency, current_docket, current_execution
-from ._windows import describe, milliseconds, validate_scope, window_key
+from ._base import AdmissionBlocked
+from ._windows import WindowedDependency
 
 _GO, _WAIT, _DROP = 1, 2, 3
 
@@ -17,7 +16,7 @@ _GO, _WAIT, _DROP = 1, 2, 3
 EXPIRY_MARGIN_MS = 1000
 
 
-class Debounce(Dependency["Debounce"]):
+class Debounce(WindowedDependency["Debounce"]):
     """Trailing edge: of a burst of runs of a task (or of one argument value), exactly
     one goes, once ``settle`` has passed since the latest of them.
 
@@ -46,34 +45,24 @@ class Debounce(Dependency["Debounce"]):
     """
 
     single = True
+    _key_kind = "debounce"
+    _label = "debounce"
 
     def __init__(self, settle: timedelta, *, scope: str | None = None) -> None:
         self.settle = settle
-        self.scope = validate_scope(scope)
-        self._settle_ms = milliseconds(settle, "Debounce's settle")
-        self._parameter: str | None = None
-        self._value: Any = None
+        super().__init__(settle, "Debounce's settle", scope)
 
     def __repr__(self) -> str:
-        extra = f", scope={self.scope!r}" if self.scope is not None else ""
-        return f"Debounce({self.settle!r}{extra})"
-
-    def bind_to_parameter(self, name: str, value: Any) -> Debounce:
-        bound = Debounce(self.settle, scope=self.scope)
-        bound._parameter = name
-        bound._value = value
-        return bound
+        return f"Debounce({self.settle!r}{self._scope_repr()})"
 
     async def __aenter__(self) -> Debounce:
-        execution = current_execution.get()
-        docket = current_docket.get()
-        key = window_key(docket, "debounce", self.scope, execution, self._parameter, self._value)
-        expiry_ms = 2 * self._settle_ms + EXPIRY_MARGIN_MS
+        docket, execution, key = self._this_run()
+        expiry_ms = 2 * self._window_ms + EXPIRY_MARGIN_MS
         action, wait_ms = await docket.engine.scripts.send(
             scripts.Debounce(
                 burst=key,
                 key=execution.key,
-                settle_ms=self._settle_ms,
+                settle_ms=self._window_ms,
                 expiry_ms=expiry_ms,
                 record_prefix=docket.keys.record_prefix,
             )
@@ -82,8 +71,7 @@ class Debounce(Dependency["Debounce"]):
         if action == _GO:
             return self
 
-        reason = describe("debounce", self.scope, execution, self._parameter)
-        reason = f"{reason} ({self.settle})"
+        reason = f"{self._refusal(execution)} ({self.settle})"
         if action == _WAIT:
             raise AdmissionBlocked(
                 execution, reason, retry_delay=timedelta(milliseconds=int(wait_ms))

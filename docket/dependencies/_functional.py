@@ -77,7 +77,15 @@ async def _produce(stack: AsyncExitStack, raw: Any) -> Any:
     return raw
 
 
-class _Depends[R](_EngineDepends[R]):
+class _DocketForms[R]:
+    """Docket's ``Depends`` and ``Shared`` make their value with ``_produce``, which takes
+    more forms of a factory's return value than the engine does."""
+
+    async def _resolve_factory_value(self, stack: AsyncExitStack, raw_value: Any) -> R:
+        return cast(R, await _produce(stack, raw_value))
+
+
+class _Depends[R](_DocketForms[R], _EngineDepends[R]):
     """A per-run dependency on a function; one value per run for equal declarations."""
 
     def __init__(self, factory: DependencyFactory[R], **bindings: Any) -> None:
@@ -103,11 +111,8 @@ class _Depends[R](_EngineDepends[R]):
         finally:
             _building.reset(token)
 
-    async def _resolve_factory_value(self, stack: AsyncExitStack, raw_value: Any) -> R:
-        return cast(R, await _produce(stack, raw_value))
 
-
-class _Shared[R](_EngineShared[R]):
+class _Shared[R](_DocketForms[R], _EngineShared[R]):
     """A dependency on a function whose value is made once per worker."""
 
     def __init__(self, factory: DependencyFactory[R]) -> None:
@@ -137,9 +142,6 @@ class _Shared[R](_EngineShared[R]):
             return await super()._resolve_parameters()
         finally:
             _current_frame.reset(token)
-
-    async def _resolve_factory_value(self, stack: AsyncExitStack, raw_value: Any) -> R:
-        return cast(R, await _produce(stack, raw_value))
 
 
 class _NoRunFrame(Frame):

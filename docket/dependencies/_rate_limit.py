@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
 
 from .._redis import scripts
-from ._base import AdmissionBlocked, Dependency, current_docket, current_execution
-from ._windows import describe, milliseconds, undo_if_refused, validate_scope, window_key
+from ._base import AdmissionBlocked
+from ._windows import WindowedDependency, admit
 
 # How long the window's key outlives its newest entry. The entry itself is stale after
 # one window; the margin only covers rounding.
 EXPIRY_MARGIN_MS = 250
 
 
-class RateLimit(Dependency["RateLimit"]):
+class RateLimit(WindowedDependency["RateLimit"]):
     """At most ``limit`` runs start in any window of ``per``, per task or per argument.
 
     A run over the limit is moved to when the oldest run in the window leaves it (and
@@ -37,6 +36,9 @@ class RateLimit(Dependency["RateLimit"]):
     workers share it. ``scope`` names a separate set of windows inside the docket.
     """
 
+    _key_kind = "rate-limit"
+    _label = "rate limit"
+
     def __init__(
         self,
         limit: int,
@@ -50,29 +52,16 @@ class RateLimit(Dependency["RateLimit"]):
         self.limit = limit
         self.per = per
         self.drop = drop
-        self.scope = validate_scope(scope)
-        self._window_ms = milliseconds(per, "RateLimit's per")
-        self._parameter: str | None = None
-        self._value: Any = None
+        super().__init__(per, "RateLimit's per", scope)
 
     def __repr__(self) -> str:
-        extra = ", drop=True" if self.drop else ""
-        extra += f", scope={self.scope!r}" if self.scope is not None else ""
-        return f"RateLimit({self.limit}, per={self.per!r}{extra})"
-
-    def bind_to_parameter(self, name: str, value: Any) -> RateLimit:
-        bound = RateLimit(self.limit, per=self.per, drop=self.drop, scope=self.scope)
-        bound._parameter = name
-        bound._value = value
-        return bound
+        drop = ", drop=True" if self.drop else ""
+        return f"RateLimit({self.limit}, per={self.per!r}{drop}{self._scope_repr()})"
 
     async def __aenter__(self) -> RateLimit:
-        execution = current_execution.get()
-        docket = current_docket.get()
+        docket, execution, key = self._this_run()
         call = scripts.RateLimit(
-            window=window_key(
-                docket, "rate-limit", self.scope, execution, self._parameter, self._value
-            ),
+            window=key,
             op="take",
             # One member per scheduled run: a redelivered copy is not charged twice.
             member=f"{execution.generation}:{execution.key}",
@@ -80,17 +69,11 @@ class RateLimit(Dependency["RateLimit"]):
             window_ms=self._window_ms,
             expiry_margin_ms=EXPIRY_MARGIN_MS,
         )
-        admitted, wait_ms = await docket.engine.scripts.send(call)
-        if int(admitted):
-
-            async def give_back() -> None:
-                await docket.engine.scripts.send(replace(call, op="give_back"))
-
-            undo_if_refused(give_back)
+        wait_ms = await admit(docket, call, undo=replace(call, op="give_back"))
+        if wait_ms is None:
             return self
 
-        what = describe("rate limit", self.scope, execution, self._parameter)
-        reason = f"{what} ({self.limit} per {self.per})"
+        reason = f"{self._refusal(execution)} ({self.limit} per {self.per})"
         if self.drop:
             raise AdmissionBlocked(execution, reason, reschedule=False)
-        raise AdmissionBlocked(execution, reason, retry_delay=timedelta(milliseconds=int(wait_ms)))
+        raise AdmissionBlocked(execution, reason, retry_delay=timedelta(milliseconds=wait_ms))

@@ -26,11 +26,11 @@ import asyncio
 import functools
 import inspect
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from contextvars import Token
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from uncalled_for import (
     FailedDependency,
@@ -469,12 +469,8 @@ class ResolvedDependencies:
             bound = dependency.for_parameter(name)
             if failures and not isinstance(bound, HANDLER_KINDS):
                 continue
-            try:
-                value = await stack.enter_async_context(bound)
-            except AdmissionBlocked:
-                raise
-            except Exception as error:
-                failures.append((name, error))
+            value = await _attempt(failures, name, stack.enter_async_context(bound))
+            if value is _FAILED:
                 continue
             self.values[name] = value
             self._note(value)
@@ -508,12 +504,8 @@ class ResolvedDependencies:
                     )
                 )
                 continue
-            try:
-                value = await frame.resolve(parameter)
-            except AdmissionBlocked:
-                raise
-            except Exception as error:
-                failures.append((parameter, error))
+            value = await _attempt(failures, parameter, frame.resolve(parameter))
+            if value is _FAILED:
                 continue
             self.arguments[parameter] = value
             self.values[parameter] = value
@@ -524,24 +516,16 @@ class ResolvedDependencies:
                 if failures and not isinstance(guard, HANDLER_KINDS):
                     continue
                 value_now = provided.get(parameter, self.arguments.get(parameter))
-                try:
-                    value = await stack.enter_async_context(
-                        guard.bind_to_parameter(parameter, value_now)
-                    )
-                except AdmissionBlocked:
-                    raise
-                except Exception as error:
-                    failures.append((parameter, error))
-                    continue
-                self._note(value)
+                entered = _enter_bound(stack, guard, parameter, value_now)
+                value = await _attempt(failures, parameter, entered)
+                if value is not _FAILED:
+                    self._note(value)
 
         if decorator is not None:
-            try:
-                self._note(await stack.enter_async_context(decorator))
-            except AdmissionBlocked:
-                raise
-            except Exception as error:
-                failures.append((f"@{type(decorator).__name__}", error))
+            label = f"@{type(decorator).__name__}"
+            value = await _attempt(failures, label, stack.enter_async_context(decorator))
+            if value is not _FAILED:
+                self._note(value)
 
         return failures
 
@@ -579,6 +563,30 @@ class ResolvedDependencies:
             return bool(await stack.__aexit__(exc_type, exc_value, traceback))
         finally:
             self._reset_context()
+
+
+_FAILED: Final = object()
+"""What ``_attempt`` gives for a step that failed."""
+
+
+async def _attempt(failures: list[tuple[str, Exception]], label: str, step: Awaitable[Any]) -> Any:
+    """What ``step`` gives, or ``_FAILED`` once its error is added to ``failures`` under
+    ``label``. ``AdmissionBlocked`` is no failure of the dependency but the refusal of
+    the whole run, so it goes straight out."""
+    try:
+        return await step
+    except AdmissionBlocked:
+        raise
+    except Exception as error:
+        failures.append((label, error))
+        return _FAILED
+
+
+async def _enter_bound(
+    stack: AsyncExitStack, guard: Dependency[Any], parameter: str, value: Any
+) -> Any:
+    # Binding is part of entering, so what binding raises counts as the guard's failure.
+    return await stack.enter_async_context(guard.bind_to_parameter(parameter, value))
 
 
 def _no_function() -> None:

@@ -14,17 +14,19 @@ in the released docket); a scope keeps them apart.
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from ._base import AdmissionBlocked
+from .._redis.keys import checked_name
+from ._base import AdmissionBlocked, Dependency, current_docket, current_execution
 from ._resolution import run_stack
 
 if TYPE_CHECKING:
+    from .._redis.scripts import Call
     from ..docket import Docket
     from ..execution import Execution
 
@@ -41,13 +43,14 @@ def validate_scope(scope: str | None) -> str | None:
     """``scope`` if it is a legal scope (see ``_SCOPE``); None stays None."""
     if scope is None:
         return None
-    if not isinstance(scope, str) or not _SCOPE.fullmatch(scope):
-        raise ValueError(
-            f"Invalid scope {scope!r}: use letters, digits, '_', '-', '.' and ':' (it may "
-            "start with the docket's own prefix, as in f'{docket.prefix}:billing'); "
-            "braces, glob characters and spaces would reach other keys"
-        )
-    return scope
+    return checked_name(
+        _SCOPE,
+        scope,
+        "scope",
+        "use letters, digits, '_', '-', '.' and ':' (it may start with the docket's own "
+        "prefix, as in f'{docket.prefix}:billing'); braces, glob characters and spaces "
+        "would reach other keys",
+    )
 
 
 def scope_within(docket: Docket, scope: str) -> str:
@@ -73,35 +76,73 @@ def milliseconds(span: timedelta, what: str) -> int:
     return value
 
 
-def window_key(
-    docket: Docket,
-    kind: str,
-    scope: str | None,
-    execution: Execution,
-    parameter: str | None,
-    value: Any,
-) -> str:
-    """The Redis key of one task's (or one argument value's) window."""
-    parts = [docket.keys.prefix, kind]
-    if scope is not None:
-        parts += ["scope", scope_within(docket, scope)]
-    if parameter is None:
-        parts += ["task", execution.function_name]
-    else:
-        parts += ["arg", parameter, str(value)]
-    return ":".join(parts)
+class WindowedDependency[D](Dependency[D]):
+    """A dependency that keeps one window in Redis per task or, bound to a parameter as
+    ``Annotated`` metadata, per value of that argument, optionally inside a ``scope``.
+
+    A subclass names its windows with ``_key_kind`` (the key's ``<kind>`` segment) and
+    ``_label`` (what a refusal calls it), and hands ``__init__`` the length of its window
+    (a rate limit's ``per``, a cooldown's ``window``, a debounce's ``settle``).
+    """
+
+    _key_kind: ClassVar[str]
+    _label: ClassVar[str]
+
+    def __init__(self, window: timedelta, what: str, scope: str | None) -> None:
+        self.scope = validate_scope(scope)
+        self._window_ms = milliseconds(window, what)
+        self._parameter: str | None = None
+        self._value: Any = None
+
+    def _scope_repr(self) -> str:
+        """The end of the repr that shows the scope (nothing when there is none)."""
+        return f", scope={self.scope!r}" if self.scope is not None else ""
+
+    def bind_to_parameter(self, name: str, value: Any) -> Self:
+        # The declaration is shared by every run; the copy keeps this argument's window.
+        bound = copy.copy(self)
+        bound._parameter = name
+        bound._value = value
+        return bound
+
+    def _this_run(self) -> tuple[Docket, Execution, str]:
+        """The run being admitted: its docket, its execution and the Redis key of its
+        window (the task's, or its argument value's)."""
+        docket = current_docket.get()
+        execution = current_execution.get()
+        parts = [docket.keys.prefix, self._key_kind]
+        if self.scope is not None:
+            parts += ["scope", scope_within(docket, self.scope)]
+        if self._parameter is None:
+            parts += ["task", execution.function_name]
+        else:
+            parts += ["arg", self._parameter, str(self._value)]
+        return docket, execution, ":".join(parts)
+
+    def _refusal(self, execution: Execution) -> str:
+        """What a refusal names: the task or the parameter, never the argument's value
+        (which ``Logged`` may be keeping out of the logs)."""
+        parameter = self._parameter
+        target = (
+            f"task {execution.function_name!r}" if parameter is None else f"argument {parameter!r}"
+        )
+        where = f" in scope {self.scope!r}" if self.scope is not None else ""
+        return f"{self._label} on {target}{where}"
 
 
-def describe(kind: str, scope: str | None, execution: Execution, parameter: str | None) -> str:
-    """What a refusal names: the task or the parameter, never the argument's value
-    (which ``Logged`` may be keeping out of the logs)."""
-    target = f"task {execution.function_name!r}" if parameter is None else f"argument {parameter!r}"
-    where = f" in scope {scope!r}" if scope is not None else ""
-    return f"{kind} on {target}{where}"
+async def admit(docket: Docket, call: Call, undo: Call) -> int | None:
+    """Send ``call``, a script answering ``(admitted, milliseconds to wait)``: None once
+    the run is admitted (``undo`` then gives the admission back should a later
+    dependency refuse the run), otherwise how long until it could be."""
+    admitted, wait_ms = await docket.engine.scripts.send(call)
+    if not int(admitted):
+        return int(wait_ms)
+    undo_if_refused(docket, undo)
+    return None
 
 
-def undo_if_refused(undo: Callable[[], Awaitable[Any]]) -> None:
-    """Run ``undo`` if this run is refused admission after this point.
+def undo_if_refused(docket: Docket, undo: Call) -> None:
+    """Send ``undo`` if this run is refused admission after this point.
 
     A dependency that let the run in (took a rate-limit slot, opened a cooldown) gives
     it back when one entered after it raises ``AdmissionBlocked``: the run did not
@@ -117,7 +158,7 @@ def undo_if_refused(undo: Callable[[], Awaitable[Any]]) -> None:
     ) -> bool:
         if exc_type is not None and issubclass(exc_type, AdmissionBlocked):
             try:
-                await undo()
+                await docket.engine.scripts.send(undo)
             except Exception:
                 # The refusal must still reach the worker; at worst the slot stays
                 # taken until its window passes.
