@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -29,32 +30,31 @@ def canonical_json(obj: Any) -> str:
     )
 
 
+# What each scalar type is stored as, in the order they are tried: bool is an int and
+# datetime is a date, so each comes before its base. Subclasses (enums, for instance)
+# are stored as their base type, read through the base class's own methods so an
+# override cannot change the stored text.
+_SCALARS: tuple[tuple[type, str, Callable[[Any], Any]], ...] = (
+    (bool, "bool", bool),
+    (int, "int", int.__repr__),
+    (float, "float", float.__repr__),
+    (str, "str", str.__str__),
+    (Decimal, "decimal", Decimal.__str__),
+    (datetime, "datetime", datetime.isoformat),
+    (date, "date", date.isoformat),
+    (timedelta, "timedelta", lambda span: [span.days, span.seconds, span.microseconds]),
+    (UUID, "uuid", lambda uuid: str(UUID(int=uuid.int))),
+)
+
+
 def to_json(value: Any, depth: int = 0) -> list[Any]:
     if depth > _MAX_DEPTH:
         raise ValueError(f"strike value nested deeper than {_MAX_DEPTH} levels")
-    # Order matters: bool is an int and datetime is a date. Subclasses (enums,
-    # for instance) are stored as their base type, read through the base
-    # class's own methods so an override cannot change the stored text.
     if value is None:
         return ["none", None]
-    if isinstance(value, bool):
-        return ["bool", bool(value)]
-    if isinstance(value, int):
-        return ["int", int.__repr__(value)]
-    if isinstance(value, float):
-        return ["float", float.__repr__(value)]
-    if isinstance(value, str):
-        return ["str", str.__str__(value)]
-    if isinstance(value, Decimal):
-        return ["decimal", Decimal.__str__(value)]
-    if isinstance(value, datetime):
-        return ["datetime", datetime.isoformat(value)]
-    if isinstance(value, date):
-        return ["date", date.isoformat(value)]
-    if isinstance(value, timedelta):
-        return ["timedelta", [value.days, value.seconds, value.microseconds]]
-    if isinstance(value, UUID):
-        return ["uuid", str(UUID(int=value.int))]
+    for kind, tag, encode in _SCALARS:
+        if isinstance(value, kind):
+            return [tag, encode(value)]
     if isinstance(value, list | tuple):
         return ["tuple", [to_json(item, depth + 1) for item in value]]
     raise TypeError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ._worker_loops import Trouble
@@ -15,31 +16,24 @@ if TYPE_CHECKING:
     from .execution import Execution
 
 
+@dataclass(kw_only=True)
 class WorkerState:
     """The runs in flight, whether the worker is stopping, its metrics and its policy
     for Redis trouble, plus the two Worker steps rooms call back into."""
 
-    def __init__(
-        self,
-        metrics: WorkerMetrics,
-        trouble: Trouble,
-        *,
-        start: Callable[[Execution], None],
-        claim_budget: Callable[[int], int],
-    ) -> None:
-        self.active: dict[str, tuple[Execution, asyncio.Task[None]]] = {}
-        """The runs in flight, by message id."""
-        self.slot_freed = asyncio.Event()
-        """Set whenever a run ends (or the worker stops), for the read loop waiting on one."""
-        self.stopping = False
-        self.metrics = metrics
-        self.trouble = trouble
-        """What the run loop, the scheduler and the settler do when Redis fails them."""
-        self.traced_internals = False
-        self.start = start
-        """Start a claimed run (``Worker._start``)."""
-        self.claim_budget = claim_budget
-        """How many messages the next read or reclaim may claim, given free slots."""
+    metrics: WorkerMetrics
+    trouble: Trouble
+    """What the run loop, the scheduler and the settler do when Redis fails them."""
+    start: Callable[[Execution], None]
+    """Start a claimed run (``Worker._start``)."""
+    claim_budget: Callable[[int], int]
+    """How many messages the next read or reclaim may claim, given free slots."""
+    traced_internals: bool = False
+    active: dict[str, tuple[Execution, asyncio.Task[None]]] = field(default_factory=dict)
+    """The runs in flight, by message id."""
+    slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set whenever a run ends (or the worker stops), for the read loop waiting on one."""
+    stopping: bool = False
 
     def internal(self, name: str) -> AbstractContextManager[None]:
         """Scope one internal Redis operation: traced only with internal instrumentation

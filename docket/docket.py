@@ -14,6 +14,7 @@ from redis.exceptions import AuthenticationError, RedisError
 from . import _snapshot, serialization
 from ._engine import Engine
 from ._imports import import_object
+from ._layout_names import ReleasedLayoutNames
 from ._redis import scripts
 from ._redis.client import check_credentials, redact_url
 from ._redis.keys import GROUP, Keys, validate_name
@@ -48,7 +49,7 @@ CLEAR_BATCH = 1000
 """How many scheduled (and how many queued) tasks one call of the clear script cancels."""
 
 
-class Docket:
+class Docket(ReleasedLayoutNames):
     """A named, shared schedule of tasks in Redis (or in-process on ``memory://``)."""
 
     def __init__(
@@ -103,77 +104,6 @@ class Docket:
 
     def __repr__(self) -> str:
         return f"Docket(name={self.name!r}, url={redact_url(self.url)!r})"
-
-    # -- the Redis layout, by the released docket's names --------------------------------
-
-    @property
-    def prefix(self) -> str:
-        """What every key and channel of this docket starts with: ``{name}``, a hash tag,
-        so all of it lives in one Redis Cluster slot."""
-        return self.keys.prefix
-
-    def key(self, suffix: str) -> str:
-        """A key of your own under this docket's prefix (same hash slot), for data that
-        lives beside the docket's (FastMCP keeps its task metadata here). The docket never
-        reads, writes, clears or expires anything under it."""
-        return self.keys.external(suffix)
-
-    @property
-    def queue_key(self) -> str:
-        """The sorted set of scheduled tasks' keys, scored by when they are due."""
-        return self.keys.queue
-
-    @property
-    def stream_key(self) -> str:
-        """The stream of tasks due now, which workers read as ``worker_group_name``."""
-        return self.keys.stream
-
-    @property
-    def worker_group_name(self) -> str:
-        return GROUP
-
-    def runs_key(self, task_key: str) -> str:
-        """The hash recording a task's state (``state``, ``worker``, ``error``...)."""
-        return self.keys.record(task_key)
-
-    def known_task_key(self, task_key: str) -> str:
-        """Unused here: a task's record (``runs_key``) is what makes its key known."""
-        return self.keys.unused(f"known:{task_key}")
-
-    def parked_task_key(self, task_key: str) -> str:
-        """Unused here: a scheduled task's call is kept in its record (``runs_key``)."""
-        return self.keys.unused(f"parked:{task_key}")
-
-    def stream_id_key(self, task_key: str) -> str:
-        """Unused here: a queued task's stream id is kept in its record (``runs_key``)."""
-        return self.keys.unused(f"stream-id:{task_key}")
-
-    def cancel_channel(self, task_key: str) -> str:
-        """Unused here: workers hear every cancellation on one channel per docket."""
-        return self.keys.unused(f"cancel:{task_key}")
-
-    @property
-    def results_collection(self) -> str:
-        """The collection results live in by default (``<collection>:<result_key>``)."""
-        return self.keys.results
-
-    @property
-    def workers_set(self) -> str:
-        """The sorted set of workers, scored by their last heartbeat."""
-        return self.keys.workers
-
-    def worker_tasks_set(self, worker_name: str) -> str:
-        """The set of task names a worker can run."""
-        return self.keys.worker_tasks(worker_name)
-
-    def task_workers_set(self, task_name: str) -> str:
-        """Unused here: which workers run a task is read from ``worker_tasks_set``."""
-        return self.keys.unused(f"task-workers:{task_name}")
-
-    @property
-    def redelivery_sweep_key(self) -> str:
-        """Unused here: workers reclaim stalled tasks without a shared lock."""
-        return self.keys.unused("redelivery-sweep")
 
     def labels(self) -> dict[str, str]:
         """The metric labels (and span attributes) of everything this docket does."""

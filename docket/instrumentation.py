@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
@@ -117,6 +117,42 @@ class _RunningCounts(dict[str, int]):
             TASKS_RUNNING.add(delta, self._metrics.task_labels(task))
 
 
+QUEUE_DEPTH = meter.create_gauge(
+    "docket_queue_depth",
+    unit="1",
+    description="Tasks due now and waiting for a worker (stream entries not yet "
+    "claimed, plus scheduled ones already due), as of the last heartbeat",
+)
+SCHEDULE_DEPTH = meter.create_gauge(
+    "docket_schedule_depth",
+    unit="1",
+    description="Tasks scheduled for the future, as of the last heartbeat",
+)
+
+
+class _Sampled:
+    """A depth sample of ``WorkerMetrics``: setting it records it on its gauge too."""
+
+    def __init__(self, slot: str, gauge: Any) -> None:
+        self.slot = slot
+        self.gauge = gauge
+
+    @overload
+    def __get__(self, metrics: None, owner: type) -> Self: ...
+    @overload
+    def __get__(self, metrics: WorkerMetrics, owner: type) -> int | None: ...
+    def __get__(self, metrics: WorkerMetrics | None, owner: type) -> int | Self | None:
+        if metrics is None:
+            return self
+        value: int | None = getattr(metrics, self.slot)
+        return value
+
+    def __set__(self, metrics: WorkerMetrics, value: int | None) -> None:
+        setattr(metrics, self.slot, value)
+        if value is not None:
+            self.gauge.set(value, {"docket.name": metrics.docket_name})
+
+
 class WorkerMetrics:
     """One worker's label sets, its running counts and its depth samples.
 
@@ -141,25 +177,8 @@ class WorkerMetrics:
             labels = self._by_task[task] = {**self.base, "docket.task": task}
         return labels
 
-    @property
-    def queue_depth(self) -> int | None:
-        return self._queue_depth
-
-    @queue_depth.setter
-    def queue_depth(self, value: int | None) -> None:
-        self._queue_depth = value
-        if value is not None:
-            QUEUE_DEPTH.set(value, {"docket.name": self.docket_name})
-
-    @property
-    def schedule_depth(self) -> int | None:
-        return self._schedule_depth
-
-    @schedule_depth.setter
-    def schedule_depth(self, value: int | None) -> None:
-        self._schedule_depth = value
-        if value is not None:
-            SCHEDULE_DEPTH.set(value, {"docket.name": self.docket_name})
+    queue_depth = _Sampled("_queue_depth", QUEUE_DEPTH)
+    schedule_depth = _Sampled("_schedule_depth", SCHEDULE_DEPTH)
 
 
 _live_lock = threading.Lock()
@@ -180,17 +199,6 @@ def unregister_worker(sample: WorkerMetrics) -> None:
 # as the released docket's were.
 TASKS_RUNNING = meter.create_up_down_counter(
     "docket_tasks_running", unit="1", description="Runs in progress on this worker"
-)
-QUEUE_DEPTH = meter.create_gauge(
-    "docket_queue_depth",
-    unit="1",
-    description="Tasks due now and waiting for a worker (stream entries not yet "
-    "claimed, plus scheduled ones already due), as of the last heartbeat",
-)
-SCHEDULE_DEPTH = meter.create_gauge(
-    "docket_schedule_depth",
-    unit="1",
-    description="Tasks scheduled for the future, as of the last heartbeat",
 )
 
 

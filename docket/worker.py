@@ -107,9 +107,8 @@ class Worker:
         """The values of this worker's ``Shared`` dependencies (closed when it exits)."""
 
         self._state = WorkerState(
-            WorkerMetrics(docket.name, self.name),
-            # What the run loop, the scheduler and the settler do when Redis fails them.
-            Trouble(
+            metrics=WorkerMetrics(docket.name, self.name),
+            trouble=Trouble(
                 REDIS_TROUBLE,
                 self.name,
                 level=logging.ERROR,
@@ -118,9 +117,9 @@ class Worker:
             # Looked up at each call: docket.testing and tests wrap _start.
             start=lambda execution: self._start(execution),
             claim_budget=self._claim_budget,
+            traced_internals=enable_internal_instrumentation,
         )
         state = self._state
-        state.traced_internals = enable_internal_instrumentation
         self._active = state.active
         self._slot_freed = state.slot_freed
         self._metrics = state.metrics
@@ -151,6 +150,12 @@ class Worker:
     def labels(self) -> dict[str, str]:
         """The metric labels (and span attributes) of everything this worker does."""
         return dict(self._metrics.base)
+
+    @property
+    def entered(self) -> bool:
+        """Whether the worker is open (inside its ``async with``): what it holds for its
+        runs, such as concurrency slots, is kept alive that long."""
+        return self._entered
 
     @property
     def _stopping(self) -> bool:

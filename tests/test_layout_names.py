@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from _helpers import fast_worker, running_forever, wait_for
 from redis.asyncio import Redis
 
@@ -26,6 +27,14 @@ def test_names_map_onto_our_keys() -> None:
     assert docket.worker_group_name == "docket-workers"
     assert docket.results_collection == keys.results
     assert docket.labels() == {"docket.name": "shop"}
+
+
+def test_the_key_names_are_read_only_as_released() -> None:
+    docket = Docket(name="shop", url="memory://names")
+    for name in ("queue_key", "stream_key", "workers_set", "results_collection", "prefix"):
+        with pytest.raises(AttributeError):
+            setattr(docket, name, "{other}:queue")
+    assert docket.queue_key == "{shop}:queue"
 
 
 def test_every_name_is_under_the_prefix_and_in_its_slot() -> None:

@@ -267,7 +267,7 @@ async def _maintain(docket: Docket, worker: Worker) -> None:
     interval = max(worker.redelivery_timeout.total_seconds() / 4, 0.05)
     lease = worker.redelivery_timeout.total_seconds()
     # Ends with the worker: a loop started by an acquire has no lifecycle to stop it.
-    while worker._entered:
+    while worker.entered:
         await asyncio.sleep(interval)
         try:
             held = dict(_slots_by_worker.get(worker, {}))
