@@ -486,3 +486,71 @@ async def test_late_claim_by_a_worker_that_lost_the_message_leaves_the_new_owner
     # -1: "not yours any more", left alone (0 would mean a stale copy acked away).
     assert await scene.claim("A", redelivered=redelivered) == [-1]
     assert await scene.snapshot() == before
+
+
+# --- a late claim takes a fresh lease ---------------------------------------------------------
+
+LATE = 0.3  # seconds between the read and its claim: longer than the lease below
+LATE_LEASE_MS = 200
+
+
+async def _claim_delivered_as(scene: Scene, worker: str) -> list[Any]:
+    keys = scene.docket.keys
+    _, entries = await scene.docket.engine.scripts.send(
+        scripts.ClaimDelivered(
+            stream=keys.stream,
+            group=GROUP,
+            worker=worker,
+            watermark="0-0",
+            count=10,
+            events_prefix=keys.events_prefix,
+            record_prefix=keys.record_prefix,
+        )
+    )
+    return [started for _, _, started in entries]
+
+
+async def _reclaim_as(scene: Scene, worker: str) -> list[Any]:
+    keys = scene.docket.keys
+    _, claimed, _, _ = await scene.docket.engine.scripts.send(
+        scripts.Reclaim(
+            stream=keys.stream,
+            dead_letters=keys.dead_letters,
+            group=GROUP,
+            worker=worker,
+            min_idle_ms=LATE_LEASE_MS,
+            cursor="0-0",
+            count=10,
+            max_deliveries=5,
+            record_prefix=keys.record_prefix,
+            events_prefix=keys.events_prefix,
+            ttl=60.0,
+        )
+    )
+    return list(claimed)
+
+
+@pytest.mark.parametrize("claim_by", ["claim", "claim_delivered"])
+async def test_a_late_claim_starts_the_run_with_a_fresh_lease(
+    docket: Docket, redis_client: Redis, claim_by: str
+) -> None:
+    # A read the message, then its claim was held up past the redelivery timeout (its
+    # first claim lost with a dropped connection, say). When the claim does come, the run
+    # it starts must hold a whole lease: B's redelivery sweep, right after, must not take
+    # the message over and start the same task a second time.
+    execution = await docket.add(noop)("late")
+    scene = Scene(docket, redis_client, execution)
+    await scene.read_as("A")
+    await asyncio.sleep(LATE)
+    if claim_by == "claim":
+        started = await scene.claim("A", redelivered=False)
+    else:
+        started = await _claim_delivered_as(scene, "A")
+    assert len(started) == 1 and started[0] not in (0, -1, None, False)
+
+    assert await _reclaim_as(scene, "B") == []
+    entry = await scene.pel_entry()
+    assert entry is not None and (entry["consumer"], entry["times_delivered"]) == (b"A", 1)
+    assert entry["time_since_delivered"] < LATE_LEASE_MS
+    record = await redis_client.hgetall(scene.record)
+    assert (record[b"state"], record[b"worker"]) == (b"running", b"A")

@@ -27,6 +27,12 @@ for i = 1, n do
   if not owned then
     out[i] = -1
   elseif ok then
+    -- The run starts with a whole lease: a claim that came late (its first one lost
+    -- with a dropped connection) must not leave the message idle past the redelivery
+    -- timeout, or another worker's sweep would take it over and run it too.
+    if tonumber(entry[3]) > 0 then
+      redis.call('XCLAIM', stream, group, worker, 0, mid, 'JUSTID')
+    end
     redis.call('HSET', record, 'state', 'running', 'worker', worker, 'started', now, 'mid', mid)
     local key = string.sub(record, #ARGV[4] + 1)
     publish_state(ARGV[3], key, 'running', {worker = worker, started_at = now})

@@ -36,6 +36,11 @@ for _, p in ipairs(pending) do
         local record = ARGV[6] .. key
         local r = redis.call('HMGET', record, 'state', 'gen')
         if r[1] == 'queued' and r[2] == gen then
+          -- A fresh lease, as claim.lua takes: an entry delivered by an earlier read whose
+          -- claim was lost may have been idle for longer than the redelivery timeout.
+          if tonumber(p[3]) > 0 then
+            redis.call('XCLAIM', stream, group, worker, 0, mid, 'JUSTID')
+          end
           now = now or fmt_time(server_now())
           redis.call('HSET', record, 'state', 'running', 'worker', worker, 'started', now, 'mid', mid)
           publish_state(ARGV[5], key, 'running', {worker = worker, started_at = now})
