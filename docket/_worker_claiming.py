@@ -12,13 +12,20 @@ from ._redis import scripts
 from ._redis.keys import GROUP
 from ._worker_reading import Claimed, Entry
 from .execution import Execution, ExecutionState, from_entry
-from .instrumentation import DEAD_LETTERED, TASKS_SUPERSEDED
+from .instrumentation import DEAD_LETTERED, STALE_DROPPED, TASKS_SUPERSEDED
 
 if TYPE_CHECKING:
     from ._worker_state import WorkerState
     from .worker import Worker
 
 logger = logging.getLogger("docket.worker")
+
+# What claim.lua's codes for a stale copy mean, as the log line and the metric say them.
+_STALE_REASONS = {
+    0: "no task record (it expired, or was never written)",
+    1: "superseded by a newer schedule of the key",
+    2: "its run is no longer waiting to start (cancelled, finished or running elsewhere)",
+}
 
 
 class Claims:
@@ -88,11 +95,23 @@ class Claims:
                         "Lost %s to another worker before starting it", execution.call_repr()
                     )
                 else:
-                    # A stale copy (replaced, cancelled or superseded) was acked away.
-                    metrics = self._state.metrics
-                    TASKS_SUPERSEDED.add(1, metrics.task_labels(execution.function_name))
+                    self._dropped(execution, _STALE_REASONS.get(started_at, "stale"))
                 continue
             self._start_claimed(execution, started_at)
+
+    def _dropped(self, execution: Execution, reason: str) -> None:
+        """A stale copy claim.lua acked away: said and counted, so an operator can tell
+        a superseded copy from a task whose record is gone."""
+        logger.info(
+            "Dropped a stale copy of %s (key %r, generation %d): %s",
+            execution.function_name,
+            execution.key,
+            execution.generation,
+            reason,
+        )
+        labels = self._state.metrics.task_labels(execution.function_name)
+        TASKS_SUPERSEDED.add(1, labels)
+        STALE_DROPPED.add(1, {**labels, "docket.reason": reason})
 
     def _start_claimed(self, execution: Execution, started_at: str | bytes) -> None:
         """Start a run claim.lua or claim_delivered.lua made RUNNING at ``started_at``."""

@@ -48,6 +48,11 @@ TASKS_SUPERSEDED = _counter(
     "docket_tasks_superseded",
     "Stale copies a worker dropped, and retries or perpetuations a newer schedule overrode",
 )
+STALE_DROPPED = _counter(
+    "docket_stale_messages_dropped",
+    "Stream entries a worker acked away without running them, by docket.reason: no task "
+    "record, superseded by a newer schedule, or a run no longer waiting to start",
+)
 TASKS_COMPLETED = _counter("docket_tasks_completed", "Runs that ended, whatever the outcome")
 TASKS_FAILED = _counter("docket_tasks_failed", "Runs that raised (retried or not)")
 TASKS_SUCCEEDED = _counter("docket_tasks_succeeded", "Runs that returned")

@@ -380,9 +380,9 @@ async def scene(docket: Docket, redis_client: Redis) -> Scene:
     execution = await docket.add(noop)("x")
     scene = Scene(docket, redis_client, execution)
     await scene.read_as("A")
-    assert (await scene.claim("A", redelivered=False))[0] != 0
+    assert isinstance((await scene.claim("A", redelivered=False))[0], bytes)
     await scene.take_over_as("B")
-    assert (await scene.claim("B", redelivered=True))[0] != 0
+    assert isinstance((await scene.claim("B", redelivered=True))[0], bytes)
     entry = await scene.pel_entry()
     assert entry is not None and (entry["consumer"], entry["times_delivered"]) == (b"B", 2)
     record = await redis_client.hgetall(scene.record)
@@ -433,7 +433,7 @@ async def test_a_settle_sent_again_after_its_reply_was_lost_is_not_a_lost_lease(
     execution = await docket.add(noop)("x")
     scene = Scene(docket, redis_client, execution)
     await scene.read_as("A")
-    assert (await scene.claim("A", redelivered=False))[0] != 0
+    assert isinstance((await scene.claim("A", redelivered=False))[0], bytes)
     assert await scene.settle("A", 1, state) == [1]
     before = await scene.snapshot()
 

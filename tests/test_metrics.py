@@ -550,3 +550,46 @@ async def test_runs_an_admission_gate_turns_away_are_not_started(
     assert readings.value("docket_tasks_completed", task="exclusive") == 2
     assert readings.value("docket_tasks_succeeded", task="exclusive") == 2
     assert readings.histogram("docket_task_duration", task="exclusive").count == 2
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        ("delete", "no task record"),
+        ("newer-generation", "superseded by a newer schedule"),
+        ("cancelled", "its run is no longer waiting to start"),
+    ],
+)
+async def test_a_stale_copy_dropped_by_a_worker_is_logged_and_counted_with_its_reason(
+    docket: Docket,
+    readings: Readings,
+    redis_client: Any,
+    caplog: pytest.LogCaptureFixture,
+    tamper: str,
+    reason: str,
+) -> None:
+    # A well-formed entry whose record says it must not run: dropped, but never silently,
+    # so an operator can tell a superseded copy from a task whose record was lost.
+    async def job() -> None:
+        raise AssertionError("a stale copy ran")
+
+    execution = await docket.add(job, key="stale-one")()
+    record = docket.keys.record(execution.key)
+    if tamper == "delete":
+        await redis_client.delete(record)
+    elif tamper == "newer-generation":
+        await redis_client.hset(record, "gen", str(execution.generation + 1))
+    else:
+        await redis_client.hset(record, "state", "cancelled")
+
+    with caplog.at_level("INFO", logger="docket.worker"):
+        async with fast_worker(docket) as worker:
+            await worker.run_until_finished()
+
+    dropped = [r.getMessage() for r in caplog.records if "stale copy" in r.getMessage()]
+    assert len(dropped) == 1
+    assert "'stale-one'" in dropped[0] and reason in dropped[0]
+    (series,) = readings.matching("docket_stale_messages_dropped", {"docket.task": "job"})
+    assert series.value == 1 and series.attributes["docket.reason"].startswith(reason)
+    assert readings.value("docket_tasks_superseded", task="job") == 1
+    assert await redis_client.xlen(docket.keys.stream) == 0

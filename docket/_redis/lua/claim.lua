@@ -4,8 +4,10 @@
 -- ARGV: group, worker, events_prefix, record_prefix,
 --       messages[mid, generation, redelivered, deliveries]
 --   redelivered: 1 for a message redelivered from another consumer, else 0
--- Returns one entry per message: the started time (string), 0 when stale (acked away) or
--- -1 when this worker no longer owns the message (left alone).
+-- Returns one entry per message: the started time (string), -1 when this worker no longer
+-- owns the message (left alone), or why it was a stale copy, acked away: 0 its task has no
+-- record (it expired, or was never written), 1 a newer schedule of the key superseded it,
+-- 2 its run is no longer waiting to start (cancelled, finished, or running elsewhere).
 local stream, group, worker = KEYS[1], ARGV[1], ARGV[2]
 local now = fmt_time(server_now())
 local out = {}
@@ -40,7 +42,13 @@ for i = 1, n do
   else
     redis.call('XACK', stream, group, mid)
     redis.call('XDEL', stream, mid)
-    out[i] = 0
+    if r[2] == false then
+      out[i] = 0
+    elseif r[2] ~= gen then
+      out[i] = 1
+    else
+      out[i] = 2
+    end
   end
 end
 return out
