@@ -29,9 +29,17 @@ class Settlement:
     result: bytes = b""
 
 
+# How many settle calls may be on their way at once. A batch is sent the moment the loop
+# turn that ended its runs is over, not after the previous batch's reply: a run whose
+# body has ended is a duplicate if the worker dies before its settle lands, so the time
+# it waits is kept to one round trip.
+SETTLES_IN_FLIGHT = 4
+
+
 class Settler:
     """Collects settlements as runs end; its loop (``run``, one of the worker's
-    ``background`` tasks) sends them, as many at a time as have piled up."""
+    ``background`` tasks) sends them, as many at a time as have piled up, without waiting
+    for the batch before (up to ``SETTLES_IN_FLIGHT`` on their way)."""
 
     def __init__(self, worker: Worker, state: WorkerState, background: Tasks) -> None:
         self._worker = worker
@@ -41,6 +49,8 @@ class Settler:
         self._settle_wanted = asyncio.Event()
         self._settle_idle = asyncio.Event()
         self._settle_idle.set()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None
 
     def settle(self, settlement: Settlement) -> None:
         self._settlements.append(settlement)
@@ -60,11 +70,37 @@ class Settler:
             await self._settle_idle.wait()
 
     async def run(self) -> None:
-        while True:
-            await self._settle_wanted.wait()
-            self._settle_wanted.clear()
-            while self._settlements:
-                await self._settle_batch()
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._settle_wanted.wait()
+                self._settle_wanted.clear()
+                if self._failure is not None:
+                    raise self._failure
+                while self._settlements and len(self._in_flight) < SETTLES_IN_FLIGHT:
+                    batch, self._settlements = self._settlements, []
+                    # Eager: the call is written to the connection now, in this turn.
+                    sending = asyncio.eager_task_factory(loop, self._send(batch))
+                    if not sending.done():
+                        self._in_flight.add(sending)
+                        sending.add_done_callback(self._sent)
+                    else:
+                        self._sent(sending)
+                self._check_idle()
+        finally:
+            for sending in self._in_flight:
+                sending.cancel()
+
+    def _sent(self, sending: asyncio.Task[None]) -> None:
+        self._in_flight.discard(sending)
+        if not sending.cancelled() and sending.exception() is not None:
+            self._failure = sending.exception()
+        # Wakes the loop: for the batch that piled up meanwhile, or to raise the failure.
+        self._settle_wanted.set()
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if not self._settlements and not self._in_flight:
             self._settle_idle.set()
 
     async def _settle_batch(self) -> None:
@@ -72,6 +108,9 @@ class Settler:
         if not batch:
             self._settle_idle.set()
             return
+        await self._send(batch)
+
+    async def _send(self, batch: list[Settlement]) -> None:
         worker = self._worker
         docket = worker.docket
         if docket.engine.results.external:
