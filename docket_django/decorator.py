@@ -12,7 +12,7 @@ from docket import Cron, Execution, Perpetual, Retry, Timeout
 from docket._uuid7 import uuid7_str
 
 from .conf import DEFAULT_ALIAS
-from .producer import aenqueue_name, enqueue_name
+from .producer import Addition
 from .registry import DeclaredTask, make_runnable, register
 
 P = ParamSpec("P")
@@ -76,16 +76,7 @@ class DjangoTask(DeclaredTask[P, R]):
     ) -> str:
         """Add the task with a time (``when`` or ``delay``) and/or a key; returns the key
         at once, even when the write waits for the transaction's commit."""
-        return enqueue_name(
-            self.name,
-            args,
-            kwargs,
-            alias=self.alias,
-            key=self._key_for(key, args, kwargs),
-            when=when,
-            delay=delay,
-            on_commit=on_commit,
-        )
+        return self._addition(args, kwargs, when, delay, key).enqueue(on_commit)
 
     async def aenqueue(self, *args: P.args, **kwargs: P.kwargs) -> Execution:
         return await self.aschedule(*args, **kwargs)  # type: ignore[arg-type]
@@ -99,15 +90,18 @@ class DjangoTask(DeclaredTask[P, R]):
         **kwargs: Any,
     ) -> Execution:
         """Add the task from async code, right away; returns docket's ``Execution``."""
-        return await aenqueue_name(
-            self.name,
-            args,
-            kwargs,
-            alias=self.alias,
-            key=self._key_for(key, args, kwargs),
-            when=when,
-            delay=delay,
-        )
+        return await self._addition(args, kwargs, when, delay, key).aenqueue()
+
+    def _addition(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        when: datetime | None,
+        delay: timedelta | None,
+        key: str | None,
+    ) -> Addition:
+        key = self._key_for(key, args, kwargs)
+        return Addition.settle(self.alias, self.name, args, kwargs, key, when, delay)
 
 
 @overload

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from docket import Execution
 from docket._uuid7 import uuid7_str
 
-from .conf import DEFAULT_ALIAS, docket_settings
+from .conf import DEFAULT_ALIAS, DocketSettings, docket_settings
 from .portal import get_portal
 from .registry import DeclaredTask, register, tasks_for
 from .transactions import run_on_commit_or_now
@@ -23,70 +24,61 @@ def _when(when: datetime | None, delay: timedelta | None) -> datetime | None:
     return when
 
 
-async def _add(
-    alias: str,
-    name: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    key: str,
-    when: datetime | None,
-    mode: str = "add",
-) -> Execution:
-    docket = await get_portal().docket(alias)
-    if mode == "replace":
-        return await docket.replace(name, when, key)(*args, **kwargs)
-    return await docket.add(name, when=when, key=key)(*args, **kwargs)
+@dataclass(frozen=True)
+class Addition:
+    """One task to add, its call settled: the docket alias's settings looked up, the key
+    chosen, ``delay`` turned into a time. ``enqueue``/``aenqueue`` and a ``DjangoTask``'s
+    ``schedule``/``aschedule`` all come to this; only the sending differs, sync (perhaps
+    at the transaction's commit) or async (at once)."""
 
+    config: DocketSettings
+    name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    key: str
+    when: datetime | None
+    replace: bool
 
-def enqueue_name(
-    name: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    alias: str = DEFAULT_ALIAS,
-    key: str | None = None,
-    when: datetime | None = None,
-    delay: timedelta | None = None,
-    on_commit: bool | None = None,
-    replace: bool = False,
-) -> str:
-    config = docket_settings(alias)
-    key = key or uuid7_str()
-    at = _when(when, delay)
-    portal = get_portal()
+    @classmethod
+    def settle(
+        cls,
+        alias: str,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: str | None,
+        when: datetime | None,
+        delay: timedelta | None,
+        replace: bool = False,
+    ) -> Addition:
+        config = docket_settings(alias)
+        return cls(config, name, args, kwargs, key or uuid7_str(), _when(when, delay), replace)
 
-    def write() -> None:
-        portal.run(_add(alias, name, args, kwargs, key, at, "replace" if replace else "add"))
+    def enqueue(self, on_commit: bool | None) -> str:
+        """Send it now, or when the current transaction commits (not at all on a
+        rollback); the key either way, at once."""
+        portal = get_portal()
 
-    run_on_commit_or_now(
-        write, on_commit=on_commit, default=config.enqueue_on_commit, using=config.database
-    )
-    return key
+        def write() -> None:
+            portal.run(self._send())
 
-
-async def aenqueue_name(
-    name: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    alias: str = DEFAULT_ALIAS,
-    key: str | None = None,
-    when: datetime | None = None,
-    delay: timedelta | None = None,
-    replace: bool = False,
-) -> Execution:
-    docket_settings(alias)
-    return await get_portal().arun(
-        _add(
-            alias,
-            name,
-            args,
-            kwargs,
-            key or uuid7_str(),
-            _when(when, delay),
-            "replace" if replace else "add",
+        run_on_commit_or_now(
+            write,
+            on_commit=on_commit,
+            default=self.config.enqueue_on_commit,
+            using=self.config.database,
         )
-    )
+        return self.key
+
+    async def aenqueue(self) -> Execution:
+        """Send it now."""
+        return await get_portal().arun(self._send())
+
+    async def _send(self) -> Execution:
+        docket = await get_portal().docket(self.config.alias)
+        if self.replace:
+            return await docket.replace(self.name, self.when, self.key)(*self.args, **self.kwargs)
+        return await docket.add(self.name, when=self.when, key=self.key)(*self.args, **self.kwargs)
 
 
 def _name_of(function: Callable[..., Any] | str) -> tuple[str, str | None]:
@@ -98,6 +90,21 @@ def _name_of(function: Callable[..., Any] | str) -> tuple[str, str | None]:
     if tasks_for(DEFAULT_ALIAS).get(name) is None:
         register(function)
     return name, None
+
+
+def _addition(
+    function: Callable[..., Any] | str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    docket: str | None,
+    key: str | None,
+    when: datetime | None,
+    delay: timedelta | None,
+    replace: bool,
+) -> Addition:
+    name, task_alias = _name_of(function)
+    alias = docket or task_alias or DEFAULT_ALIAS
+    return Addition.settle(alias, name, args, kwargs, key, when, delay, replace)
 
 
 def enqueue(
@@ -118,18 +125,7 @@ def enqueue(
     returned at once either way. ``docket`` is the ``DOCKET`` alias (default: the task's,
     else ``"default"``).
     """
-    name, task_alias = _name_of(function)
-    return enqueue_name(
-        name,
-        args,
-        kwargs,
-        alias=docket or task_alias or DEFAULT_ALIAS,
-        key=key,
-        when=when,
-        delay=delay,
-        on_commit=on_commit,
-        replace=replace,
-    )
+    return _addition(function, args, kwargs, docket, key, when, delay, replace).enqueue(on_commit)
 
 
 async def aenqueue(
@@ -143,14 +139,4 @@ async def aenqueue(
     **kwargs: Any,
 ) -> Execution:
     """Add a task from async code, right away; returns docket's ``Execution``."""
-    name, task_alias = _name_of(function)
-    return await aenqueue_name(
-        name,
-        args,
-        kwargs,
-        alias=docket or task_alias or DEFAULT_ALIAS,
-        key=key,
-        when=when,
-        delay=delay,
-        replace=replace,
-    )
+    return await _addition(function, args, kwargs, docket, key, when, delay, replace).aenqueue()

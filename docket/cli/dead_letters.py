@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from rich.text import Text
 from .. import dead_letters
 from ..dead_letters import DeadLetter, RequeueResult, is_entry_id
 from ..docket import Docket
+from ._commands import command, parameter
 from .display import console, relative_time, say
 from .options import DEFAULT_DOCKET, DEFAULT_URL, EXIT_ERROR, DocketOption, UrlOption, run
 
@@ -50,6 +52,22 @@ def _ids(ids: list[str] | None, every: bool) -> list[str]:
                 param_hint="IDS",
             )
     return ids
+
+
+def _given_letters(act: Callable[[list[str], str, str], None]) -> Callable[..., None]:
+    """A command about the dead letters named by IDS, or every one with --all: ``act``
+    gets the checked ids (none for --all), the docket's name and its URL."""
+
+    def checked(ids: list[str] | None, every: bool, docket: str, url: str) -> None:
+        act(_ids(ids, every), docket, url)
+
+    parameters = [
+        parameter("ids", IdsArgument, None),
+        parameter("every", AllOption, False),
+        parameter("docket", DocketOption, DEFAULT_DOCKET),
+        parameter("url", UrlOption, DEFAULT_URL),
+    ]
+    return command(act.__name__, act.__doc__ or "", parameters, checked)
 
 
 # -- list -------------------------------------------------------------------------------
@@ -123,19 +141,15 @@ def _describe(result: RequeueResult) -> str:
 
 
 @app.command()
-def requeue(
-    ids: IdsArgument = None,
-    every: AllOption = False,
-    docket: DocketOption = DEFAULT_DOCKET,
-    url: UrlOption = DEFAULT_URL,
-) -> None:
+@_given_letters
+def requeue(ids: list[str], docket: str, url: str) -> None:
     """Put dead letters back on the task stream as fresh messages.
 
     Each requeued message leaves the dead-letter stream. A message that could never run
     (fields missing or malformed), or whose task key has another task scheduled, queued or
     running now, stays where it is, and the command exits 1.
     """
-    results = run(_requeue(docket, url, _ids(ids, every)))
+    results = run(_requeue(docket, url, ids))
     for result in results:
         say(_describe(result))
     requeued = sum(result.status == "requeued" for result in results)
@@ -157,17 +171,12 @@ async def _purge(docket_name: str, url: str, ids: list[str]) -> int:
 
 
 @app.command()
-def purge(
-    ids: IdsArgument = None,
-    every: AllOption = False,
-    docket: DocketOption = DEFAULT_DOCKET,
-    url: UrlOption = DEFAULT_URL,
-) -> None:
+@_given_letters
+def purge(ids: list[str], docket: str, url: str) -> None:
     """Delete dead letters for good.
 
     Exits 1 if any of the given ids was not found.
     """
-    ids = _ids(ids, every)
     purged = run(_purge(docket, url, ids))
     say(f"Purged {purged} dead letter{'' if purged == 1 else 's'} from docket {docket!r}")
     if ids and purged < len(set(ids)):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 import typer
 
 from ..docket import Docket
 from ..strikes import Operator, StrikeCondition
+from ._commands import command, parameter
 from ._support import interpret_python_value
 from .display import say
 from .options import DEFAULT_DOCKET, DEFAULT_URL, DocketOption, UrlOption, run
@@ -91,34 +93,43 @@ ValueArgument = Annotated[
 ]
 
 
-def strike(
-    function: FunctionArgument = "*",
-    parameter: ParameterArgument = "*",
-    operator: OperatorArgument = Operator.EQUAL,
-    value: ValueArgument = None,
-    docket_: DocketOption = DEFAULT_DOCKET,
-    url: UrlOption = DEFAULT_URL,
-) -> None:
+_ARGUMENTS = [
+    parameter("function", FunctionArgument, "*"),
+    parameter("parameter", ParameterArgument, "*"),
+    parameter("operator", OperatorArgument, Operator.EQUAL),
+    parameter("value", ValueArgument, None),
+    parameter("docket_", DocketOption, DEFAULT_DOCKET),
+    parameter("url", UrlOption, DEFAULT_URL),
+]
+
+
+def _changing(action: Literal["strike", "restore"], doc: str) -> Callable[..., None]:
+    """The command that makes (or lifts) the strike its arguments describe: restoring
+    takes exactly the arguments the strike was made with."""
+    doing = "Striking" if action == "strike" else "Restoring"
+
+    def change(
+        function: str,
+        parameter: str,
+        operator: Operator,
+        value: list[str] | None,
+        docket_: str,
+        url: str,
+    ) -> None:
+        condition = _condition(function, parameter, operator, value or [])
+        say(f"{doing} {_describe(condition)}")
+        run(_change(action, docket_, url, condition))
+
+    return command(action, doc, _ARGUMENTS, change)
+
+
+strike = _changing(
+    "strike",
     """Stop a task, or the calls whose argument matches, from being scheduled or run.
 
     Examples: 'strike charge' strikes every call of charge; 'strike charge customer ==
     str:acme' only acme's; 'strike "*" amount ">" int:100' any task's call with amount
     over 100. Struck calls stay struck until restored.
-    """
-    condition = _condition(function, parameter, operator, value or [])
-    say(f"Striking {_describe(condition)}")
-    run(_change("strike", docket_, url, condition))
-
-
-def restore(
-    function: FunctionArgument = "*",
-    parameter: ParameterArgument = "*",
-    operator: OperatorArgument = Operator.EQUAL,
-    value: ValueArgument = None,
-    docket_: DocketOption = DEFAULT_DOCKET,
-    url: UrlOption = DEFAULT_URL,
-) -> None:
-    """Lift a strike: give the same arguments the strike was made with."""
-    condition = _condition(function, parameter, operator, value or [])
-    say(f"Restoring {_describe(condition)}")
-    run(_change("restore", docket_, url, condition))
+    """,
+)
+restore = _changing("restore", "Lift a strike: give the same arguments the strike was made with.")

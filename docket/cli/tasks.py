@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -10,6 +12,7 @@ import typer
 from .. import tasks as builtin
 from ..docket import Docket
 from ..execution import TaskFunction
+from ._commands import command, parameter
 from .display import describe_span, say
 from .options import DEFAULT_DOCKET, DEFAULT_URL, DocketOption, UrlOption, duration_option, run
 
@@ -54,43 +57,44 @@ async def _add(
         raise typer.Exit(1)
 
 
-@app.command()
-def trace(
-    message: Annotated[
-        str, typer.Argument(help="What the worker logs", metavar="MESSAGE")
-    ] = "Howdy!",
-    delay: DelayOption = timedelta(0),
-    key: KeyOption = None,
-    docket: DocketOption = DEFAULT_DOCKET,
-    url: UrlOption = DEFAULT_URL,
-) -> None:
-    """Add a task that logs MESSAGE on the worker that runs it."""
-    run(_add(docket, url, builtin.trace, delay, key, message))
+def _adding(task: TaskFunction, argument: inspect.Parameter, doc: str) -> Callable[..., None]:
+    """The command that adds ``task`` called with its one ``argument``; every such command
+    takes the same options after it."""
+
+    def add(delay: timedelta, key: str | None, docket: str, url: str, **given: Any) -> None:
+        (value,) = given.values()
+        run(_add(docket, url, task, delay, key, value))
+
+    parameters = [
+        argument,
+        parameter("delay", DelayOption, timedelta(0)),
+        parameter("key", KeyOption, None),
+        parameter("docket", DocketOption, DEFAULT_DOCKET),
+        parameter("url", UrlOption, DEFAULT_URL),
+    ]
+    return app.command()(command(task.__name__, doc, parameters, add))
 
 
-@app.command()
-def fail(
-    message: Annotated[
-        str, typer.Argument(help="The error the task raises", metavar="MESSAGE")
-    ] = "Howdy!",
-    delay: DelayOption = timedelta(0),
-    key: KeyOption = None,
-    docket: DocketOption = DEFAULT_DOCKET,
-    url: UrlOption = DEFAULT_URL,
-) -> None:
-    """Add a task that fails with MESSAGE."""
-    run(_add(docket, url, builtin.fail, delay, key, message))
+def _message(help: str) -> inspect.Parameter:
+    return parameter(
+        "message", Annotated[str, typer.Argument(help=help, metavar="MESSAGE")], "Howdy!"
+    )
 
 
-@app.command()
-def sleep(
-    seconds: Annotated[
-        float, typer.Argument(help="How long the task sleeps", min=0, metavar="SECONDS")
-    ] = 1.0,
-    delay: DelayOption = timedelta(0),
-    key: KeyOption = None,
-    docket: DocketOption = DEFAULT_DOCKET,
-    url: UrlOption = DEFAULT_URL,
-) -> None:
-    """Add a task that sleeps for SECONDS."""
-    run(_add(docket, url, builtin.sleep, delay, key, seconds))
+trace = _adding(
+    builtin.trace,
+    _message("What the worker logs"),
+    "Add a task that logs MESSAGE on the worker that runs it.",
+)
+fail = _adding(
+    builtin.fail, _message("The error the task raises"), "Add a task that fails with MESSAGE."
+)
+sleep = _adding(
+    builtin.sleep,
+    parameter(
+        "seconds",
+        Annotated[float, typer.Argument(help="How long the task sleeps", min=0, metavar="SECONDS")],
+        1.0,
+    ),
+    "Add a task that sleeps for SECONDS.",
+)

@@ -19,6 +19,7 @@ from ..dependencies import validate_worker_dependencies
 from ..docket import Docket
 from ..logging import configure_logging
 from ..metrics_server import MetricsUnavailable
+from ._commands import parameter, sign
 from .options import (
     DEFAULT_DOCKET,
     DEFAULT_URL,
@@ -116,9 +117,7 @@ def _annotation(spec: OptionSpec) -> Any:
 
 
 def _parameter(name: str, annotation: Any, default: Any) -> inspect.Parameter:
-    return inspect.Parameter(
-        name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default
-    )
+    return parameter(name, annotation, default, inspect.Parameter.KEYWORD_ONLY)
 
 
 def worker(**values: Any) -> None:
@@ -129,16 +128,15 @@ def worker(**values: Any) -> None:
     """
     # Called as a function (tools and tests do), it takes any subset of its options.
     values = {parameter.name: parameter.default for parameter in _PARAMETERS} | values
-    tasks: list[str] = values.pop("tasks")
-    docket_: str = values.pop("docket_")
-    url: str = values.pop("url")
-    until_finished: bool = values.pop("until_finished")
-    healthcheck_port: int | None = values.pop("healthcheck_port")
-    metrics_port: int | None = values.pop("metrics_port")
     logging_level: LogLevel = values.pop("logging_level")
     app: str | None = values.pop("app")
     logging_format: LogFormat | None = values.pop("logging_format")
-    # What is left is exactly the WorkerOptions fields (the signature below says so).
+    docket_: str = values.pop("docket_")
+    # What is left is what Worker.run takes besides docket_name, passed on as it is: the
+    # task collections, the URL, --until-finished, the two ports and exactly the
+    # WorkerOptions fields (the signature below says so).
+    url: str = values["url"]
+    tasks: list[str] = values["tasks"]
     # Logs go to stdout, as the released worker's did (scripts and probes read them there).
     configure_logging(
         LogLevel(logging_level).value,
@@ -157,25 +155,18 @@ def worker(**values: Any) -> None:
         fail(str(error), error.code)
     logger.info("Connecting to docket %r at %s", docket_, safe_url(url))
     if app is not None:
-        _run_in_app(app, tasks, docket_, url, until_finished, values)
+        _run_in_app(app, docket_, values)
         return
-    _run_until_stopped(
-        _worker_class().run(
-            docket_name=docket_,
-            url=url,
-            until_finished=until_finished,
-            healthcheck_port=healthcheck_port,
-            metrics_port=metrics_port,
-            tasks=tasks,
-            **values,
-        )
-    )
+    _run_until_stopped(_worker_class().run(docket_name=docket_, **values))
 
 
-def _run_in_app(
-    app: str, tasks: list[str], docket_: str, url: str, until_finished: bool, values: Any
-) -> None:
+def _run_in_app(app: str, docket_: str, values: dict[str, Any]) -> None:
     runner = _app_runner()
+    tasks: list[str] = values.pop("tasks")
+    url: str = values.pop("url")
+    # The runner's other keywords are WorkerOptions fields alone: it serves neither a
+    # health check nor metrics, so the two ports go no further.
+    del values["healthcheck_port"], values["metrics_port"]
     for key in ("fallback_task", "dependencies"):
         if values.get(key):
             values[key] = import_member(values[key], key.replace("_", " "))
@@ -186,7 +177,6 @@ def _run_in_app(
             # The app's lifespan opens its own docket; only insist on one named explicitly.
             url=url if url != DEFAULT_URL else None,
             docket_name=docket_ if docket_ != DEFAULT_DOCKET else None,
-            until_finished=until_finished,
             **values,
         )
     )
@@ -305,8 +295,7 @@ _PARAMETERS = [
     ),
     *_TRAILING,
 ]
-worker.__signature__ = inspect.Signature(_PARAMETERS, return_annotation=None)  # type: ignore[attr-defined]
-worker.__annotations__ = {p.name: p.annotation for p in _PARAMETERS} | {"return": None}
+sign(worker, _PARAMETERS)
 
 
 def _app_runner() -> Any:

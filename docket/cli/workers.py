@@ -22,18 +22,28 @@ async def _workers(docket_name: str, url: str, task: str | None) -> list[WorkerI
         return await docket.task_workers(task)
 
 
+def _show(docket_name: str, url: str, task: str | None) -> None:
+    """Print the live workers, or those that can run ``task``, or say there are none."""
+    workers = run(_workers(docket_name, url, task))
+    if not workers:
+        say(
+            f"No live workers in docket {docket_name!r}"
+            if task is None
+            else f"No live worker of docket {docket_name!r} can run {task!r}"
+        )
+        return
+    able = "" if task is None else f" that can run {task!r}"
+    say(f"Workers of docket {docket_name!r}{able}:")
+    console.print(workers_table(workers, highlight_task=task))
+
+
 @workers_app.command("ls")
 def list_workers(
     docket: DocketOption = DEFAULT_DOCKET,
     url: UrlOption = DEFAULT_URL,
 ) -> None:
     """List the live workers (those whose heartbeat is recent) and their tasks."""
-    workers = run(_workers(docket, url, None))
-    if not workers:
-        say(f"No live workers in docket {docket!r}")
-        return
-    say(f"Workers of docket {docket!r}:")
-    console.print(workers_table(workers))
+    _show(docket, url, None)
 
 
 @workers_app.command("for-task")
@@ -43,9 +53,4 @@ def workers_for_task(
     url: UrlOption = DEFAULT_URL,
 ) -> None:
     """List the live workers that can run TASK."""
-    workers = run(_workers(docket, url, task))
-    if not workers:
-        say(f"No live worker of docket {docket!r} can run {task!r}")
-        return
-    say(f"Workers of docket {docket!r} that can run {task!r}:")
-    console.print(workers_table(workers, highlight_task=task))
+    _show(docket, url, task)
