@@ -31,7 +31,7 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 from django.utils.module_loading import import_string
 
-from docket._uuid7 import uuid7_str
+from docket.integration import uuid7_str
 
 from .conf import DEFAULT_ALIAS, aliases, docket_settings
 from .portal import get_portal

@@ -8,8 +8,7 @@ from typing import Any
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from docket._redis.client import SUPPORTED_SCHEMES
-from docket._redis.keys import validate_name
+from docket.integration import SUPPORTED_SCHEMES, validate_name
 
 from .conf import aliases, all_settings
 from .health import ping

@@ -27,7 +27,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from docket._worker_options import OptionSpec, WorkerOptions, option_specs
+from docket import WorkerOptions
+from docket.integration import OptionSpec, option_specs
 
 DEFAULT_ALIAS = "default"
 

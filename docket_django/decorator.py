@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
 from docket import Cron, Execution, Perpetual, Retry, Timeout
-from docket._uuid7 import uuid7_str
+from docket.integration import uuid7_str
 
 from .conf import DEFAULT_ALIAS
 from .producer import Addition

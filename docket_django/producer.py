@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from docket import Execution
-from docket._uuid7 import uuid7_str
+from docket.integration import uuid7_str
 
 from .conf import DEFAULT_ALIAS, DocketSettings, docket_settings
 from .portal import get_portal

@@ -11,8 +11,7 @@ from typing import Any
 from django.db import connections
 
 from docket import Worker
-from docket._signals import SignalsSeen, shutdown_signals
-from docket._worker_run import run_with_healthcheck
+from docket.integration import SignalsSeen, run_with_healthcheck, shutdown_signals
 from docket.metrics_server import MetricsServer, MetricsUnavailable, serve_metrics
 
 from .conf import DEFAULT_ALIAS, WorkerSettings, docket_settings

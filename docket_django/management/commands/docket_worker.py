@@ -12,8 +12,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import autoreload
 
-from docket._worker_options import OptionSpec, option_specs
 from docket.dependencies import validate_worker_dependencies
+from docket.integration import OptionSpec, option_specs
 from docket_django.conf import DEFAULT_ALIAS, docket_settings
 from docket_django.worker import WorkerRun, run_worker, worker_settings
 
