@@ -16,6 +16,12 @@ local function publish_state(channel_prefix, key, state, extra)
   redis.call('PUBLISH', channel_prefix .. key, cjson.encode(event))
 end
 
+-- A message done with: out of the group's pending list and off the stream.
+local function drop_message(stream, group, mid)
+  redis.call('XACK', stream, group, mid)
+  redis.call('XDEL', stream, mid)
+end
+
 -- Record a run's final state: the state, its time and error, and its result ('' none;
 -- 's' or 'x' kept in or lost by the docket's result_storage; else the sealed bytes,
 -- kept beside the record); progress and the message id go, as they belong to a run in
@@ -58,8 +64,7 @@ local function dead_letter_message(ctx, mid, fields, reason, deliveries)
     if fields[j] == 'gen' then gen = fields[j + 1] end
   end
   redis.call('XADD', ctx.dead_letters, '*', unpack(dl))
-  redis.call('XACK', ctx.stream, ctx.group, mid)
-  redis.call('XDEL', ctx.stream, mid)
+  drop_message(ctx.stream, ctx.group, mid)
   if key and gen then
     local record = ctx.record_prefix .. key
     if redis.call('HGET', record, 'gen') == gen then

@@ -40,8 +40,7 @@ for i = 1, n do
     publish_state(ARGV[3], key, 'running', {worker = worker, started_at = now})
     out[i] = now
   else
-    redis.call('XACK', stream, group, mid)
-    redis.call('XDEL', stream, mid)
+    drop_message(stream, group, mid)
     if r[2] == false then
       out[i] = 0
     elseif r[2] ~= gen then

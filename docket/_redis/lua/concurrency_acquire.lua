@@ -53,6 +53,5 @@ if redis.call('HGET', record, 'gen') == ARGV[8] then
   redis.call('SADD', registry, holders)
   publish_state(ARGV[9], key, 'scheduled', {})
 end
-redis.call('XACK', stream, group, mid)
-redis.call('XDEL', stream, mid)
+drop_message(stream, group, mid)
 return 0

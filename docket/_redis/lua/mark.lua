@@ -32,8 +32,7 @@ if state == 'running' then
   return now
 end
 if ARGV[10] ~= '' then
-  redis.call('XACK', stream, ARGV[9], ARGV[10])
-  redis.call('XDEL', stream, ARGV[10])
+  drop_message(stream, ARGV[9], ARGV[10])
 end
 if ttl > 0 then
   -- A record this call creates (a run marked by hand) belongs to this run's generation.

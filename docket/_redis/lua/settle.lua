@@ -33,8 +33,7 @@ for i = 1, n do
   elseif entry[2] ~= worker or tonumber(entry[4]) ~= deliveries then
     out[i] = 0
   else
-    redis.call('XACK', stream, group, mid)
-    redis.call('XDEL', stream, mid)
+    drop_message(stream, group, mid)
     local r = redis.call('HMGET', record, 'state', 'gen')
     -- 'cancelled' with this run's generation: cancelled while it ran. The run's own
     -- outcome is the final word (a task that caught the CancelledError and returned
