@@ -81,8 +81,11 @@ class Engine:
         await self.connection.aclose()
 
     def pubsub(self) -> Any:
-        """A pub/sub connection for following tasks (each one is a Redis connection)."""
-        return self.connection.client.pubsub()
+        """A pub/sub connection for following tasks (each one is a Redis connection).
+
+        Opened through ``Docket._pubsub``, the released name: code written for the
+        released docket replaces it on a docket to see when one is opened."""
+        return self.docket._pubsub()
 
     # -- spans and counters ---------------------------------------------------------
 

@@ -223,6 +223,10 @@ class Docket(ReleasedLayoutNames):
 
     # -- cancelling -----------------------------------------------------------------
 
+    def _pubsub(self) -> Any:
+        # The released docket's seam for pub/sub connections (see Engine.pubsub).
+        return self.engine.connection.client.pubsub()
+
     async def schedule(self, execution: Execution) -> None:
         """Schedule a prepared ``Execution`` as ``add`` would (strikes apply, and a key
         already scheduled, queued or running is left alone: ``ALREADY_SCHEDULED``)."""

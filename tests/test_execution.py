@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import pytest
-from _helpers import in_background
+from _helpers import in_background, run_all
 
 from docket import (
     Disposition,
@@ -372,3 +372,42 @@ async def test_get_argument_when_annotations_cannot_be_resolved(docket: Docket) 
     assert execution.get_argument("source") == "from-account"
     assert execution.get_argument("target") == "to-account"
     assert execution.get_argument("note") == "rent"
+
+
+async def test_following_goes_through_the_released_pubsub_seam_and_a_finished_task_skips_it(
+    docket: Docket,
+) -> None:
+    # Code written for the released docket replaces ``Docket._pubsub`` on a docket to see
+    # when a pub/sub connection (one more pooled Redis connection) is opened.
+    opened: list[object] = []
+    original = docket._pubsub
+
+    def counting() -> Any:
+        connection = original()
+        opened.append(connection)
+        return connection
+
+    docket._pubsub = counting  # type: ignore[method-assign]
+
+    async def answer() -> int:
+        return 42
+
+    finished = await docket.add(answer)()
+    await run_all(docket)
+    assert await finished.get_result() == 42
+    assert [event async for event in finished.subscribe()] != []
+    assert opened == []
+
+    later = await docket.add(answer, when=datetime.now(UTC) + timedelta(hours=1))()
+    subscribed = asyncio.Event()
+
+    async def follow() -> None:
+        async for _ in later.subscribe(ready=subscribed):
+            pass
+
+    following = asyncio.create_task(follow())
+    await asyncio.wait_for(subscribed.wait(), 5)
+    following.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await following
+    assert len(opened) == 1
