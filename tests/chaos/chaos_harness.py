@@ -46,11 +46,17 @@ BATCH_INTERVAL = 0.1
 ADDED = (Disposition.SCHEDULED, Disposition.ALREADY_SCHEDULED)
 
 
+# Looked up here, not in the child: between fork and exec only async-signal-safe work is
+# safe, and loading a library (dlopen) is not while other threads (asyncio.to_thread's)
+# may hold its lock.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent() -> None:
     # A worker must not outlive a test process that was killed outright.
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _process_state(pid: int) -> str:
@@ -138,6 +144,9 @@ class Cluster:
             # Faults, not poison: a task whose workers keep dying must still run.
             "--max-deliveries", "100",
             "--logging-format", "plain",
+            # Warnings and errors only: two INFO lines per task would cost the 2 cores
+            # more than the tasks do, and bury what went wrong.
+            "--logging-level", "warning",
             *self.extra_args,
         ]  # fmt: skip
 

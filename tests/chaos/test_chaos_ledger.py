@@ -41,9 +41,8 @@ def check(
     faults: Faults | None = None,
 ) -> Analysis:
     runs = parse_ledger(lines)
-    keys = {run.key for run in runs}
     if added is None:
-        added = dict.fromkeys(keys, 1000.0)
+        added = dict.fromkeys(sorted({run.key for run in runs}), 1000.0)
     if states is None:
         states = dict.fromkeys(added, "completed")
     return analyse(runs, added, states, faults)
