@@ -393,6 +393,9 @@ class Outcome:
     drained: bool
     # Workers that exited on their own before the test stopped them.
     exited: list[WorkerProcess]
+    # The exit code of each worker the test stopped with SIGTERM (None: it had to be
+    # killed after not stopping in time).
+    stop_codes: dict[int, int | None]
 
     def explain(self) -> str:
         """Everything a failure message needs: the problems, the figures, the logs."""
@@ -435,11 +438,11 @@ async def run_scenario(
         finally:
             if not production.done():
                 production.cancel()
-                with contextlib.suppress(BaseException):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await production
         drained = await drain(docket, LedgerTail(cluster.ledger), producer.added, drain_timeout)
         exited = [w for w in cluster.workers if not w.alive and w.pid not in cluster.kills]
-        await cluster.stop()
+        stop_codes = await cluster.stop()
         wall = time.monotonic() - began
         states = await record_states(docket, producer.added)
     analysis = analyse(read_ledger(cluster.ledger), producer.added, states, cluster.faults())
@@ -457,7 +460,7 @@ async def run_scenario(
         wall_seconds=round(wall, 2),
         extra={"interrupted": analysis.interrupted, "redelivered": analysis.redelivered},
     )
-    return Outcome(analysis, figures, cluster, producer, drained, exited)
+    return Outcome(analysis, figures, cluster, producer, drained, exited, stop_codes)
 
 
 def publish(figures: Figures, user_properties: list[tuple[str, object]]) -> None:

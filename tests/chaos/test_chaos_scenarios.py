@@ -40,16 +40,17 @@ class Size:
     drain_timeout: float = 60.0
 
 
-def check(outcome: Outcome, *, overlapping: bool = True) -> None:
-    """The invariants every scenario holds: nothing lost, stuck or early; and, where the
-    scenario promises it, no two runs of a task at once on live workers."""
+def check(outcome: Outcome) -> None:
+    """The invariants every scenario holds: nothing lost, stuck or early, no two runs of
+    a task at once on live workers, and every worker stops cleanly at the end."""
     analysis = outcome.analysis
     assert not analysis.lost, outcome.explain()
     assert not analysis.stuck, outcome.explain()
     assert not analysis.early, outcome.explain()
     assert not analysis.unexpected, outcome.explain()
-    if overlapping:
-        assert not analysis.overlapping, outcome.explain()
+    assert not analysis.overlapping, outcome.explain()
+    # SIGTERM lets a worker finish and settle its runs and exit 0, after any fault.
+    assert set(outcome.stop_codes.values()) <= {0}, (outcome.stop_codes, outcome.explain())
 
 
 # --- 1. SIGKILL storm ---------------------------------------------------------------------
