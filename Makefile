@@ -7,11 +7,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= auto
 
-.PHONY: help demo test lint typecheck clean bench bench-full
+.PHONY: help demo test chaos lint typecheck clean bench bench-full
 
 help:
 	@echo "make demo   run examples/quickstart.py on the in-process memory:// docket (no Redis needed)"
 	@echo "make test   build .venv and run the whole test suite (starts its own redis-server processes)"
+	@echo "make chaos  the fault-injection scenarios (tests/chaos) at full size (SIGKILLs, Redis restarts,"
+	@echo "            killed connections, a frozen worker; 100,000 tasks in the SIGKILL storm); prints figures"
 	@echo "make lint   ruff check, ruff format --check and mypy --strict (make test runs it first)"
 	@echo "make bench  side-by-side benchmark against pydocket and the peers (quick, about 6 minutes;"
 	@echo "            'make bench-full' or 'make bench BENCH_MODE=full' for the published table:"
@@ -50,6 +52,14 @@ demo: $(STAMP)
 test: lint
 	@command -v redis-server >/dev/null || { echo "error: redis-server is not on PATH; the suite starts its own private Redis processes with it." >&2; exit 1; }
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
+
+# The chaos scenarios at full size (make test runs them too, at smoke size). One pytest
+# process: the scenarios start their own redis-server and worker processes, and at full
+# size they would only fight over the cores. DOCKET_CHAOS_RESULTS=path collects the
+# figures as JSON lines.
+chaos: $(STAMP)
+	@command -v redis-server >/dev/null || { echo "error: redis-server is not on PATH; the chaos suite starts its own private Redis processes with it." >&2; exit 1; }
+	$(PY) -m pytest -m chaos --chaos-size=full -p no:randomly -q
 
 LINTED := docket docket_django docket_starlette tests examples benchmarks
 

@@ -49,6 +49,23 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+# Each chaos scenario's line of figures, collected from the test reports (pytest-xdist
+# carries a report's user_properties back to the controller) for the terminal summary.
+_chaos_figures: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _chaos_figures.extend(str(v) for k, v in report.user_properties if k == "chaos_figures")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _chaos_figures:
+        terminalreporter.section("chaos figures")
+        for line in _chaos_figures:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def chaos_size(pytestconfig: pytest.Config) -> str:
     """``"smoke"`` or ``"full"``: chaos tests scale their task and fault counts by it."""
