@@ -251,8 +251,10 @@ class Producer:
         over: float,
         horizon: float,
         seed: int = 0,
+        task_sleep: tuple[float, float] = TASK_SLEEP,
     ) -> None:
         self.docket = docket
+        self.task_sleep = task_sleep
         self.prefix = prefix
         self.total = total
         self.over = over
@@ -276,7 +278,7 @@ class Producer:
                     (
                         f"{self.prefix}-{i:06d}",
                         round(now + self.random.uniform(0, self.horizon), 6),
-                        self.random.uniform(*TASK_SLEEP),
+                        self.random.uniform(*self.task_sleep),
                     )
                     for i in range(first, min(first + per_batch, self.total))
                 ]
@@ -422,6 +424,7 @@ async def run_scenario(
     fault: str,
     inflict: Callable[[Producer], Awaitable[int]],
     drain_timeout: float,
+    task_sleep: tuple[float, float] = TASK_SLEEP,
 ) -> Outcome:
     """Start ``workers`` workers, produce ``tasks`` tasks while ``inflict`` does its damage
     (it returns how many faults it caused), wait for the docket to drain, stop the
@@ -430,7 +433,9 @@ async def run_scenario(
     for _ in range(workers):
         cluster.start_worker()
     async with Docket(name=cluster.docket, url=cluster.url) as docket:
-        producer = Producer(docket, scenario, tasks, over=over, horizon=horizon)
+        producer = Producer(
+            docket, scenario, tasks, over=over, horizon=horizon, task_sleep=task_sleep
+        )
         production = asyncio.create_task(producer.run())
         try:
             faults = await inflict(producer)

@@ -103,6 +103,56 @@ async def test_worker_sigkill_storm_loses_nothing_and_runs_nothing_twice_at_once
     assert outcome.figures.duplicates <= size.faults * CONCURRENCY, outcome.explain()
 
 
+# --- 1b. SIGKILL storm at full speed: how many finished runs a kill repeats ----------------
+
+# Short tasks as fast as the workers take them: settles are batched, so this is where a
+# kill between a body's end and its settle would repeat the most finished runs.
+FAST_STORM = {
+    "smoke": Size(tasks=6_000, faults=4, over=3.0, horizon=0.5),
+    "full": Size(tasks=60_000, faults=30, over=21.0, horizon=0.5, drain_timeout=300.0),
+}
+
+
+@pytest.mark.timeout(900)
+async def test_a_sigkill_storm_at_full_speed_repeats_few_finished_runs(
+    chaos_size: str,
+    make_cluster: Callable[..., Cluster],
+    private_redis: RedisServer,
+    request: pytest.FixtureRequest,
+) -> None:
+    size = FAST_STORM[chaos_size]
+    cluster = make_cluster(
+        private_redis.url, concurrency=CONCURRENCY, redelivery_timeout=REDELIVERY_TIMEOUT
+    )
+    chooser = random.Random(11)
+
+    async def kill_workers(producer: Producer) -> int:
+        interval = size.over / (size.faults + 1)
+        for _ in range(size.faults):
+            await asyncio.sleep(interval)
+            settled = [w for w in cluster.live if time.monotonic() - w.started > 1.0]
+            await cluster.kill(chooser.choice(settled or cluster.live))
+            cluster.start_worker()
+        return size.faults
+
+    outcome = await run_scenario(
+        scenario="sigkill-storm-fast",
+        size=chaos_size,
+        cluster=cluster,
+        workers=3,
+        tasks=size.tasks,
+        over=size.over,
+        horizon=size.horizon,
+        fault="kills",
+        inflict=kill_workers,
+        drain_timeout=size.drain_timeout,
+        task_sleep=(0.0, 0.002),
+    )
+    publish(outcome.figures, request.node.user_properties)
+    check(outcome)
+    assert outcome.figures.duplicates <= size.faults * CONCURRENCY, outcome.explain()
+
+
 # --- 2. Redis restarted (AOF) ---------------------------------------------------------------
 
 RESTARTS = {
