@@ -37,10 +37,18 @@ def checked_name(pattern: re.Pattern[str], name: str, what: str, rule: str) -> s
 
 class _Under:
     """A key (or key prefix) of the docket: ``stream = _Under("stream")`` makes
-    ``keys.stream`` read ``{name}:stream``."""
+    ``keys.stream`` read ``{name}:stream``.
+
+    Built once per ``Keys``: the first read keeps the name in the instance's ``__dict__``,
+    which then answers every later read directly (the producer and the worker read these
+    for every task)."""
 
     def __init__(self, suffix: str) -> None:
         self.suffix = suffix
+        self.attribute = ""
+
+    def __set_name__(self, owner: type[Keys], name: str) -> None:
+        self.attribute = name
 
     @overload
     def __get__(self, keys: None, owner: type[Keys]) -> Self: ...
@@ -49,7 +57,10 @@ class _Under:
     def __get__(self, keys: Keys | None, owner: type[Keys]) -> str | Self:
         if keys is None:
             return self
-        return f"{keys.prefix}:{self.suffix}"
+        value = f"{keys.prefix}:{self.suffix}"
+        # Keys is frozen, so its own __setattr__ refuses; the name never changes anyway.
+        keys.__dict__[self.attribute] = value
+        return value
 
 
 @dataclass(frozen=True)
