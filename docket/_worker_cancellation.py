@@ -41,6 +41,22 @@ class Cancellation:
         if all(execution.key != key for execution, _ in self._active.values()):
             self.requested.discard(key)
 
+    async def _cancel_missed(self) -> None:
+        """Cancel the runs here whose records say they were cancelled."""
+        runs = [execution for execution, _ in list(self._active.values())]
+        if not runs:
+            return
+        docket = self._worker.docket
+        client = docket.engine.connection.client
+        with self._state.internal("docket.listen"):
+            async with client.pipeline(transaction=False) as pipe:
+                for execution in runs:
+                    pipe.hmget(docket.keys.record(execution.key), "state", "gen")
+                records = await pipe.execute()
+        for execution, (state, generation) in zip(runs, records, strict=True):
+            if as_text(state) == "cancelled" and as_text(generation) == str(execution.generation):
+                self.cancel_running(execution.key)
+
     async def listen(self, wake: Callable[[], None]) -> None:
         """Pub/sub: ``wake`` the scheduler for earlier tasks, and cancel running ones."""
         worker = self._worker
@@ -55,13 +71,22 @@ class Cancellation:
         worker = self._worker
         keys = worker.docket.keys
         pubsub = worker.docket.engine.connection.client.pubsub()
+        channels = (keys.wake_channel, keys.cancel_channel)
         with self._state.internal("docket.listen"):
-            await pubsub.subscribe(keys.wake_channel, keys.cancel_channel)
+            await pubsub.subscribe(*channels)
         try:
             while True:
                 with self._state.internal("docket.listen"):
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    message = await pubsub.get_message(timeout=1.0)
                 if message is None:
+                    continue
+                if message["type"] == "subscribe":
+                    # Confirmed on this connection (redis-py subscribes again by itself
+                    # after a reconnect, so this comes after every one): subscribed from
+                    # here on. A cancel published before, at start or while the connection
+                    # was down, was heard by nobody, but the run's record says it.
+                    if message["data"] == len(channels):
+                        await self._cancel_missed()
                     continue
                 channel = as_text(message["channel"])
                 if channel == keys.wake_channel:

@@ -487,3 +487,36 @@ async def test_a_producer_reconnects_when_its_idle_connection_was_closed(
         execution = await docket.add(note, key="after")(2)
         assert execution.state == ExecutionState.QUEUED
         assert await docket.get_execution("after") is not None
+
+
+async def test_a_cancel_published_while_the_pubsub_connection_was_down_still_stops_the_run(
+    docket: Docket, redis_client: Redis
+) -> None:
+    # The cancel reaches running tasks over pub/sub; one published while the worker's
+    # subscription is gone is heard by nobody. Once the worker has subscribed again, the
+    # run's record (cancelled, this generation) stops it anyway.
+    started = asyncio.Event()
+    interrupted = asyncio.Event()
+
+    async def long_one() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            interrupted.set()
+            raise
+
+    await docket.add(long_one, key="long")()
+    async with fast_worker(
+        docket, concurrency=1, reconnection_delay=timedelta(seconds=1)
+    ) as worker:
+        runner = asyncio.create_task(worker.run_forever())
+        await asyncio.wait_for(started.wait(), 10)
+        assert await redis_client.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+        # Inside the reconnection delay: no subscriber hears this one.
+        await docket.cancel("long")
+        await asyncio.wait_for(interrupted.wait(), 10)
+        worker.stop()
+        await asyncio.wait_for(runner, 10)
+    record = await redis_client.hgetall(docket.keys.record("long"))
+    assert record[b"state"] == b"cancelled"
