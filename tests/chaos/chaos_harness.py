@@ -178,6 +178,23 @@ class Cluster:
     def live(self) -> list[WorkerProcess]:
         return [w for w in self.workers if w.alive]
 
+    async def wait_ready(self, docket: Docket, timeout: float = 60.0) -> None:
+        """Wait until every live worker has sent its first heartbeat: connected to Redis
+        and running. A worker that cannot reach Redis as it starts exits (``Cannot reach
+        Redis``), so faults must wait for this; a worker that dies meanwhile fails."""
+        deadline = time.monotonic() + timeout
+        while True:
+            dead = [w for w in self.workers if not w.alive and w.pid not in self.kills]
+            if dead:
+                raise AssertionError(f"workers exited while starting:\n{self.describe()}")
+            with contextlib.suppress(RedisError, OSError):
+                beating = {info.name for info in await docket.workers()}
+                if {w.name for w in self.live} <= beating:
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"workers not up after {timeout:.0f}s:\n{self.describe()}")
+            await asyncio.sleep(0.05)
+
     async def kill(self, worker: WorkerProcess) -> None:
         """SIGKILL ``worker`` and note when it was seen dead."""
         worker.process.send_signal(signal.SIGKILL)
@@ -423,13 +440,14 @@ async def run_scenario(
     inflict: Callable[[Producer], Awaitable[int]],
     drain_timeout: float,
 ) -> Outcome:
-    """Start ``workers`` workers, produce ``tasks`` tasks while ``inflict`` does its damage
-    (it returns how many faults it caused), wait for the docket to drain, stop the
-    workers and read the ledger."""
+    """Start ``workers`` workers, wait until they are up, produce ``tasks`` tasks while
+    ``inflict`` does its damage (it returns how many faults it caused), wait for the
+    docket to drain, stop the workers and read the ledger."""
     began = time.monotonic()
     for _ in range(workers):
         cluster.start_worker()
     async with Docket(name=cluster.docket, url=cluster.url) as docket:
+        await cluster.wait_ready(docket)
         producer = Producer(docket, scenario, tasks, over=over, horizon=horizon)
         production = asyncio.create_task(producer.run())
         try:
