@@ -15,7 +15,8 @@ A run whose worker was SIGKILLed before its end line is open: it ran until the k
 A worker frozen with SIGSTOP runs nothing while frozen, so its pause windows are cut
 out of its runs. Times for overlaps are ``time.monotonic()``, which every process of
 the machine reads from the same clock; ``early`` compares wall times, as the docket's
-scheduler does (by the Redis server's clock, on this same machine).
+scheduler does (by the Redis server's clock, on this same machine). A worker whose
+clock is faked still writes the real wall time (``ledger_tasks.real_time``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class Run:
     redelivered: bool = False
     end_wall: float | None = None
     end_mono: float | None = None
+    # The worker's own time.time() at the start, where its clock was faked ("f").
+    start_process_wall: float | None = None
 
     @property
     def ended(self) -> bool:
@@ -101,6 +104,7 @@ def parse_ledger(lines: Iterable[str]) -> list[Run]:
                 redelivered=bool(start.get("d", False)),
                 end_wall=None if end is None else float(str(end["t"])),
                 end_mono=None if end is None else float(str(end["m"])),
+                start_process_wall=float(str(start["f"])) if "f" in start else None,
             )
         )
     return runs
