@@ -21,11 +21,13 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from chaos_worker import EXECUTION_TTL_ENV
 from ledger import Analysis, Faults, Interval, LedgerTail, analyse, read_ledger, record_states
 from ledger_tasks import LEDGER_ENV, chaos_task
 from redis.exceptions import RedisError
@@ -105,6 +107,8 @@ class Cluster:
         concurrency: int,
         redelivery_timeout: float,
         extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        execution_ttl: float | None = None,
     ) -> None:
         self.directory = directory
         self.url = url
@@ -112,25 +116,36 @@ class Cluster:
         self.concurrency = concurrency
         self.redelivery_timeout = redelivery_timeout
         self.extra_args = tuple(extra_args)
+        # Added to every worker's environment (e.g. DOCKET_SIGNING_KEY).
+        self.env = dict(env or {})
+        # Seconds the workers' docket keeps finished records (None: docket's default);
+        # workers then run through chaos_worker, as docket worker has no option for it.
+        self.execution_ttl = execution_ttl
         self.ledger = directory / "ledger.jsonl"
         self.workers: list[WorkerProcess] = []
         self.kills: dict[int, float] = {}
         self.pauses: dict[int, list[Interval]] = defaultdict(list)
 
-    def environment(self) -> dict[str, str]:
+    def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         paths = [str(REPO_DIR), str(TESTS_DIR), str(CHAOS_DIR)]
         if os.environ.get("PYTHONPATH"):
             paths.append(os.environ["PYTHONPATH"])
-        return {
+        environment = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(paths),
             "PYTHONUNBUFFERED": "1",
             LEDGER_ENV: str(self.ledger),
+            **self.env,
+            **(extra or {}),
         }
+        if self.execution_ttl is not None:
+            environment[EXECUTION_TTL_ENV] = str(self.execution_ttl)
+        return environment
 
     def command(self, name: str) -> list[str]:
+        module = "docket" if self.execution_ttl is None else "chaos_worker"
         return [
-            sys.executable, "-m", "docket", "worker",
+            sys.executable, "-m", module, "worker",
             "--docket", self.docket,
             "--url", self.url,
             "--name", name,
@@ -150,7 +165,8 @@ class Cluster:
             *self.extra_args,
         ]  # fmt: skip
 
-    def start_worker(self) -> WorkerProcess:
+    def start_worker(self, env: Mapping[str, str] | None = None) -> WorkerProcess:
+        """Start one more worker; ``env`` is added to its environment alone."""
         index = len(self.workers)
         log = self.directory / f"worker-{index}.log"
         with log.open("wb") as output:
@@ -159,7 +175,7 @@ class Cluster:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                env=self.environment(),
+                env=self.environment(env),
                 cwd=self.directory,
                 # Its own session, so a Ctrl-C meant for pytest leaves the cleanup to us.
                 start_new_session=True,
@@ -257,7 +273,8 @@ class Cluster:
 
 class Producer:
     """Adds ``total`` chaos tasks in batches spread over ``over`` seconds, each due at a
-    random moment up to ``horizon`` seconds after it is added; rides out Redis faults."""
+    random moment from ``lead`` to ``lead + horizon`` seconds after it is added, its body
+    sleeping a time drawn from ``sleep``; rides out Redis faults."""
 
     def __init__(
         self,
@@ -267,6 +284,8 @@ class Producer:
         *,
         over: float,
         horizon: float,
+        lead: float = 0.0,
+        sleep: tuple[float, float] = TASK_SLEEP,
         seed: int = 0,
     ) -> None:
         self.docket = docket
@@ -274,6 +293,8 @@ class Producer:
         self.total = total
         self.over = over
         self.horizon = horizon
+        self.lead = lead
+        self.sleep = sleep
         self.random = random.Random(seed)
         self.added: dict[str, float] = {}
         self.retries = 0
@@ -291,9 +312,9 @@ class Producer:
                 now = time.time()
                 calls = [
                     (
-                        f"{self.prefix}-{i:06d}",
-                        round(now + self.random.uniform(0, self.horizon), 6),
-                        self.random.uniform(*TASK_SLEEP),
+                        f"{self.prefix}-{i:07d}",
+                        round(now + self.lead + self.random.uniform(0, self.horizon), 6),
+                        self.random.uniform(*self.sleep),
                     )
                     for i in range(first, min(first + per_batch, self.total))
                 ]
@@ -306,6 +327,7 @@ class Producer:
         docket = self.docket
         pending = calls
         deadline = time.monotonic() + 60
+        problem: BaseException | None
         while True:
             try:
                 executions = await docket.add_many(
@@ -439,16 +461,22 @@ async def run_scenario(
     fault: str,
     inflict: Callable[[Producer], Awaitable[int]],
     drain_timeout: float,
+    docket_options: Mapping[str, Any] | None = None,
+    producer_options: Mapping[str, Any] | None = None,
 ) -> Outcome:
-    """Start ``workers`` workers, wait until they are up, produce ``tasks`` tasks while
-    ``inflict`` does its damage (it returns how many faults it caused), wait for the
-    docket to drain, stop the workers and read the ledger."""
+    """Start ``workers`` more workers (a scenario may have started some of its own),
+    wait until all are up, produce ``tasks`` tasks while ``inflict`` does its damage (it
+    returns how many faults it caused), wait for the docket to drain, stop the workers
+    and read the ledger. ``docket_options`` go to the producer's ``Docket`` (such as its
+    ``signing_key``), ``producer_options`` to the ``Producer``."""
     began = time.monotonic()
     for _ in range(workers):
         cluster.start_worker()
-    async with Docket(name=cluster.docket, url=cluster.url) as docket:
+    async with Docket(name=cluster.docket, url=cluster.url, **(docket_options or {})) as docket:
         await cluster.wait_ready(docket)
-        producer = Producer(docket, scenario, tasks, over=over, horizon=horizon)
+        producer = Producer(
+            docket, scenario, tasks, over=over, horizon=horizon, **(producer_options or {})
+        )
         production = asyncio.create_task(producer.run())
         try:
             faults = await inflict(producer)
@@ -479,6 +507,19 @@ async def run_scenario(
         extra={"interrupted": analysis.interrupted, "redelivered": analysis.redelivered},
     )
     return Outcome(analysis, figures, cluster, producer, drained, exited, stop_codes)
+
+
+def check(outcome: Outcome) -> None:
+    """The invariants every scenario holds: nothing lost, stuck or early, no two runs of
+    a task at once on live workers, and every worker stops cleanly at the end."""
+    analysis = outcome.analysis
+    assert not analysis.lost, outcome.explain()
+    assert not analysis.stuck, outcome.explain()
+    assert not analysis.early, outcome.explain()
+    assert not analysis.unexpected, outcome.explain()
+    assert not analysis.overlapping, outcome.explain()
+    # SIGTERM lets a worker finish and settle its runs and exit 0, after any fault.
+    assert set(outcome.stop_codes.values()) <= {0}, (outcome.stop_codes, outcome.explain())
 
 
 def publish(figures: Figures, user_properties: list[tuple[str, object]]) -> None:
