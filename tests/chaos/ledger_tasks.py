@@ -102,9 +102,12 @@ def note(event: str, key: str, run: str, when: float, redelivered: bool | None =
         raise OSError(f"short write to the chaos ledger: {written} of {len(line)} bytes")
 
 
-async def chaos_task(when: float, sleep: float, execution: Execution = CurrentExecution()) -> None:
+async def chaos_task(
+    when: float, sleep: float, padding: str = "", execution: Execution = CurrentExecution()
+) -> None:
     """Note the start, sleep ``sleep`` seconds (so runs overlap with the faults), note
-    the end. ``when`` is the time the producer scheduled it for."""
+    the end. ``when`` is the time the producer scheduled it for; ``padding`` is ignored
+    (it makes a task take more room in Redis)."""
     run = f"{os.getpid()}-{next(_runs)}"
     note("start", execution.key, run, when, execution.redelivered)
     await asyncio.sleep(sleep)
