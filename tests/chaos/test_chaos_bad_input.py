@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cloudpickle  # type: ignore[import-untyped]
+import cloudpickle
 import pytest
 from _redis_server import RedisServer
 from chaos_harness import Cluster, Producer, check, publish, run_scenario
@@ -188,6 +188,11 @@ def bad_entry(kind: Kind, key: str) -> dict[bytes, bytes]:
     return {_bytes(k): _bytes(v) for k, v in fields.items() if v is not MISSING}
 
 
+async def xadd(raw: Redis, stream: str, fields: dict[bytes, bytes]) -> str:
+    mid = await raw.xadd(stream, fields)  # type: ignore[arg-type]
+    return mid.decode() if isinstance(mid, bytes) else mid
+
+
 def test_the_canary_really_runs_code_when_unpickled(tmp_path: Path) -> None:
     # The control: without it, "the canary file was never created" would prove nothing.
     canary = tmp_path / "canary"
@@ -242,11 +247,10 @@ async def test_bad_entries_beside_good_tasks_are_all_dead_lettered_and_stop_no_w
                 await asyncio.sleep(interval)
                 for kind in kinds:
                     fields = bad_entry(kind, f"bad-{kind.name}-{round_}")
-                    mid = await raw.xadd(keys.stream, fields)  # type: ignore[arg-type]
-                    injected[mid.decode()] = (kind, fields)
+                    injected[await xadd(raw, keys.stream, fields)] = (kind, fields)
                 for kind in stale_kinds:
                     fields = bad_entry(kind, f"stale-{kind.name}-{round_}")
-                    await raw.xadd(keys.stream, fields)  # type: ignore[arg-type]
+                    await xadd(raw, keys.stream, fields)
                     dropped += 1
             began = time.monotonic()
             deadline = began + size.drain_timeout
@@ -274,8 +278,10 @@ async def test_bad_entries_beside_good_tasks_are_all_dead_lettered_and_stop_no_w
     )
     raw = Redis.from_url(cluster.url)
     try:
-        letters = await raw.xrange(keys.dead_letters, "-", "+")
-        pending = await raw.xpending(keys.stream, GROUP)
+        letters: list[tuple[bytes, dict[bytes, bytes]]] = await raw.xrange(
+            keys.dead_letters, "-", "+"
+        )  # type: ignore[assignment]
+        pending: dict[str, Any] = await raw.xpending(keys.stream, GROUP)
         left_in_stream = await raw.xlen(keys.stream)
     finally:
         await raw.aclose()

@@ -98,9 +98,7 @@ async def test_workers_a_minute_fast_and_a_minute_slow_start_nothing_early_and_l
     preload = faketime_preload()
     size = SIZES[chaos_size]
     cluster = make_cluster(private_redis.url, concurrency=10, redelivery_timeout=2.0)
-    skew_of = {
-        cluster.start_worker(skewed_environment(preload, skew)).pid: skew for skew in SKEWS
-    }
+    skew_of = {cluster.start_worker(skewed_environment(preload, skew)).pid: skew for skew in SKEWS}
 
     async def nothing(producer: Producer) -> int:
         return 0
