@@ -79,6 +79,26 @@ def _process_state(pid: int) -> str:
     return stat[stat.rindex(")") + 2 :].split(" ", 1)[0]
 
 
+def set_nice(pid: int, nice: int) -> bool:
+    """Run ``pid`` at ``nice``; False where this process may not (a negative nice
+    needs root or CAP_SYS_NICE).
+
+    Set right after the process starts, before it has made threads of its own (each
+    thread has its own nice value on Linux, inherited when it is made). A process that
+    leads its own session (``start_new_session=True``, as workers and test Redis servers
+    do) has its own autogroup where the kernel groups by session: the scheduler then
+    shares the CPU between groups by the group's nice, so that is set too."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+        if os.getsid(pid) == pid:
+            autogroup = Path(f"/proc/{pid}/autogroup")
+            if autogroup.exists():
+                autogroup.write_text(str(nice))
+    except OSError:
+        return False
+    return True
+
+
 @dataclass
 class WorkerProcess:
     index: int
@@ -200,12 +220,7 @@ class Cluster:
                 ),
             )
         if self.nice:
-            # Before it has started any thread of its own (each thread has its own nice
-            # value on Linux, inherited when it is made).
-            with contextlib.suppress(OSError):
-                os.setpriority(
-                    os.PRIO_PROCESS, process.pid, os.getpriority(os.PRIO_PROCESS, 0) + self.nice
-                )
+            set_nice(process.pid, os.getpriority(os.PRIO_PROCESS, 0) + self.nice)
         worker = WorkerProcess(index, process, log, time.monotonic())
         self.workers.append(worker)
         return worker

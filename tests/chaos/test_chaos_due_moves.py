@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 
 import pytest
 from _redis_server import RedisServer
-from chaos_harness import Cluster, Producer, check, conclude, publish
+from chaos_harness import Cluster, Producer, check, conclude, publish, set_nice
 
 from docket import Docket
 from docket._redis import scripts
@@ -59,15 +58,6 @@ SIZES = {
 RAISED_PRIORITY = -10
 
 
-def raise_priority(pid: int) -> bool:
-    """Run ``pid`` at ``RAISED_PRIORITY``; False where this process may not."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, pid, RAISED_PRIORITY)
-    except OSError:
-        return False
-    return True
-
-
 class PingSampler:
     """``ping_sampler`` in a process of its own: PINGs Redis every ``interval`` seconds
     on its own connection and times each reply, from ``__enter__`` to ``__exit__``;
@@ -88,8 +78,10 @@ class PingSampler:
             stdout=subprocess.PIPE,
             env=self.environment,
             text=True,
+            # A session (so an autogroup) of its own, raised apart from this process.
+            start_new_session=True,
         )
-        self.raised = raise_priority(self._process.pid)
+        self.raised = set_nice(self._process.pid, RAISED_PRIORITY)
         assert self._process.stdout is not None
         assert self._process.stdout.readline().strip() == "ready"
         return self
@@ -166,7 +158,7 @@ async def test_tasks_all_due_at_once_are_moved_while_redis_answers_within_50ms(
         private_redis.url, concurrency=size.concurrency, redelivery_timeout=2.0, nice=10
     )
     assert private_redis.pid is not None
-    redis_raised = raise_priority(private_redis.pid)
+    redis_raised = set_nice(private_redis.pid, RAISED_PRIORITY)
     began = time.monotonic()
     for _ in range(2):
         cluster.start_worker()
