@@ -21,12 +21,23 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from ledger import Analysis, Faults, Interval, LedgerTail, analyse, read_ledger, record_states
+from chaos_worker import EXECUTION_TTL_ENV
+from ledger import (
+    Analysis,
+    Faults,
+    Interval,
+    LedgerTail,
+    analyse,
+    read_ledger,
+    record_states,
+    scan_record_states,
+)
 from ledger_tasks import LEDGER_ENV, chaos_task
 from redis.exceptions import RedisError
 
@@ -68,6 +79,26 @@ def _process_state(pid: int) -> str:
     return stat[stat.rindex(")") + 2 :].split(" ", 1)[0]
 
 
+def set_nice(pid: int, nice: int) -> bool:
+    """Run ``pid`` at ``nice``; False where this process may not (a negative nice
+    needs root or CAP_SYS_NICE).
+
+    Set right after the process starts, before it has made threads of its own (each
+    thread has its own nice value on Linux, inherited when it is made). A process that
+    leads its own session (``start_new_session=True``, as workers and test Redis servers
+    do) has its own autogroup where the kernel groups by session: the scheduler then
+    shares the CPU between groups by the group's nice, so that is set too."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+        if os.getsid(pid) == pid:
+            autogroup = Path(f"/proc/{pid}/autogroup")
+            if autogroup.exists():
+                autogroup.write_text(str(nice))
+    except OSError:
+        return False
+    return True
+
+
 @dataclass
 class WorkerProcess:
     index: int
@@ -105,6 +136,9 @@ class Cluster:
         concurrency: int,
         redelivery_timeout: float,
         extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        execution_ttl: float | None = None,
+        nice: int = 0,
     ) -> None:
         self.directory = directory
         self.url = url
@@ -112,25 +146,39 @@ class Cluster:
         self.concurrency = concurrency
         self.redelivery_timeout = redelivery_timeout
         self.extra_args = tuple(extra_args)
+        # Added to every worker's environment (e.g. DOCKET_SIGNING_KEY).
+        self.env = dict(env or {})
+        # Seconds the workers' docket keeps finished records (None: docket's default);
+        # workers then run through chaos_worker, as docket worker has no option for it.
+        self.execution_ttl = execution_ttl
+        # Added to the workers' nice value: a scenario that times Redis runs its load
+        # generators below it, so on a small machine they do not take its CPU.
+        self.nice = nice
         self.ledger = directory / "ledger.jsonl"
         self.workers: list[WorkerProcess] = []
         self.kills: dict[int, float] = {}
         self.pauses: dict[int, list[Interval]] = defaultdict(list)
 
-    def environment(self) -> dict[str, str]:
+    def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         paths = [str(REPO_DIR), str(TESTS_DIR), str(CHAOS_DIR)]
         if os.environ.get("PYTHONPATH"):
             paths.append(os.environ["PYTHONPATH"])
-        return {
+        environment = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(paths),
             "PYTHONUNBUFFERED": "1",
             LEDGER_ENV: str(self.ledger),
+            **self.env,
+            **(extra or {}),
         }
+        if self.execution_ttl is not None:
+            environment[EXECUTION_TTL_ENV] = str(self.execution_ttl)
+        return environment
 
     def command(self, name: str) -> list[str]:
+        module = "docket" if self.execution_ttl is None else "chaos_worker"
         return [
-            sys.executable, "-m", "docket", "worker",
+            sys.executable, "-m", module, "worker",
             "--docket", self.docket,
             "--url", self.url,
             "--name", name,
@@ -150,7 +198,8 @@ class Cluster:
             *self.extra_args,
         ]  # fmt: skip
 
-    def start_worker(self) -> WorkerProcess:
+    def start_worker(self, env: Mapping[str, str] | None = None) -> WorkerProcess:
+        """Start one more worker; ``env`` is added to its environment alone."""
         index = len(self.workers)
         log = self.directory / f"worker-{index}.log"
         with log.open("wb") as output:
@@ -159,7 +208,7 @@ class Cluster:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                env=self.environment(),
+                env=self.environment(env),
                 cwd=self.directory,
                 # Its own session, so a Ctrl-C meant for pytest leaves the cleanup to us.
                 start_new_session=True,
@@ -170,6 +219,8 @@ class Cluster:
                     else None
                 ),
             )
+        if self.nice:
+            set_nice(process.pid, os.getpriority(os.PRIO_PROCESS, 0) + self.nice)
         worker = WorkerProcess(index, process, log, time.monotonic())
         self.workers.append(worker)
         return worker
@@ -177,6 +228,23 @@ class Cluster:
     @property
     def live(self) -> list[WorkerProcess]:
         return [w for w in self.workers if w.alive]
+
+    async def wait_ready(self, docket: Docket, timeout: float = 60.0) -> None:
+        """Wait until every live worker has sent its first heartbeat: connected to Redis
+        and running. A worker that cannot reach Redis as it starts exits (``Cannot reach
+        Redis``), so faults must wait for this; a worker that dies meanwhile fails."""
+        deadline = time.monotonic() + timeout
+        while True:
+            dead = [w for w in self.workers if not w.alive and w.pid not in self.kills]
+            if dead:
+                raise AssertionError(f"workers exited while starting:\n{self.describe()}")
+            with contextlib.suppress(RedisError, OSError):
+                beating = {info.name for info in await docket.workers()}
+                if {w.name for w in self.live} <= beating:
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"workers not up after {timeout:.0f}s:\n{self.describe()}")
+            await asyncio.sleep(0.05)
 
     async def kill(self, worker: WorkerProcess) -> None:
         """SIGKILL ``worker`` and note when it was seen dead."""
@@ -240,7 +308,8 @@ class Cluster:
 
 class Producer:
     """Adds ``total`` chaos tasks in batches spread over ``over`` seconds, each due at a
-    random moment up to ``horizon`` seconds after it is added; rides out Redis faults."""
+    random moment from ``lead`` to ``lead + horizon`` seconds after it is added, its body
+    sleeping a time drawn from ``sleep``; rides out Redis faults."""
 
     def __init__(
         self,
@@ -250,15 +319,17 @@ class Producer:
         *,
         over: float,
         horizon: float,
+        lead: float = 0.0,
+        sleep: tuple[float, float] = TASK_SLEEP,
         seed: int = 0,
-        task_sleep: tuple[float, float] = TASK_SLEEP,
     ) -> None:
         self.docket = docket
-        self.task_sleep = task_sleep
         self.prefix = prefix
         self.total = total
         self.over = over
         self.horizon = horizon
+        self.lead = lead
+        self.sleep = sleep
         self.random = random.Random(seed)
         self.added: dict[str, float] = {}
         self.retries = 0
@@ -276,13 +347,25 @@ class Producer:
                 now = time.time()
                 calls = [
                     (
-                        f"{self.prefix}-{i:06d}",
-                        round(now + self.random.uniform(0, self.horizon), 6),
-                        self.random.uniform(*self.task_sleep),
+                        f"{self.prefix}-{i:07d}",
+                        round(now + self.lead + self.random.uniform(0, self.horizon), 6),
+                        self.random.uniform(*self.sleep),
                     )
                     for i in range(first, min(first + per_batch, self.total))
                 ]
                 await self._add(calls)
+        finally:
+            self.finished.set()
+
+    async def add_all_at(self, when: float) -> None:
+        """Add all ``total`` tasks in one ``add_many``, every one due at ``when``."""
+        try:
+            await self._add(
+                [
+                    (f"{self.prefix}-{i:07d}", round(when, 6), self.random.uniform(*self.sleep))
+                    for i in range(self.total)
+                ]
+            )
         finally:
             self.finished.set()
 
@@ -291,6 +374,7 @@ class Producer:
         docket = self.docket
         pending = calls
         deadline = time.monotonic() + 60
+        problem: BaseException | None
         while True:
             try:
                 executions = await docket.add_many(
@@ -424,17 +508,21 @@ async def run_scenario(
     fault: str,
     inflict: Callable[[Producer], Awaitable[int]],
     drain_timeout: float,
-    task_sleep: tuple[float, float] = TASK_SLEEP,
+    docket_options: Mapping[str, Any] | None = None,
+    producer_options: Mapping[str, Any] | None = None,
 ) -> Outcome:
-    """Start ``workers`` workers, produce ``tasks`` tasks while ``inflict`` does its damage
-    (it returns how many faults it caused), wait for the docket to drain, stop the
-    workers and read the ledger."""
+    """Start ``workers`` more workers (a scenario may have started some of its own),
+    wait until all are up, produce ``tasks`` tasks while ``inflict`` does its damage (it
+    returns how many faults it caused), wait for the docket to drain, stop the workers
+    and read the ledger. ``docket_options`` go to the producer's ``Docket`` (such as its
+    ``signing_key``), ``producer_options`` to the ``Producer``."""
     began = time.monotonic()
     for _ in range(workers):
         cluster.start_worker()
-    async with Docket(name=cluster.docket, url=cluster.url) as docket:
+    async with Docket(name=cluster.docket, url=cluster.url, **(docket_options or {})) as docket:
+        await cluster.wait_ready(docket)
         producer = Producer(
-            docket, scenario, tasks, over=over, horizon=horizon, task_sleep=task_sleep
+            docket, scenario, tasks, over=over, horizon=horizon, **(producer_options or {})
         )
         production = asyncio.create_task(producer.run())
         try:
@@ -445,16 +533,59 @@ async def run_scenario(
                 production.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await production
-        drained = await drain(docket, LedgerTail(cluster.ledger), producer.added, drain_timeout)
-        exited = [w for w in cluster.workers if not w.alive and w.pid not in cluster.kills]
-        stop_codes = await cluster.stop()
-        wall = time.monotonic() - began
+        return await conclude(
+            scenario=scenario,
+            size=size,
+            cluster=cluster,
+            docket=docket,
+            producer=producer,
+            fault=fault,
+            faults=faults,
+            began=began,
+            drain_timeout=drain_timeout,
+        )
+
+
+async def conclude(
+    *,
+    scenario: str,
+    size: str,
+    cluster: Cluster,
+    docket: Docket,
+    producer: Producer,
+    fault: str,
+    faults: int,
+    began: float,
+    drain_timeout: float,
+    records_expire: bool = False,
+) -> Outcome:
+    """The end of every scenario, once the producer is done: wait for the docket to
+    drain, note the workers that exited on their own, stop the rest, read every key's
+    record and the ledger, and sum it up.
+
+    ``records_expire``: the workers' ``execution_ttl`` is short enough for final records
+    to expire before they could be read one by one; then the records still in Redis are
+    read with a SCAN instead, and a key without one counts as final (only a final record
+    is ever given a TTL)."""
+    drained = await drain(docket, LedgerTail(cluster.ledger), producer.added, drain_timeout)
+    exited = [w for w in cluster.workers if not w.alive and w.pid not in cluster.kills]
+    stop_codes = await cluster.stop()
+    wall = time.monotonic() - began
+    if records_expire:
+        states = await scan_record_states(docket)
+    else:
         states = await record_states(docket, producer.added)
-    analysis = analyse(read_ledger(cluster.ledger), producer.added, states, cluster.faults())
+    analysis = analyse(
+        read_ledger(cluster.ledger),
+        producer.added,
+        states,
+        cluster.faults(),
+        missing_is_final=records_expire,
+    )
     figures = Figures(
         scenario=scenario,
         size=size,
-        tasks=tasks,
+        tasks=len(producer.added),
         fault=fault,
         faults=faults,
         lost=len(analysis.lost),
@@ -466,6 +597,19 @@ async def run_scenario(
         extra={"interrupted": analysis.interrupted, "redelivered": analysis.redelivered},
     )
     return Outcome(analysis, figures, cluster, producer, drained, exited, stop_codes)
+
+
+def check(outcome: Outcome) -> None:
+    """The invariants every scenario holds: nothing lost, stuck or early, no two runs of
+    a task at once on live workers, and every worker stops cleanly at the end."""
+    analysis = outcome.analysis
+    assert not analysis.lost, outcome.explain()
+    assert not analysis.stuck, outcome.explain()
+    assert not analysis.early, outcome.explain()
+    assert not analysis.unexpected, outcome.explain()
+    assert not analysis.overlapping, outcome.explain()
+    # SIGTERM lets a worker finish and settle its runs and exit 0, after any fault.
+    assert set(outcome.stop_codes.values()) <= {0}, (outcome.stop_codes, outcome.explain())
 
 
 def publish(figures: Figures, user_properties: list[tuple[str, object]]) -> None:

@@ -15,7 +15,8 @@ A run whose worker was SIGKILLed before its end line is open: it ran until the k
 A worker frozen with SIGSTOP runs nothing while frozen, so its pause windows are cut
 out of its runs. Times for overlaps are ``time.monotonic()``, which every process of
 the machine reads from the same clock; ``early`` compares wall times, as the docket's
-scheduler does (by the Redis server's clock, on this same machine).
+scheduler does (by the Redis server's clock, on this same machine). A worker whose
+clock is faked still writes the real wall time (``ledger_tasks.real_time``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class Run:
     redelivered: bool = False
     end_wall: float | None = None
     end_mono: float | None = None
+    # The worker's own time.time() at the start, where its clock was faked ("f").
+    start_process_wall: float | None = None
 
     @property
     def ended(self) -> bool:
@@ -101,6 +104,7 @@ def parse_ledger(lines: Iterable[str]) -> list[Run]:
                 redelivered=bool(start.get("d", False)),
                 end_wall=None if end is None else float(str(end["t"])),
                 end_mono=None if end is None else float(str(end["m"])),
+                start_process_wall=float(str(start["f"])) if "f" in start else None,
             )
         )
     return runs
@@ -221,16 +225,22 @@ def analyse(
     faults: Faults | None = None,
     *,
     clock_resolution: float = CLOCK_RESOLUTION,
+    missing_is_final: bool = False,
 ) -> Analysis:
     """Check the ledger's ``runs`` against the keys ``added`` (key -> scheduled ``when``)
-    and the final record ``states`` (key -> state, None when there is no record)."""
+    and the final record ``states`` (key -> state, None when there is no record).
+
+    ``missing_is_final``: a key without a record is not stuck (its record expired, which
+    only a final record does; a key that never ran is still lost)."""
     faults = faults or Faults()
     by_key: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_key[run.key].append(run)
 
     lost = tuple(k for k in added if not any(r.ended for r in by_key.get(k, ())))
-    final = {str(state) for state in TERMINAL_STATES}
+    final: set[str | None] = {str(state) for state in TERMINAL_STATES}
+    if missing_is_final:
+        final.add(None)
     stuck = tuple((k, states.get(k)) for k in added if states.get(k) not in final)
     # By the producer's ``when`` for the key (the task's own copy for keys never added).
     early = tuple(r for r in runs if r.start_wall < added.get(r.key, r.when) - clock_resolution)
@@ -269,3 +279,25 @@ async def record_states(
         for key, execution in zip(part, executions, strict=True):
             states[key] = None if execution is None else str(execution.state)
     return states
+
+
+async def scan_record_states(docket: Docket, count: int = 1000) -> dict[str, str | None]:
+    """The state of every task record still in Redis, by key, found with SCAN (for runs
+    too big, or records too short-lived, to read key by key)."""
+    client = docket.engine.connection.client
+    prefix = docket.keys.record_prefix
+    states: dict[str, str | None] = {}
+    cursor = 0
+    while True:
+        cursor, names = await client.scan(cursor, match=prefix + "*", count=count)
+        if names:
+            async with client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.hget(name, "state")
+                found = await pipe.execute()
+            for name, state in zip(names, found, strict=True):
+                text = name.decode() if isinstance(name, bytes) else str(name)
+                value = state.decode() if isinstance(state, bytes) else state
+                states[text[len(prefix) :]] = value
+        if not cursor:
+            return states

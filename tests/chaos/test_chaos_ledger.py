@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import ledger_tasks
@@ -178,3 +179,31 @@ def test_the_tail_reads_only_whole_lines(tmp_path: Path) -> None:
         out.write(second[10:] + "\n")
     assert tail.poll() == {"a"}
     assert tail.lines == 2
+
+
+def test_a_worker_whose_clock_is_faked_writes_the_real_time_from_its_anchor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ledger.jsonl"
+    monkeypatch.setenv(ledger_tasks.LEDGER_ENV, str(path))
+    monkeypatch.setattr(ledger_tasks, "_fd", None)
+    # An anchor 60 s behind this process's clock: as if this clock ran 60 s fast.
+    monkeypatch.setenv(ledger_tasks.CLOCK_ANCHOR_ENV, f"{time.time() - 60} {time.monotonic()}")
+    monkeypatch.setattr(ledger_tasks, "_clock_anchor", ledger_tasks._anchor())
+    ledger_tasks.note("start", "k1", "r1", 1234.5, redelivered=False)
+    fd = ledger_tasks._fd
+    assert fd is not None
+    os.close(fd)
+    monkeypatch.setattr(ledger_tasks, "_fd", None)
+
+    [run] = read_ledger(path)
+    assert run.start_process_wall is not None
+    assert run.start_process_wall - run.start_wall == pytest.approx(60, abs=0.5)
+    # Without an anchor the wall time is time.time() and no process clock is written.
+    monkeypatch.setattr(ledger_tasks, "_clock_anchor", None)
+    ledger_tasks.note("start", "k2", "r2", 1234.5, redelivered=False)
+    os.close(ledger_tasks._fd)  # type: ignore[arg-type]
+    monkeypatch.setattr(ledger_tasks, "_fd", None)
+    second = read_ledger(path)[1]
+    assert second.start_process_wall is None
+    assert abs(second.start_wall - time.time()) < 5

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 from _redis_server import RedisServer
-from chaos_harness import Cluster, Outcome, Producer, publish, run_scenario
+from chaos_harness import Cluster, Producer, check, publish, run_scenario
 from ledger import read_ledger
 
 from docket import Docket
@@ -38,19 +38,6 @@ class Size:
     # Each task is due up to this many seconds after it is added.
     horizon: float = 1.0
     drain_timeout: float = 60.0
-
-
-def check(outcome: Outcome) -> None:
-    """The invariants every scenario holds: nothing lost, stuck or early, no two runs of
-    a task at once on live workers, and every worker stops cleanly at the end."""
-    analysis = outcome.analysis
-    assert not analysis.lost, outcome.explain()
-    assert not analysis.stuck, outcome.explain()
-    assert not analysis.early, outcome.explain()
-    assert not analysis.unexpected, outcome.explain()
-    assert not analysis.overlapping, outcome.explain()
-    # SIGTERM lets a worker finish and settle its runs and exit 0, after any fault.
-    assert set(outcome.stop_codes.values()) <= {0}, (outcome.stop_codes, outcome.explain())
 
 
 # --- 1. SIGKILL storm ---------------------------------------------------------------------
@@ -146,7 +133,7 @@ async def test_a_sigkill_storm_at_full_speed_repeats_few_finished_runs(
         fault="kills",
         inflict=kill_workers,
         drain_timeout=size.drain_timeout,
-        task_sleep=(0.0, 0.002),
+        producer_options={"sleep": (0.0, 0.002)},
     )
     publish(outcome.figures, request.node.user_properties)
     check(outcome)
