@@ -16,7 +16,7 @@ import pytest_asyncio
 from _redis_server import RedisServer
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from docket._redis.client import Connection
@@ -609,3 +609,26 @@ async def test_aclose_while_connecting_fails_the_pending_call(redis_url: str) ->
             pending.cancel()
         await asyncio.gather(pending, return_exceptions=True)
         await wire.aclose()  # closes the connection the bug leaves open
+
+
+async def test_out_of_memory_and_no_permission_replies_are_redis_pys_own_classes(
+    prefix: str,
+) -> None:
+    # Code that catches OutOfMemoryError (a full Redis under noeviction) or
+    # NoPermissionError (an ACL) must hear them from the lean connection as from redis-py.
+    with RedisServer.start_new(
+        ["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]
+    ) as server:
+        server.execute_command("ACL", "SETUSER", "narrow", "on", ">pw", "~mine:*", "+@all")
+        wire = Wire(server.url, timeout=5.0)
+        narrow = Wire(f"redis://narrow:pw@{server.host}:{server.port}/0", timeout=5.0)
+        try:
+            with pytest.raises(OutOfMemoryError, match=r"^OOM command not allowed"):
+                for n in range(10_000):
+                    await wire.call("SET", f"{prefix}:{n}", "x" * 4096)
+            with pytest.raises(NoPermissionError, match=r"^NOPERM"):
+                await narrow.call("GET", "theirs:key")
+            assert await narrow.call("GET", "mine:key") is None  # its own keys it may read
+        finally:
+            await wire.aclose()
+            await narrow.aclose()

@@ -23,7 +23,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import hiredis
 from redis.asyncio.connection import parse_url
-from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    ExecAbortError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -86,6 +94,16 @@ def pack(args: Sequence[Any]) -> bytes:
     return b"".join(parts)
 
 
+# Replies redis-py raises as their own classes (its parser's table), so code that catches
+# OutOfMemoryError or NoPermissionError hears them from the lean connection too.
+_TYPED_ERRORS: tuple[tuple[str, type[ResponseError]], ...] = (
+    ("OOM ", OutOfMemoryError),
+    ("NOPERM ", NoPermissionError),
+    ("READONLY ", ReadOnlyError),
+    ("EXECABORT ", ExecAbortError),
+)
+
+
 def _typed(error: ResponseError) -> ResponseError | AuthenticationError:
     """The error class redis-py raises for the same reply."""
     message = str(error)
@@ -93,6 +111,9 @@ def _typed(error: ResponseError) -> ResponseError | AuthenticationError:
         return AuthenticationError(message)
     if message.startswith("NOSCRIPT"):
         return NoScriptError(message)
+    for prefix, kind in _TYPED_ERRORS:
+        if message.startswith(prefix):
+            return kind(message)
     if message.startswith("ERR Protocol error: unauthenticated"):
         # A server that wants a password refuses a large request before it gets as far
         # as NOAUTH (redis-py's smaller first command would have heard NOAUTH).
