@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,13 @@ from docket.execution import Disposition
 CHAOS_DIR = Path(__file__).resolve().parent
 TESTS_DIR = CHAOS_DIR.parent
 REPO_DIR = TESTS_DIR.parent
+
+# The suite also runs against the released docket, to set its figures beside ours: run
+# pytest with a Python that has ``pydocket==0.27.0`` installed (and not this checkout on
+# its path), and the workers run that docket too. Its CLI takes whole seconds and has no
+# --max-deliveries.
+RELEASED = version("pydocket").startswith("0.27.")
+SYSTEM = "released 0.27" if RELEASED else "ours"
 
 RESULTS_ENV = "DOCKET_CHAOS_RESULTS"
 # How long each task's body sleeps (seconds), drawn per task, so runs overlap the faults.
@@ -160,7 +168,11 @@ class Cluster:
         self.pauses: dict[int, list[Interval]] = defaultdict(list)
 
     def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        paths = [str(REPO_DIR), str(TESTS_DIR), str(CHAOS_DIR)]
+        paths = (
+            [str(TESTS_DIR), str(CHAOS_DIR)]
+            if RELEASED
+            else [str(REPO_DIR), str(TESTS_DIR), str(CHAOS_DIR)]
+        )
         if os.environ.get("PYTHONPATH"):
             paths.append(os.environ["PYTHONPATH"])
         environment = {
@@ -176,6 +188,8 @@ class Cluster:
         return environment
 
     def command(self, name: str) -> list[str]:
+        if RELEASED:
+            return self._released_command(name)
         module = "docket" if self.execution_ttl is None else "chaos_worker"
         return [
             sys.executable, "-m", module, "worker",
@@ -194,6 +208,26 @@ class Cluster:
             "--logging-format", "plain",
             # Warnings and errors only: two INFO lines per task would cost the 2 cores
             # more than the tasks do, and bury what went wrong.
+            "--logging-level", "warning",
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def _released_command(self, name: str) -> list[str]:
+        """The same worker in the released CLI's terms: durations in whole seconds (its
+        shortest poll is a second), no --max-deliveries (it has none)."""
+        return [
+            sys.executable, "-m", "docket", "worker",
+            "--docket", self.docket,
+            "--url", self.url,
+            "--name", name,
+            "--tasks", "ledger_tasks:tasks",
+            "--concurrency", str(self.concurrency),
+            "--redelivery-timeout", str(max(1, round(self.redelivery_timeout))),
+            "--reconnection-delay", "1",
+            "--minimum-check-interval", "1",
+            "--scheduling-resolution", "1",
+            "--no-schedule-automatic-tasks",
+            "--logging-format", "plain",
             "--logging-level", "warning",
             *self.extra_args,
         ]  # fmt: skip
@@ -456,7 +490,8 @@ class Figures:
     def line(self) -> str:
         extra = "".join(f" {k}={v}" for k, v in self.extra.items())
         return (
-            f"chaos {self.scenario} [{self.size}]: tasks={self.tasks} "
+            f"chaos {self.scenario} [{self.size}]{'' if SYSTEM == 'ours' else f' ({SYSTEM})'}: "
+            f"tasks={self.tasks} "
             f"{self.fault}={self.faults} lost={self.lost} stuck={self.stuck} "
             f"early={self.early} overlapping={self.overlapping} "
             f"duplicates={self.duplicates} "
@@ -466,6 +501,7 @@ class Figures:
 
     def as_json(self) -> str:
         data = asdict(self)
+        data["system"] = SYSTEM
         data["duplicates_per_fault"] = round(self.duplicates_per_fault, 3)
         return json.dumps(data)
 

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from docket import Docket
-from docket.execution import TERMINAL_STATES
 
 # The docket stores ``when`` with six decimals and compares it with the server's TIME in
 # microseconds: a start may precede the float ``when`` by rounding, never by more.
@@ -238,7 +237,7 @@ def analyse(
         by_key[run.key].append(run)
 
     lost = tuple(k for k in added if not any(r.ended for r in by_key.get(k, ())))
-    final: set[str | None] = {str(state) for state in TERMINAL_STATES}
+    final: set[str | None] = set(FINAL_STATES)
     if missing_is_final:
         final.add(None)
     stuck = tuple((k, states.get(k)) for k in added if states.get(k) not in final)
@@ -267,6 +266,17 @@ def analyse(
     )
 
 
+# A task's final states by name, as its record stores them (the released docket, which
+# the suite can also run, names them the same).
+FINAL_STATES = ("completed", "failed", "cancelled")
+
+
+def state_name(state: object) -> str:
+    """An ``ExecutionState`` by the name its record stores (a plain Enum's str() would
+    be ``ExecutionState.COMPLETED``)."""
+    return str(getattr(state, "value", state))
+
+
 async def record_states(
     docket: Docket, keys: Iterable[str], chunk: int = 32
 ) -> dict[str, str | None]:
@@ -277,7 +287,7 @@ async def record_states(
         part = keys[offset : offset + chunk]
         executions = await asyncio.gather(*(docket.get_execution(k) for k in part))
         for key, execution in zip(part, executions, strict=True):
-            states[key] = None if execution is None else str(execution.state)
+            states[key] = None if execution is None else state_name(execution.state)
     return states
 
 

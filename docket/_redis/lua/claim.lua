@@ -8,6 +8,13 @@
 -- owns the message (left alone), or why it was a stale copy, acked away: 0 its task has no
 -- record (it expired, or was never written), 1 a newer schedule of the key superseded it,
 -- 2 its run is no longer waiting to start (cancelled, finished, or running elsewhere).
+-- Why a copy that may not run is stale, by its record's generation (false: no record).
+local function stale_reason(record_gen, gen)
+  if record_gen == false then return 0 end
+  if record_gen ~= gen then return 1 end
+  return 2
+end
+
 local stream, group, worker = KEYS[1], ARGV[1], ARGV[2]
 local now = fmt_time(server_now())
 local out = {}
@@ -41,13 +48,7 @@ for i = 1, n do
     out[i] = now
   else
     drop_message(stream, group, mid)
-    if r[2] == false then
-      out[i] = 0
-    elseif r[2] ~= gen then
-      out[i] = 1
-    else
-      out[i] = 2
-    end
+    out[i] = stale_reason(r[2], gen)
   end
 end
 return out
