@@ -626,6 +626,8 @@ async def test_out_of_memory_and_no_permission_replies_are_redis_pys_own_classes
             with pytest.raises(OutOfMemoryError, match=r"^OOM command not allowed"):
                 for n in range(10_000):
                     await wire.call("SET", f"{prefix}:{n}", "x" * 4096)
+            replies = await wire.pipeline([("SET", f"{prefix}:more", "x" * 4096), ("PING",)])
+            assert isinstance(replies[0], OutOfMemoryError) and replies[1] in (b"PONG", "PONG")
             with pytest.raises(NoPermissionError, match=r"^NOPERM"):
                 await narrow.call("GET", "theirs:key")
             assert await narrow.call("GET", "mine:key") is None  # its own keys it may read

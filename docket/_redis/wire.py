@@ -336,7 +336,9 @@ class Wire:
                 if attempt == 2:
                     raise
                 continue
-            return [replies] if count == 1 else replies
+            replies = [replies] if count == 1 else replies
+            # Typed as call() raises them, so a pipeline's OOM is an OutOfMemoryError too.
+            return [_typed(r) if isinstance(r, ResponseError) else r for r in replies]
         raise AssertionError("unreachable")
 
     async def evalsha(self, sha: str, source: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
