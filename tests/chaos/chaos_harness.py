@@ -213,8 +213,9 @@ class Cluster:
         ]  # fmt: skip
 
     def _released_command(self, name: str) -> list[str]:
-        """The same worker in the released CLI's terms: durations in whole seconds (its
-        shortest poll is a second), no --max-deliveries (it has none)."""
+        """The same worker in the released CLI's terms: durations in whole seconds, so its
+        own polling defaults (100 ms, 250 ms) rather than a second; no --max-deliveries
+        (it has none)."""
         return [
             sys.executable, "-m", "docket", "worker",
             "--docket", self.docket,
@@ -224,11 +225,9 @@ class Cluster:
             "--concurrency", str(self.concurrency),
             "--redelivery-timeout", str(max(1, round(self.redelivery_timeout))),
             "--reconnection-delay", "1",
-            "--minimum-check-interval", "1",
-            "--scheduling-resolution", "1",
             "--no-schedule-automatic-tasks",
             "--logging-format", "plain",
-            "--logging-level", "warning",
+            "--logging-level", "WARNING",
             *self.extra_args,
         ]  # fmt: skip
 

@@ -17,9 +17,7 @@ import sys
 from datetime import timedelta
 from typing import Any
 
-import docket._worker_run as worker_run
 from docket import Docket
-from docket.cli import main
 
 EXECUTION_TTL_ENV = "DOCKET_CHAOS_EXECUTION_TTL"
 
@@ -34,6 +32,11 @@ def _docket_class(ttl: timedelta) -> type[Docket]:
 
 
 if __name__ == "__main__":
+    # Here, not at the top: the harness imports this module for EXECUTION_TTL_ENV alone,
+    # also when it runs the released docket, which has neither of these.
+    import docket._worker_run as worker_run
+    from docket.cli import main
+
     raw = os.environ.get(EXECUTION_TTL_ENV)
     if raw:
         worker_run.Docket = _docket_class(timedelta(seconds=float(raw)))  # type: ignore[attr-defined]
