@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from _redis_server import RedisServer
@@ -48,31 +49,31 @@ STORM = {
 }
 
 
-@pytest.mark.timeout(900)
-async def test_worker_sigkill_storm_loses_nothing_and_runs_nothing_twice_at_once(
+async def sigkill_storm(
+    scenario: str,
+    size: Size,
     chaos_size: str,
-    make_cluster: Callable[..., Cluster],
-    private_redis: RedisServer,
+    cluster: Cluster,
     request: pytest.FixtureRequest,
+    *,
+    seed: int,
+    producer_options: dict[str, Any] | None = None,
 ) -> None:
-    size = STORM[chaos_size]
-    cluster = make_cluster(
-        private_redis.url, concurrency=CONCURRENCY, redelivery_timeout=REDELIVERY_TIMEOUT
-    )
-    chooser = random.Random(7)
+    """3 workers; every so often a random one that has been up long enough to be running
+    tasks (not still importing) is SIGKILLed and a fresh one started."""
+    chooser = random.Random(seed)
 
     async def kill_workers(producer: Producer) -> int:
         interval = size.over / (size.faults + 1)
         for _ in range(size.faults):
             await asyncio.sleep(interval)
-            # One that has been up long enough to be running tasks, not still importing.
-            settled = [w for w in cluster.live if time.monotonic() - w.started > 1.5]
+            settled = [w for w in cluster.live if time.monotonic() - w.started > 1.0]
             await cluster.kill(chooser.choice(settled or cluster.live))
             cluster.start_worker()
         return size.faults
 
     outcome = await run_scenario(
-        scenario="sigkill-storm",
+        scenario=scenario,
         size=chaos_size,
         cluster=cluster,
         workers=3,
@@ -82,12 +83,26 @@ async def test_worker_sigkill_storm_loses_nothing_and_runs_nothing_twice_at_once
         fault="kills",
         inflict=kill_workers,
         drain_timeout=size.drain_timeout,
+        producer_options=producer_options,
     )
     publish(outcome.figures, request.node.user_properties)
     check(outcome)
     # At least once: a worker killed after a run's end but before its settle reached
     # Redis has that run redelivered; no more than it had slots.
     assert outcome.figures.duplicates <= size.faults * CONCURRENCY, outcome.explain()
+
+
+@pytest.mark.timeout(900)
+async def test_worker_sigkill_storm_loses_nothing_and_runs_nothing_twice_at_once(
+    chaos_size: str,
+    make_cluster: Callable[..., Cluster],
+    private_redis: RedisServer,
+    request: pytest.FixtureRequest,
+) -> None:
+    cluster = make_cluster(
+        private_redis.url, concurrency=CONCURRENCY, redelivery_timeout=REDELIVERY_TIMEOUT
+    )
+    await sigkill_storm("sigkill-storm", STORM[chaos_size], chaos_size, cluster, request, seed=7)
 
 
 # --- 1b. SIGKILL storm at full speed: how many finished runs a kill repeats ----------------
@@ -107,37 +122,18 @@ async def test_a_sigkill_storm_at_full_speed_repeats_few_finished_runs(
     private_redis: RedisServer,
     request: pytest.FixtureRequest,
 ) -> None:
-    size = FAST_STORM[chaos_size]
     cluster = make_cluster(
         private_redis.url, concurrency=CONCURRENCY, redelivery_timeout=REDELIVERY_TIMEOUT
     )
-    chooser = random.Random(11)
-
-    async def kill_workers(producer: Producer) -> int:
-        interval = size.over / (size.faults + 1)
-        for _ in range(size.faults):
-            await asyncio.sleep(interval)
-            settled = [w for w in cluster.live if time.monotonic() - w.started > 1.0]
-            await cluster.kill(chooser.choice(settled or cluster.live))
-            cluster.start_worker()
-        return size.faults
-
-    outcome = await run_scenario(
-        scenario="sigkill-storm-fast",
-        size=chaos_size,
-        cluster=cluster,
-        workers=3,
-        tasks=size.tasks,
-        over=size.over,
-        horizon=size.horizon,
-        fault="kills",
-        inflict=kill_workers,
-        drain_timeout=size.drain_timeout,
+    await sigkill_storm(
+        "sigkill-storm-fast",
+        FAST_STORM[chaos_size],
+        chaos_size,
+        cluster,
+        request,
+        seed=11,
         producer_options={"sleep": (0.0, 0.002)},
     )
-    publish(outcome.figures, request.node.user_properties)
-    check(outcome)
-    assert outcome.figures.duplicates <= size.faults * CONCURRENCY, outcome.explain()
 
 
 # --- 2. Redis restarted (AOF) ---------------------------------------------------------------
