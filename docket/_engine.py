@@ -74,8 +74,11 @@ class Engine:
         self._labels_by_task: dict[str, dict[str, str]] = {}
 
     def open(self) -> None:
-        self.connection = Connection(self.docket.url, self.docket.credential_provider)
-        self.scripts = Scripts(self.connection.client, self.connection.wire)
+        self.connection = Connection(
+            self.docket.url, self.docket.credential_provider, slot_key=self.keys.prefix
+        )
+        connection = self.connection
+        self.scripts = Scripts(connection.client, connection.wire, cluster=connection.is_cluster)
 
     async def close(self) -> None:
         await self.connection.aclose()

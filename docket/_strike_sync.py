@@ -120,7 +120,7 @@ class StrikeSync:
         docket = self._docket
         while True:
             try:
-                pubsub = docket.engine.connection.client.pubsub()
+                pubsub = docket.engine.connection.pubsub()
                 with self._internal():
                     await pubsub.subscribe(docket.keys.strikes_channel)
                 try:

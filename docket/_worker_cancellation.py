@@ -70,7 +70,7 @@ class Cancellation:
     async def _subscribed(self, wake: Callable[[], None]) -> None:
         worker = self._worker
         keys = worker.docket.keys
-        pubsub = worker.docket.engine.connection.client.pubsub()
+        pubsub = worker.docket.engine.connection.pubsub()
         channels = (keys.wake_channel, keys.cancel_channel)
         with self._state.internal("docket.listen"):
             await pubsub.subscribe(*channels)

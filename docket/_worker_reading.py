@@ -170,6 +170,9 @@ class RedisPyReader(Reader):
         self._client = client
         # The in-process engine answers at once and cannot block.
         self._memory = docket.engine.connection.is_memory
+        # CLIENT UNBLOCK needs the one server the read blocks on (not so on a Cluster,
+        # where a stopping worker waits out its block instead).
+        self._unblockable = docket.engine.connection.can_unblock
 
     async def read(self, count: int, block: float) -> Delivery:
         """Up to ``count`` new messages, all left to claim."""
@@ -178,7 +181,7 @@ class RedisPyReader(Reader):
         if self._memory:
             reply = await client.xreadgroup(GROUP, self._consumer, {stream: ">"}, count=count)
         else:
-            if self._client_id is None:
+            if self._client_id is None and self._unblockable:
                 self._client_id = int(await client.client_id())
             reply = await client.xreadgroup(
                 GROUP, self._consumer, {stream: ">"}, count=count, block=int(block * 1000)

@@ -16,8 +16,9 @@ from ._engine import Engine
 from ._imports import import_object
 from ._layout_names import ReleasedLayoutNames
 from ._redis import scripts
-from ._redis.client import check_credentials, redact_url
+from ._redis.client import TopologyError, check_credentials, redact_url
 from ._redis.keys import GROUP, Keys, validate_name
+from ._redis.topology import parse_topology
 
 # Importable from here, as released (and SNAPSHOT_BATCH, as the tests read it).
 from ._snapshot import SNAPSHOT_BATCH as SNAPSHOT_BATCH
@@ -75,6 +76,8 @@ class Docket(ReleasedLayoutNames):
             raise ValueError("execution_ttl must be zero (keep nothing) or positive")
         self.execution_ttl = execution_ttl
         self.enable_internal_instrumentation = enable_internal_instrumentation
+        # A URL that cannot work is refused here, where it was written, not at first use.
+        parse_topology(self.url)
         check_credentials(self.url, credential_provider)
         self.credential_provider = credential_provider
         if signing_key is None:
@@ -118,6 +121,7 @@ class Docket(ReleasedLayoutNames):
         engine = self.engine
         engine.open()
         try:
+            await engine.connection.check()
             await engine.scripts.send(scripts.EnsureGroup(stream=self.keys.stream, group=GROUP))
             await self._strikes.load()
         except AuthenticationError:
@@ -125,6 +129,10 @@ class Docket(ReleasedLayoutNames):
             # raises redis-py's own error. A provider's credentials may also start
             # working later; workers create the group and the monitor loads strikes.
             pass
+        except TopologyError:
+            await engine.close()
+            self._entered = False
+            raise
         except (RedisError, OSError) as error:
             await engine.close()
             self._entered = False
@@ -225,7 +233,7 @@ class Docket(ReleasedLayoutNames):
 
     def _pubsub(self) -> Any:
         # The released docket's seam for pub/sub connections (see Engine.pubsub).
-        return self.engine.connection.client.pubsub()
+        return self.engine.connection.pubsub()
 
     async def schedule(self, execution: Execution) -> None:
         """Schedule a prepared ``Execution`` as ``add`` would (strikes apply, and a key

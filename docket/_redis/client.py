@@ -1,7 +1,11 @@
 """Turning a docket URL into a Redis client.
 
 ``redis://``, ``rediss://`` and ``unix://`` go to a real server through one shared
-connection pool per docket. ``memory://<id>`` is an in-process Redis-compatible engine
+connection pool per docket. ``redis+sentinel://`` finds the primary through the sentinels
+(redis-py's Sentinel pool, which asks again after a failover); ``redis+cluster://`` is
+redis-py's cluster client, which follows MOVED and ASK and refreshes its slot map after
+a failover. Every key of a docket shares one hash tag, so on a Cluster the whole docket
+is one slot on one shard. ``memory://<id>`` is an in-process Redis-compatible engine
 (fakeredis with Lua) that runs the very same scripts: one engine per URL per event loop,
 so every docket and worker in a process that names the same URL sees the same data.
 """
@@ -13,14 +17,20 @@ import weakref
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
 
-from .wire import Wire, wire_supported
+from .topology import SUPPORTED_SCHEMES, Topology, parse_topology, redact_url
+from .wire import Wire, options_supported, wire_supported
+
+__all__ = ["SUPPORTED_SCHEMES", "Connection", "TopologyError", "check_credentials", "redact_url"]
 
 # redis-py's own annotations are unions too broad to use (every reply may be bytes, str,
 # int, None...), so the client is typed loosely and replies are checked where decoded.
@@ -30,21 +40,6 @@ RedisClient: TypeAlias = Any
 # (redis-py 8 defaults to 5 s, which would abort longer blocking reads).
 BLOCK_SECONDS = 2.0
 SOCKET_TIMEOUT = BLOCK_SECONDS + 10.0
-
-SUPPORTED_SCHEMES = ("redis", "rediss", "unix", "memory")
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, safe for logs and reprs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    # Everything after the last '@' is host[:port], kept verbatim (a malformed port must
-    # not turn redaction itself into an error).
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def check_credentials(url: str, credential_provider: Any) -> None:
@@ -102,51 +97,164 @@ def _memory_engine(url: str) -> _MemoryEngine:
     return engine
 
 
+class TopologyError(ConnectionError):
+    """The URL's servers are not what its scheme says (a cluster URL reaching a single
+    server, a Sentinel service the sentinels do not know)."""
+
+
+def _retry() -> Retry:
+    # A pooled connection the server closed while idle fails on first use; a few quick
+    # retries on a fresh connection hide that. Only connection errors are retried: every
+    # script is safe to run again after one.
+    backoff = ExponentialWithJitterBackoff(cap=0.5, base=0.01)
+    return Retry(backoff, 3, supported_errors=(RedisConnectionError,))
+
+
+_COMMON: dict[str, Any] = {
+    "socket_timeout": SOCKET_TIMEOUT,
+    "socket_connect_timeout": 5.0,
+    "health_check_interval": 30,
+}
+
+
 class Connection:
     """One docket's client, plus what the memory engine needs to stand in for blocking."""
 
-    def __init__(self, url: str, credential_provider: Any = None) -> None:
-        scheme = urlsplit(url).scheme
-        if scheme not in SUPPORTED_SCHEMES:
-            raise ValueError(
-                f"Unsupported docket URL {redact_url(url)!r}: the scheme must be one of "
-                + ", ".join(f"{s}://" for s in SUPPORTED_SCHEMES)
-            )
+    def __init__(self, url: str, credential_provider: Any = None, *, slot_key: str = "") -> None:
+        topology = parse_topology(url)
+        # A key in the docket's hash slot: on a Cluster, which shard serves the docket.
+        self.slot_key = slot_key or "{docket}"
         check_credentials(url, credential_provider)
         self.url = url
-        self.is_memory = scheme == "memory"
+        self.topology = topology
+        self.is_memory = topology.kind == "memory"
+        self.is_cluster = topology.kind == "cluster"
+        # CLIENT UNBLOCK names a connection of one server; a cluster client's connections
+        # are spread over several, and the memory engine does not block at all.
+        self.can_unblock = topology.kind in ("standalone", "sentinel")
         self.activity: ActivitySignal | None = None
+        self._credential_provider = credential_provider
+        self._sentinel: Sentinel | None = None
+        self._node_clients: dict[str, RedisClient] = {}
         # The lean connection for the hot path, where the URL allows one (see wire.py).
         self.wire: Wire | None = None
-        if self.is_memory:
+        if topology.kind == "memory":
             import fakeredis
 
             engine = _memory_engine(url)
             self.activity = engine.activity
             self.client: RedisClient = fakeredis.FakeAsyncRedis(server=engine.server)
-        else:
+        elif topology.kind == "standalone":
             self.client = aioredis.Redis.from_url(
-                url,
-                socket_timeout=SOCKET_TIMEOUT,
-                socket_connect_timeout=5.0,
-                health_check_interval=30,
-                credential_provider=credential_provider,
-                # A pooled connection the server closed while idle fails on first use;
-                # a few quick retries on a fresh connection hide that. Only connection
-                # errors are retried: every script is safe to run again after one.
-                retry=Retry(
-                    ExponentialWithJitterBackoff(cap=0.5, base=0.01),
-                    3,
-                    supported_errors=(RedisConnectionError,),
-                ),
+                url, credential_provider=credential_provider, retry=_retry(), **_COMMON
             )
-            if credential_provider is None and wire_supported(url):
-                self.wire = Wire(url, timeout=SOCKET_TIMEOUT)
+        elif topology.kind == "sentinel":
+            self.client = self._sentinel_client(topology)
+        else:
+            self.client = RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in topology.hosts],
+                credential_provider=credential_provider,
+                retry=_retry(),
+                **{**_COMMON, **topology.options},
+            )
+        self.wire = self._new_wire()
+
+    def _sentinel_client(self, topology: Topology) -> RedisClient:
+        options = {**_COMMON, **topology.options}
+        sentinel_options = {
+            "socket_timeout": 5.0,
+            "socket_connect_timeout": 5.0,
+            **topology.sentinel_options,
+        }
+        self._sentinel = Sentinel(list(topology.hosts), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+        return self._sentinel.master_for(
+            topology.service,
+            redis_class=aioredis.Redis,
+            db=topology.db,
+            credential_provider=self._credential_provider,
+            retry=_retry(),
+            **options,
+        )
+
+    def _new_wire(self) -> Wire | None:
+        """A lean connection, where the URL allows one (see wire.py)."""
+        topology = self.topology
+        if self._credential_provider is not None:
+            return None
+        if topology.kind == "standalone" and wire_supported(self.url):
+            return Wire(self.url, timeout=SOCKET_TIMEOUT)
+        if topology.kind == "sentinel" and not topology.tls and options_supported(topology.query):
+            credentials = topology.userinfo + "@" if topology.userinfo else ""
+            return Wire(
+                f"redis://{credentials}primary/{topology.db}",
+                timeout=SOCKET_TIMEOUT,
+                locate=self._primary,
+            )
+        return None
+
+    async def _primary(self) -> tuple[str, int]:
+        assert self._sentinel is not None
+        try:
+            host, port = await self._sentinel.discover_master(self.topology.service)
+        except MasterNotFoundError as error:
+            raise RedisConnectionError(self._no_primary(error)) from error
+        return str(host), int(port)
+
+    def _no_primary(self, error: Exception) -> str:
+        sentinels = ", ".join(f"{h}:{p}" for h, p in self.topology.hosts)
+        return (
+            f"The sentinels at {sentinels} know no primary for the service "
+            f"{self.topology.service!r} ({error}); check the service name in "
+            f"{redact_url(self.url)!r}"
+        )
+
+    async def check(self) -> None:
+        """Make sure the servers are what the URL says, with an error that says what
+        they are instead. Nothing to check for one server or the memory engine."""
+        if self.topology.kind == "sentinel":
+            await self._primary_or_error()
+        elif self.topology.kind == "cluster":
+            try:
+                await self.client.initialize()
+            except RedisClusterException as error:
+                message = str(error)
+                if "cluster mode is not enabled" in message.lower():
+                    raise TopologyError(
+                        f"{redact_url(self.url)!r} names a Redis Cluster, but the server "
+                        "there is not in cluster mode (cluster_enabled:0); use redis:// for "
+                        "a single server"
+                    ) from error
+                raise TopologyError(
+                    f"Cannot reach the Redis Cluster at {redact_url(self.url)!r}: {message}"
+                ) from error
+
+    async def _primary_or_error(self) -> None:
+        assert self._sentinel is not None
+        try:
+            await self._sentinel.discover_master(self.topology.service)
+        except MasterNotFoundError as error:
+            # redis-py says the same whether the sentinels are down or do not know the
+            # service; one that answers tells which.
+            if await self._sentinels_answer():
+                raise TopologyError(self._no_primary(error)) from error
+            raise
+
+    async def _sentinels_answer(self) -> bool:
+        assert self._sentinel is not None
+        for sentinel in self._sentinel.sentinels:
+            try:
+                await sentinel.ping()
+            except (RedisError, OSError):
+                continue
+            return True
+        return False
 
     def dedicated(self) -> RedisClient:
         """A client holding one connection of the pool, for blocking reads that another
         connection may need to interrupt (``CLIENT UNBLOCK``)."""
-        if self.is_memory:
+        if self.is_memory or self.is_cluster:
+            # A cluster client routes each read to the docket's shard on a connection of
+            # that shard's pool, held for the read's duration.
             return self.client
         return aioredis.Redis(
             connection_pool=self.client.connection_pool, single_connection_client=True
@@ -157,7 +265,28 @@ class Connection:
         lean path."""
         if self.wire is None:
             return None
-        return Wire(self.url, timeout=SOCKET_TIMEOUT)
+        return self._new_wire()
+
+    def pubsub(self) -> Any:
+        """A pub/sub connection. On a Cluster, PUBLISH reaches every node, so any node
+        hears the docket's channels; the one serving the docket's slot is asked for,
+        again for each new pub/sub (after a failover, the slot map names the new one)."""
+        if not self.is_cluster:
+            return self.client.pubsub()
+        node = self.client.get_node_from_key(self.slot_key)
+        name = f"{node.host}:{node.port}"
+        client = self._node_clients.get(name)
+        if client is None:
+            options = {**_COMMON, **self.topology.options}
+            options.pop("max_connections", None)
+            client = self._node_clients[name] = aioredis.Redis(
+                host=node.host,
+                port=node.port,
+                credential_provider=self._credential_provider,
+                retry=_retry(),
+                **options,
+            )
+        return client.pubsub()
 
     def notify_activity(self) -> None:
         if self.activity is not None:
@@ -169,4 +298,9 @@ class Connection:
     async def aclose(self) -> None:
         if self.wire is not None:
             await self.wire.aclose()
+        for client in self._node_clients.values():
+            await client.aclose()
         await self.client.aclose()
+        if self._sentinel is not None:
+            for sentinel in self._sentinel.sentinels:
+                await sentinel.aclose()

@@ -605,9 +605,12 @@ class Scripts:
     connection (``Wire``) when there is one, else through redis-py's script objects. Both
     load a script the server does not know (after a restart, say) and run it again."""
 
-    def __init__(self, client: RedisClient, wire: Wire | None = None) -> None:
+    def __init__(
+        self, client: RedisClient, wire: Wire | None = None, *, cluster: bool = False
+    ) -> None:
         self._client = client
         self._wire = wire
+        self._cluster = cluster
         self._registered: dict[str, AsyncScript] = {
             name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
@@ -629,15 +632,40 @@ class Scripts:
         registered = self._registered[script]
         if self._wire is not None:
             return await self._wire.evalsha_many(registered.sha, script_source(script), flat)
+        replies = await self._pipelined(registered, flat)
+        missing = [i for i, reply in enumerate(replies) if is_noscript(reply)]
+        if missing:
+            # A cluster pipeline does not load scripts first as a plain one does (and a
+            # replica promoted by a failover knows none): load it, and send those again.
+            await self._client.script_load(registered.script)
+            again = await self._pipelined(registered, [flat[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _pipelined(
+        self, registered: AsyncScript, flat: Sequence[tuple[list[Any], list[Any]]]
+    ) -> list[Any]:
         async with self._client.pipeline(transaction=False) as pipe:
             for keys, args in flat:
-                await registered(keys=keys, args=args, client=pipe)
+                if self._cluster:
+                    # redis-py refuses evalsha() on a cluster pipeline (it cannot load the
+                    # script first), not the command itself; NOSCRIPT is handled above.
+                    pipe.execute_command("EVALSHA", registered.sha, len(keys), *keys, *args)
+                else:
+                    await registered(keys=keys, args=args, client=pipe)
             return list(await pipe.execute(raise_on_error=False))
 
     async def queue(self, pipe: Any, call: Call) -> None:
         """Add a call to a redis-py pipeline of the caller's (its reply comes with the
-        pipeline's, which loads the script first if the server does not know it)."""
+        pipeline's, which loads the script first if the server does not know it).
+
+        A cluster pipeline loads nothing first, so there the call carries its source
+        (``EVAL``): the pipeline's reply cannot be sent again from here."""
         keys, args = call.flatten()
+        if self._cluster:
+            pipe.execute_command("EVAL", script_source(call.script), len(keys), *keys, *args)
+            return
         await self._registered[call.script](keys=keys, args=args, client=pipe)
 
     async def send_after(self, wire: Wire, command: Sequence[Any], call: Call) -> tuple[Any, Any]:

@@ -6,8 +6,10 @@ trip itself. A ``Wire`` is one socket with a hiredis reply parser and a queue of
 futures, so any number of coroutines pipeline through it just by calling it: requests go
 out in call order and replies come back in the same order.
 
-It serves ``redis://`` and ``unix://`` URLs whose options it understands; anything else
-(TLS, credential providers, exotic options) keeps using redis-py, as do the memory engine,
+It serves ``redis://`` and ``unix://`` URLs whose options it understands, and the primary
+of a ``redis+sentinel://`` URL (asking the sentinels where it is at each connect, and
+connecting again when a failover made it a replica); anything else (TLS, credential
+providers, exotic options, Redis Cluster) keeps using redis-py, as do the memory engine,
 pub/sub and every command off the hot path. Errors are redis-py's exception types, so the
 callers' handling is the same whichever path a command took.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -49,13 +51,21 @@ _ACCEPTED_OPTIONS = frozenset(
 )
 _SCHEMES = ("redis", "unix")
 
+Locate = Callable[[], Awaitable[tuple[str, int]]]
+"""Where the server is now (a Sentinel-watched primary moves on a failover)."""
+
 
 def wire_supported(url: str) -> bool:
     """Whether a Wire can serve ``url`` exactly as redis-py would."""
     parts = urlsplit(url)
     if parts.scheme not in _SCHEMES:
         return False
-    return set(parse_qs(parts.query)) <= _ACCEPTED_OPTIONS
+    return options_supported(parse_qs(parts.query))
+
+
+def options_supported(query: dict[str, list[str]]) -> bool:
+    """Whether a Wire honours every one of a URL's query options."""
+    return set(query) <= _ACCEPTED_OPTIONS
 
 
 def _encode(value: Any) -> bytes:
@@ -185,7 +195,17 @@ class _Protocol(asyncio.Protocol):
 class Wire:
     """One connection to a real Redis server; see the module docstring."""
 
-    def __init__(self, url: str, *, timeout: float, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        connect_timeout: float = 5.0,
+        locate: Locate | None = None,
+    ) -> None:
+        # With ``locate``, the URL gives the credentials and database and ``locate`` the
+        # address, asked again at every connect.
+        self._locate = locate
         options = parse_url(url)
         self._host: str = options.get("host", "localhost")
         self._port: int = int(options.get("port", 6379))
@@ -215,6 +235,11 @@ class Wire:
             if self._closed:
                 raise RedisConnectionError("this connection was closed")
             loop = asyncio.get_running_loop()
+            if self._locate is not None:
+                try:
+                    self._host, self._port = await self._locate()
+                except (OSError, TimeoutError) as error:
+                    raise RedisConnectionError(f"Cannot find the Redis primary: {error}") from error
             try:
                 if self._path:
                     connecting = loop.create_unix_connection(lambda: _Protocol(self), self._path)
@@ -319,7 +344,19 @@ class Wire:
                 # command sent here is safe to send again on a fresh one.
                 if attempt == 2:
                     raise
+            except ReadOnlyError:
+                if not self._moved(protocol) or attempt == 2:
+                    raise
         raise AssertionError("unreachable")
+
+    def _moved(self, protocol: _Protocol) -> bool:
+        """A located server that answers READONLY was demoted by a failover: drop the
+        connection, so the next attempt asks where the primary is now. Whether to try
+        again (a fixed server that is read-only stays so)."""
+        if self._locate is None:
+            return False
+        self._drop(protocol)
+        return True
 
     async def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send commands in one write; replies (error replies as exception objects, not
@@ -338,7 +375,12 @@ class Wire:
                 continue
             replies = [replies] if count == 1 else replies
             # Typed as call() raises them, so a pipeline's OOM is an OutOfMemoryError too.
-            return [_typed(r) if isinstance(r, ResponseError) else r for r in replies]
+            typed = [_typed(r) if isinstance(r, ResponseError) else r for r in replies]
+            demoted = attempt < 2 and any(isinstance(r, ReadOnlyError) for r in typed)
+            # A demoted primary ran none of the writes: all go again to the new one.
+            if demoted and self._moved(protocol):
+                continue
+            return typed
         raise AssertionError("unreachable")
 
     async def evalsha(self, sha: str, source: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from .._imports import ImportPathError, import_object
 from .._redis.client import SUPPORTED_SCHEMES, redact_url
 from .._redis.keys import validate_name
+from .._redis.topology import parse_topology
 from .durations import format_duration_option, parse_duration
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -98,7 +99,8 @@ def check_any_url(url: str) -> str:
             + ", ".join(f"{s}://" for s in SUPPORTED_SCHEMES if s != "memory")
         )
     try:
-        parse_url(url)  # type: ignore[no-untyped-call]
+        if parse_topology(url).kind == "standalone":
+            parse_url(url)  # type: ignore[no-untyped-call]
     except ValueError as error:
         raise typer.BadParameter(f"{safe_url(url)!r}: {error}") from None
     return url
