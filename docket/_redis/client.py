@@ -136,6 +136,7 @@ class Connection:
         self._credential_provider = credential_provider
         self._sentinel: Sentinel | None = None
         self._node_clients: dict[str, RedisClient] = {}
+        self._shard_known = False
         # The lean connection for the hot path, where the URL allows one (see wire.py).
         self.wire: Wire | None = None
         if topology.kind == "memory":
@@ -190,29 +191,42 @@ class Connection:
                 timeout=SOCKET_TIMEOUT,
                 locate=self._primary,
             )
+        if topology.kind == "cluster" and not topology.tls and options_supported(topology.query):
+            credentials = topology.userinfo + "@" if topology.userinfo else ""
+            return Wire(f"redis://{credentials}shard/0", timeout=SOCKET_TIMEOUT, locate=self._shard)
         return None
+
+    async def _shard(self) -> tuple[str, int]:
+        """The primary serving the docket's slot. Asked again after a lost connection,
+        when a failover may have promoted another: the slot map is read afresh then."""
+        client = self.client
+        if self._shard_known:
+            await client.nodes_manager.initialize()
+        else:
+            await client.initialize()
+        self._shard_known = True
+        node = client.get_node_from_key(self.slot_key)
+        return str(node.host), int(node.port)
 
     async def _primary(self) -> tuple[str, int]:
         assert self._sentinel is not None
         try:
             host, port = await self._sentinel.discover_master(self.topology.service)
         except MasterNotFoundError as error:
-            raise RedisConnectionError(self._no_primary(error)) from error
+            raise RedisConnectionError(
+                f"No primary for the service {self.topology.service!r} from the sentinels "
+                f"at {self._sentinel_hosts()} ({error}); a failover may be under way"
+            ) from error
         return str(host), int(port)
 
-    def _no_primary(self, error: Exception) -> str:
-        sentinels = ", ".join(f"{h}:{p}" for h, p in self.topology.hosts)
-        return (
-            f"The sentinels at {sentinels} know no primary for the service "
-            f"{self.topology.service!r} ({error}); check the service name in "
-            f"{redact_url(self.url)!r}"
-        )
+    def _sentinel_hosts(self) -> str:
+        return ", ".join(f"{h}:{p}" for h, p in self.topology.hosts)
 
     async def check(self) -> None:
         """Make sure the servers are what the URL says, with an error that says what
         they are instead. Nothing to check for one server or the memory engine."""
         if self.topology.kind == "sentinel":
-            await self._primary_or_error()
+            await self._check_service()
         elif self.topology.kind == "cluster":
             try:
                 await self.client.initialize()
@@ -228,26 +242,32 @@ class Connection:
                     f"Cannot reach the Redis Cluster at {redact_url(self.url)!r}: {message}"
                 ) from error
 
-    async def _primary_or_error(self) -> None:
+    async def _check_service(self) -> None:
+        """A service name the sentinels do not watch is a mistake in the URL; one whose
+        primary is down right now is a failover, left to the reconnecting."""
         assert self._sentinel is not None
-        try:
-            await self._sentinel.discover_master(self.topology.service)
-        except MasterNotFoundError as error:
-            # redis-py says the same whether the sentinels are down or do not know the
-            # service; one that answers tells which.
-            if await self._sentinels_answer():
-                raise TopologyError(self._no_primary(error)) from error
-            raise
-
-    async def _sentinels_answer(self) -> bool:
-        assert self._sentinel is not None
+        service = self.topology.service
         for sentinel in self._sentinel.sentinels:
             try:
-                await sentinel.ping()
+                masters = await sentinel.sentinel_masters()
             except (RedisError, OSError):
                 continue
-            return True
-        return False
+            # A mapping by name (RESP2's parsed reply) or a list of masters' fields.
+            names = sorted(
+                str(name)
+                for name in (
+                    masters if isinstance(masters, dict) else (m.get("name") for m in masters)
+                )
+            )
+            if service in names:
+                return
+            watched = ", ".join(repr(name) for name in names) or "none"
+            raise TopologyError(
+                f"The sentinels at {self._sentinel_hosts()} watch no service named "
+                f"{service!r} (they watch: {watched}); check the service name in "
+                f"{redact_url(self.url)!r}"
+            )
+        raise RedisConnectionError(f"No sentinel answered at {self._sentinel_hosts()}")
 
     def dedicated(self) -> RedisClient:
         """A client holding one connection of the pool, for blocking reads that another

@@ -26,13 +26,17 @@ from urllib.parse import parse_qs, urlsplit
 import hiredis
 from redis.asyncio.connection import parse_url
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
+    ClusterDownError,
     ExecAbortError,
+    MovedError,
     NoPermissionError,
     NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -114,9 +118,22 @@ _TYPED_ERRORS: tuple[tuple[str, type[ResponseError]], ...] = (
 )
 
 
+# A Cluster's redirections, built as redis-py builds them (from the message after the
+# prefix, which MovedError and AskError parse for the slot and the address).
+_CLUSTER_ERRORS: tuple[tuple[str, type[ResponseError]], ...] = (
+    ("MOVED ", MovedError),
+    ("ASK ", AskError),
+    ("TRYAGAIN ", TryAgainError),
+    ("CLUSTERDOWN ", ClusterDownError),
+)
+
+
 def _typed(error: ResponseError) -> ResponseError | AuthenticationError:
     """The error class redis-py raises for the same reply."""
     message = str(error)
+    for prefix, kind in _CLUSTER_ERRORS:
+        if message.startswith(prefix):
+            return kind(message[len(prefix) :])
     if message.startswith(("WRONGPASS", "NOAUTH", "invalid password", "invalid username")):
         return AuthenticationError(message)
     if message.startswith("NOSCRIPT"):
@@ -204,8 +221,9 @@ class Wire:
         locate: Locate | None = None,
     ) -> None:
         # With ``locate``, the URL gives the credentials and database and ``locate`` the
-        # address, asked again at every connect.
+        # address, asked again at every connect (unless a MOVED reply just said it).
         self._locate = locate
+        self._redirect: tuple[str, int] | None = None
         options = parse_url(url)
         self._host: str = options.get("host", "localhost")
         self._port: int = int(options.get("port", 6379))
@@ -235,7 +253,9 @@ class Wire:
             if self._closed:
                 raise RedisConnectionError("this connection was closed")
             loop = asyncio.get_running_loop()
-            if self._locate is not None:
+            if self._redirect is not None:
+                (self._host, self._port), self._redirect = self._redirect, None
+            elif self._locate is not None:
                 try:
                     self._host, self._port = await self._locate()
                 except (OSError, TimeoutError) as error:
@@ -344,17 +364,20 @@ class Wire:
                 # command sent here is safe to send again on a fresh one.
                 if attempt == 2:
                     raise
-            except ReadOnlyError:
-                if not self._moved(protocol) or attempt == 2:
+            except (ReadOnlyError, MovedError) as error:
+                if not self._moved(protocol, error) or attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    def _moved(self, protocol: _Protocol) -> bool:
-        """A located server that answers READONLY was demoted by a failover: drop the
-        connection, so the next attempt asks where the primary is now. Whether to try
-        again (a fixed server that is read-only stays so)."""
+    def _moved(self, protocol: _Protocol, error: ResponseError) -> bool:
+        """A located server that answers READONLY was demoted by a failover, and one that
+        answers MOVED no longer serves the slot: drop the connection, so the next attempt
+        goes where the reply said or asks where the primary is now. Whether to try again
+        (a fixed server that is read-only stays so)."""
         if self._locate is None:
             return False
+        if isinstance(error, MovedError):
+            self._redirect = (str(error.host), int(error.port))
         self._drop(protocol)
         return True
 
@@ -376,9 +399,10 @@ class Wire:
             replies = [replies] if count == 1 else replies
             # Typed as call() raises them, so a pipeline's OOM is an OutOfMemoryError too.
             typed = [_typed(r) if isinstance(r, ResponseError) else r for r in replies]
-            demoted = attempt < 2 and any(isinstance(r, ReadOnlyError) for r in typed)
-            # A demoted primary ran none of the writes: all go again to the new one.
-            if demoted and self._moved(protocol):
+            moved = next((r for r in typed if isinstance(r, (ReadOnlyError, MovedError))), None)
+            # A demoted primary ran none of the writes, and a node that lost the slot none
+            # of its commands: all go again, as after a lost connection.
+            if attempt < 2 and moved is not None and self._moved(protocol, moved):
                 continue
             return typed
         raise AssertionError("unreachable")
