@@ -701,6 +701,10 @@ class Execution:
 
         if self.state not in TERMINAL_STATES:
             await self._wait_until_final(limit)
+        elif self.result_key is None and self.state is not ExecutionState.CANCELLED:
+            # Made terminal by an event the caller's own subscribe() heard: events do not
+            # carry where the result is, the record does.
+            await self.sync()
         return await self._outcome()
 
     async def _wait_until_final(self, limit: float | None) -> None:

@@ -411,3 +411,24 @@ async def test_following_goes_through_the_released_pubsub_seam_and_a_finished_ta
     with pytest.raises(asyncio.CancelledError):
         await following
     assert len(opened) == 1
+
+
+async def test_get_result_after_the_callers_own_subscribe_saw_the_end(
+    url: str, docket: Docket, worker: Worker
+) -> None:
+    # The events told this object the run completed; where its result is, they do not.
+    async def counted(count: int, progress: ExecutionProgress = Progress()) -> int:
+        await steps(count, progress)
+        return count
+
+    execution = await docket.add(counted)(2)
+    events = execution.subscribe()
+    try:
+        async with in_background(worker):
+            async for event in events:
+                if event["type"] == "state" and event["state"] in TERMINAL:
+                    break
+    finally:
+        await events.aclose()
+    assert execution.state is ExecutionState.COMPLETED
+    assert await execution.get_result() == 2
