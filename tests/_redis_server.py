@@ -23,11 +23,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-__all__ = ["RedisServer", "RedisServerError", "find_redis_server"]
+__all__ = ["RedisReplyError", "RedisServer", "RedisServerError", "find_redis_server"]
 
 HOST = "127.0.0.1"
 _FORBIDDEN_PORTS = frozenset({6379})
@@ -80,8 +80,8 @@ def _encode_command(args: Sequence[str | bytes | int]) -> bytes:
     return b"".join(parts)
 
 
-class _ReplyError(Exception):
-    pass
+class RedisReplyError(Exception):
+    """An error reply (``-ERR ...``) to a command sent with ``execute_command``."""
 
 
 def _read_reply(stream: Any) -> Any:
@@ -92,7 +92,7 @@ def _read_reply(stream: Any) -> Any:
     if kind == b"+":
         return body.decode()
     if kind == b"-":
-        raise _ReplyError(body.decode())
+        raise RedisReplyError(body.decode())
     if kind == b":":
         return int(body)
     if kind == b"$":
@@ -127,9 +127,18 @@ class RedisServer:
         *,
         port: int | None = None,
         startup_timeout: float = 15.0,
+        config_file: str | Path | None = None,
+        port_picker: Callable[[], int] | None = None,
     ) -> None:
+        """``config_file`` goes first on the command line, as redis-server wants it; a
+        relative path is taken inside the server's directory, so it can be written there
+        after construction and before ``start()`` (Sentinel must be able to rewrite its
+        file). ``port_picker`` replaces ``free_port`` when a fresh port is needed, e.g. for
+        cluster nodes, whose port + 10000 must be free too."""
         self.executable = find_redis_server()
         self.extra_args = tuple(extra_args)
+        self.config_file = config_file
+        self._port_picker = port_picker or free_port
         # With --requirepass the helper's own probes must authenticate too.
         self.password: str | None = _option_value(self.extra_args, "--requirepass")
         self.startup_timeout = startup_timeout
@@ -210,7 +219,7 @@ class RedisServer:
         attempts = _FIXED_PORT_ATTEMPTS if keep_port else _PORT_ATTEMPTS
         for _ in range(attempts):
             if self._port is None:
-                self._port = free_port()
+                self._port = self._port_picker()
             if self._launch():
                 return
             failures.append(f"port {self._port}: {self._log_tail(400)}")
@@ -228,8 +237,10 @@ class RedisServer:
         """Start the process and wait for it; False if the port was taken."""
         port = self.port
         self.unix_socket.unlink(missing_ok=True)
+        config = [] if self.config_file is None else [str(self.directory / self.config_file)]
         command = [
             self.executable,
+            *config,
             "--port", str(port),
             "--bind", HOST,
             "--save", "",
@@ -285,7 +296,7 @@ class RedisServer:
             if self.execute_command("PING", timeout=_PROBE_TIMEOUT) != "PONG":
                 return False
             info = self.execute_command("INFO", "server", timeout=_PROBE_TIMEOUT)
-        except (OSError, _ReplyError):
+        except (OSError, RedisReplyError):
             return False
         assert isinstance(info, bytes)
         return f"process_id:{self.pid}\r\n".encode() in info
@@ -376,7 +387,7 @@ class RedisServer:
     def ping(self, timeout: float = 1.0) -> bool:
         try:
             return bool(self.execute_command("PING", timeout=timeout) == "PONG")
-        except (OSError, _ReplyError):
+        except (OSError, RedisReplyError):
             return False
 
     def _log_tail(self, limit: int = _LOG_TAIL) -> str:

@@ -6,7 +6,9 @@ ever connects to a shared server. Tests that fault a server (kill, pause,
 restart with other settings) should use ``private_redis`` or
 ``redis_server_factory`` rather than the per-process ``redis_server``, which
 is healed before each test that uses it but is shared by the tests of that
-process.
+process. The same holds for the multi-node topologies: ``redis_cluster`` and
+``redis_sentinel`` are per process, ``private_redis_cluster`` and
+``private_redis_sentinel`` start sets for one test to kill nodes in.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
-from _redis_server import RedisServer
+from _redis_server import RedisServer, RedisServerError
+from _redis_topologies import RedisClusterSet, RedisSentinelSet
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -46,6 +49,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "chaos: slow fault-injection tests (kills, pauses, restarts); CI runs them at "
         "--chaos-size=smoke, nightly runs at full size",
+    )
+    config.addinivalue_line(
+        "markers",
+        "topology: tests against a real Redis Cluster or Sentinel set (started by the suite)",
     )
 
 
@@ -94,6 +101,12 @@ def _heal_redis_server(request: pytest.FixtureRequest) -> None:
     if "redis_server" in request.fixturenames:
         server: RedisServer = request.getfixturevalue("redis_server")
         server.ensure_running()
+    # The same for the shared topologies; when every process is running this
+    # costs nothing, a killed node is restarted and the set waited on.
+    for name in ("redis_cluster", "redis_sentinel"):
+        if name in request.fixturenames:
+            topology: RedisClusterSet | RedisSentinelSet = request.getfixturevalue(name)
+            topology.ensure_running()
 
 
 @pytest.fixture
@@ -122,6 +135,79 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
     finally:
         for server in servers:
             server.close()
+
+
+# --- Redis Cluster and Sentinel -------------------------------------------------------------
+
+
+def _start_topology[T](start: Callable[[], T]) -> T:
+    # A missing redis-server or redis-cli is a broken test setup, not a reason to
+    # skip: fail every test that needs the topology, saying what to install.
+    try:
+        return start()
+    except RedisServerError as e:
+        message = str(e)
+    # Outside the except block, so the report shows the reason once, unchained.
+    pytest.fail(f"could not start the Redis topology: {message}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterSet]:
+    """This test process's own Redis Cluster: 3 primaries with a replica each, on free
+    loopback ports. Shared by the process's tests; kill nodes in a private one."""
+    cluster = _start_topology(RedisClusterSet)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinelSet]:
+    """This test process's own Sentinel set (a primary, a replica, three Sentinels
+    watching ``mymaster``). Shared by the process's tests; fail over in a private one."""
+    sentinel = _start_topology(RedisSentinelSet)
+    try:
+        yield sentinel
+    finally:
+        sentinel.close()
+
+
+@pytest.fixture
+def private_redis_cluster() -> Iterator[Callable[..., RedisClusterSet]]:
+    """Start Redis Clusters for this test alone, with ``RedisClusterSet``'s arguments,
+    e.g. ``private_redis_cluster()`` or ``private_redis_cluster(replicas_per_primary=2)``;
+    all are closed after the test."""
+    clusters: list[RedisClusterSet] = []
+
+    def start(*args: Any, **kwargs: Any) -> RedisClusterSet:
+        cluster = _start_topology(lambda: RedisClusterSet(*args, **kwargs))
+        clusters.append(cluster)
+        return cluster
+
+    try:
+        yield start
+    finally:
+        for cluster in clusters:
+            cluster.close()
+
+
+@pytest.fixture
+def private_redis_sentinel() -> Iterator[Callable[..., RedisSentinelSet]]:
+    """Start Sentinel sets for this test alone, with ``RedisSentinelSet``'s arguments,
+    e.g. ``private_redis_sentinel(password="pw")``; all are closed after the test."""
+    sets: list[RedisSentinelSet] = []
+
+    def start(*args: Any, **kwargs: Any) -> RedisSentinelSet:
+        sentinel = _start_topology(lambda: RedisSentinelSet(*args, **kwargs))
+        sets.append(sentinel)
+        return sentinel
+
+    try:
+        yield start
+    finally:
+        for sentinel in sets:
+            sentinel.close()
 
 
 # --- URLs and names -------------------------------------------------------------------------
