@@ -209,6 +209,20 @@ class _Protocol(asyncio.Protocol):
         self._wire._lost(self, exc)
 
 
+# How many times a command that meets a slot migration is tried again before its error is
+# raised (the migration moves keys in batches; TRYAGAIN lasts until they are all moved).
+_MIGRATION_TRIES = 50
+
+
+def _at(error: AskError) -> Locate:
+    address = (str(error.host), int(error.port))
+
+    async def locate() -> tuple[str, int]:
+        return address
+
+    return locate
+
+
 class Wire:
     """One connection to a real Redis server; see the module docstring."""
 
@@ -224,6 +238,7 @@ class Wire:
         # address, asked again at every connect (unless a MOVED reply just said it).
         self._locate = locate
         self._redirect: tuple[str, int] | None = None
+        self._url = url
         options = parse_url(url)
         self._host: str = options.get("host", "localhost")
         self._port: int = int(options.get("port", 6379))
@@ -367,7 +382,42 @@ class Wire:
             except (ReadOnlyError, MovedError) as error:
                 if not self._moved(protocol, error) or attempt == 2:
                     raise
+            except (AskError, TryAgainError) as error:
+                if self._locate is None:
+                    raise
+                return await self._migrating(args, error)
         raise AssertionError("unreachable")
+
+    async def _migrating(self, args: Sequence[Any], error: ResponseError) -> Any:
+        """A command that met the docket's slot half-way to another shard: sent there
+        with ASKING (ASK), or again here after a moment (TRYAGAIN: its keys are split
+        between the two for now), or to the new owner once the move is done (MOVED).
+        Raises what the last try answered."""
+        for attempt in range(_MIGRATION_TRIES):
+            if isinstance(error, MovedError):
+                if self._protocol is not None:
+                    self._moved(self._protocol, error)
+                reply = await self._send_once(args)
+            elif isinstance(error, AskError):
+                target = Wire(self._url, timeout=self._timeout, locate=_at(error))
+                try:
+                    _, reply = await target.pipeline([("ASKING",), args])
+                finally:
+                    await target.aclose()
+            else:
+                await asyncio.sleep(0.01 * (attempt + 1))
+                reply = await self._send_once(args)
+            if not isinstance(reply, (AskError, TryAgainError)):
+                if isinstance(reply, BaseException):
+                    raise reply
+                return reply
+            error = reply
+        raise error
+
+    async def _send_once(self, args: Sequence[Any]) -> Any:
+        """One command's reply, an error reply typed and returned, not raised."""
+        reply = await self._send(await self._protocol_now(), pack(args), 1)
+        return _typed(reply) if isinstance(reply, ResponseError) else reply
 
     def _moved(self, protocol: _Protocol, error: ResponseError) -> bool:
         """A located server that answers READONLY was demoted by a failover, and one that
@@ -404,6 +454,13 @@ class Wire:
             # of its commands: all go again, as after a lost connection.
             if attempt < 2 and moved is not None and self._moved(protocol, moved):
                 continue
+            if self._locate is not None:
+                for i, reply in enumerate(typed):
+                    if isinstance(reply, (AskError, TryAgainError)):
+                        try:
+                            typed[i] = await self._migrating(commands[i], reply)
+                        except ResponseError as error:
+                            typed[i] = error
             return typed
         raise AssertionError("unreachable")
 
