@@ -54,6 +54,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "topology: tests against a real Redis Cluster or Sentinel set (started by the suite)",
     )
+    config.addinivalue_line(
+        "markers",
+        "cluster_too: the module's tests that take ``url`` run on a Redis Cluster as well",
+    )
 
 
 # Each chaos scenario's line of figures, collected from the test reports (pytest-xdist
@@ -223,10 +227,27 @@ def memory_url() -> str:
     return f"memory://{uuid.uuid4()}"
 
 
-@pytest.fixture(params=["redis", "memory"], ids=["redis", "memory"])
+@pytest.fixture
+def cluster_url(redis_cluster: RedisClusterSet) -> str:
+    return redis_cluster.url
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # ``url`` runs a test on each backend; a module marked ``cluster_too`` adds this
+    # process's Redis Cluster to them (a chosen subset of the core tests: the cluster's
+    # startup is paid once per process, its runs are slower).
+    if "url" in metafunc.fixturenames:
+        backends = ["redis", "memory"]
+        if metafunc.definition.get_closest_marker("cluster_too") is not None:
+            backends.append("cluster")
+        metafunc.parametrize("url", backends, ids=backends, indirect=True)
+
+
+@pytest.fixture
 def url(request: pytest.FixtureRequest) -> str:
-    """Each backend in turn, for tests that must pass on both. A test that asks for
-    ``url`` also gets its ``docket`` (and ``worker``) on that backend."""
+    """Each backend in turn, for tests that must pass on both (and on a Redis Cluster,
+    in modules marked ``cluster_too``). A test that asks for ``url`` also gets its
+    ``docket`` (and ``worker``) on that backend."""
     value: str = request.getfixturevalue(f"{request.param}_url")
     return value
 

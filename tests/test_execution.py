@@ -21,6 +21,10 @@ from docket import (
     Worker,
 )
 
+# A subset of the core tests that also runs on a Redis Cluster (see conftest's ``url``).
+pytestmark = pytest.mark.cluster_too
+
+
 if TYPE_CHECKING:
     # Only type checkers see this name, so annotations using it cannot be resolved at
     # run time (a common pattern; it must not hide the task's parameters).

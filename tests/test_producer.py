@@ -38,6 +38,10 @@ from docket._text import as_text
 from docket.execution import TaskCall
 from docket.strikes import StrikeCondition
 
+# A subset of the core tests that also runs on a Redis Cluster (see conftest's ``url``).
+pytestmark = pytest.mark.cluster_too
+
+
 if TYPE_CHECKING:
     # Only type checkers see this name, so the annotation below cannot be resolved at
     # run time: a common pattern that must not stop strikes from matching arguments.

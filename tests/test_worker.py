@@ -38,6 +38,10 @@ from docket.dependencies import CompletionHandler, TaskOutcome
 # --- helpers ------------------------------------------------------------------------------
 
 
+# A subset of the core tests that also runs on a Redis Cluster (see conftest's ``url``).
+pytestmark = pytest.mark.cluster_too
+
+
 async def stop(worker: Worker, runner: asyncio.Task[None]) -> None:
     worker.stop()
     await asyncio.wait_for(runner, 15)
