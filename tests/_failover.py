@@ -15,9 +15,10 @@ import asyncio
 import collections
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -63,7 +64,7 @@ class Ledger:
 async def run_through_fault(
     url: str,
     name: str,
-    fault: Callable[[], Awaitable[None]],
+    fault: Callable[[], Coroutine[Any, Any, None]],
     *,
     per_phase: int = 60,
     settle_timeout: float = 60.0,

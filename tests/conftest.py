@@ -236,7 +236,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # ``url`` runs a test on each backend; a module marked ``cluster_too`` adds this
     # process's Redis Cluster to them (a chosen subset of the core tests: the cluster's
     # startup is paid once per process, its runs are slower).
-    if "url" in metafunc.fixturenames:
+    given = {
+        name.strip()
+        for marker in metafunc.definition.iter_markers("parametrize")
+        for name in (
+            marker.args[0].split(",") if isinstance(marker.args[0], str) else marker.args[0]
+        )
+    }
+    if "url" in metafunc.fixturenames and "url" not in given:
         backends = ["redis", "memory"]
         if metafunc.definition.get_closest_marker("cluster_too") is not None:
             backends.append("cluster")

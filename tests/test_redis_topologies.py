@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -221,6 +222,9 @@ async def test_sentinel_failover_changes_the_primary(
         await asyncio.to_thread(topology.restart_old_primary)
         assert topology.replica.port == first[1]
         await client.set("k", "after")
+        # Replication is asynchronous: under load the restarted replica may not have
+        # the write yet, and a failover to it would lose it (that is Redis, not us).
+        await _replicated(topology.replica, "k", b"after")
 
         # A graceful failover hands the primary back to the restarted node.
         third = await asyncio.to_thread(topology.failover)
@@ -231,3 +235,10 @@ async def test_sentinel_failover_changes_the_primary(
         await client.aclose()
         for connection in sentinel.sentinels:
             await connection.aclose()
+
+
+async def _replicated(replica: RedisServer, key: str, value: bytes, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while replica.execute_command("GET", key) != value:
+        assert time.monotonic() < deadline, f"{replica!r} never got {key}={value!r}"
+        await asyncio.sleep(0.05)
