@@ -145,6 +145,18 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+def _close_all(servers: Iterable[RedisServer], what: str) -> None:
+    """Close every one of ``servers``, the rest even when one fails; then raise."""
+    errors: list[BaseException] = []
+    for server in servers:
+        try:
+            server.close()
+        except Exception as e:  # the rest must still be stopped
+            errors.append(e)
+    if errors:
+        raise TopologyError(f"could not stop every {what}: {errors!r}")
+
+
 def _wait_until(
     problems: Callable[[], list[str]],
     timeout: float,
@@ -676,14 +688,7 @@ class RedisClusterSet:
             if self._closed:
                 return
             self._closed = True
-            errors: list[BaseException] = []
-            for node in self._nodes:
-                try:
-                    node.close()
-                except Exception as e:  # the rest must still be stopped
-                    errors.append(e)
-            if errors:
-                raise TopologyError(f"could not stop every cluster node: {errors!r}")
+            _close_all(self._nodes, "cluster node")
 
     def __enter__(self) -> Self:
         return self
@@ -1100,15 +1105,8 @@ class RedisSentinelSet:
             if self._closed:
                 return
             self._closed = True
-            errors: list[BaseException] = []
             # Sentinels first, so none starts a failover while the data nodes go down.
-            for node in (*self._sentinels, *self._data_nodes):
-                try:
-                    node.close()
-                except Exception as e:  # the rest must still be stopped
-                    errors.append(e)
-            if errors:
-                raise TopologyError(f"could not stop every process of the set: {errors!r}")
+            _close_all((*self._sentinels, *self._data_nodes), "process of the set")
 
     def __enter__(self) -> Self:
         return self

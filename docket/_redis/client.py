@@ -3,8 +3,8 @@
 ``redis://``, ``rediss://`` and ``unix://`` go to a real server through one shared
 connection pool per docket. ``redis+sentinel://`` finds the primary through the sentinels
 (redis-py's Sentinel pool, which asks again after a failover); ``redis+cluster://`` is
-redis-py's cluster client, which follows MOVED and ASK and refreshes its slot map after
-a failover. Every key of a docket shares one hash tag, so on a Cluster the whole docket
+redis-py's cluster client (the lean connection follows MOVED, ASK and TRYAGAIN itself,
+see wire.py). Every key of a docket shares one hash tag, so on a Cluster the whole docket
 is one slot on one shard. ``memory://<id>`` is an in-process Redis-compatible engine
 (fakeredis with Lua) that runs the very same scripts: one engine per URL per event loop,
 so every docket and worker in a process that names the same URL sees the same data.
@@ -137,8 +137,6 @@ class Connection:
         self._sentinel: Sentinel | None = None
         self._node_clients: dict[str, RedisClient] = {}
         self._shard_known = False
-        # The lean connection for the hot path, where the URL allows one (see wire.py).
-        self.wire: Wire | None = None
         if topology.kind == "memory":
             import fakeredis
 
@@ -158,7 +156,8 @@ class Connection:
                 retry=_retry(),
                 **{**_COMMON, **topology.options},
             )
-        self.wire = self._new_wire()
+        # The lean connection for the hot path, where the URL allows one (see wire.py).
+        self.wire: Wire | None = self._new_wire()
 
     def _sentinel_client(self, topology: Topology) -> RedisClient:
         options = {**_COMMON, **topology.options}

@@ -45,7 +45,7 @@ from typing import (
 )
 
 from redis.commands.core import AsyncScript
-from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
+from redis.exceptions import ResponseError
 
 from .client import RedisClient
 from .wire import Wire, is_noscript
@@ -596,10 +596,6 @@ class ConcurrencyRenew(Call, script="concurrency_renew"):
 
 SCRIPT_NAMES = tuple(CALLS)
 
-# What a Cluster answers while the docket's slot moves or its shard fails over (MOVED
-# is an AskError too): the lean connection leaves these to redis-py's cluster client.
-MIGRATING = (AskError, TryAgainError, ClusterDownError)
-
 
 # -- running them -----------------------------------------------------------------------
 
@@ -635,10 +631,7 @@ class Scripts:
         flat = [call.flatten() for call in calls]
         registered = self._registered[script]
         if self._wire is not None:
-            replies = await self._wire.evalsha_many(registered.sha, script_source(script), flat)
-            if self._cluster:
-                await self._follow_migrations(registered, flat, replies)
-            return replies
+            return await self._wire.evalsha_many(registered.sha, script_source(script), flat)
         replies = await self._pipelined(registered, flat)
         missing = [i for i, reply in enumerate(replies) if is_noscript(reply)]
         if missing:
@@ -695,26 +688,5 @@ class Scripts:
         """Where every single call goes."""
         registered = self._registered[script]
         if self._wire is not None:
-            try:
-                return await self._wire.evalsha(registered.sha, script_source(script), keys, args)
-            except MIGRATING:
-                if not self._cluster:
-                    raise
+            return await self._wire.evalsha(registered.sha, script_source(script), keys, args)
         return await registered(keys=list(keys), args=list(args))
-
-    async def _follow_migrations(
-        self,
-        registered: AsyncScript,
-        flat: Sequence[tuple[list[Any], list[Any]]],
-        replies: list[Any],
-    ) -> None:
-        """Calls the lean connection could not place (the docket's slot is being moved
-        between shards: ASK, TRYAGAIN), run again one by one through redis-py's cluster
-        client, which follows those."""
-        for i, reply in enumerate(replies):
-            if isinstance(reply, MIGRATING):
-                keys, args = flat[i]
-                try:
-                    replies[i] = await registered(keys=keys, args=args)
-                except ResponseError as error:
-                    replies[i] = error

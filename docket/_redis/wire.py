@@ -8,8 +8,9 @@ out in call order and replies come back in the same order.
 
 It serves ``redis://`` and ``unix://`` URLs whose options it understands, and the primary
 of a ``redis+sentinel://`` URL (asking the sentinels where it is at each connect, and
-connecting again when a failover made it a replica); anything else (TLS, credential
-providers, exotic options, Redis Cluster) keeps using redis-py, as do the memory engine,
+connecting again when a failover made it a replica), and the shard serving the docket's
+slot on a ``redis+cluster://`` URL (following MOVED, ASK and TRYAGAIN itself); anything
+else (TLS, credential providers, exotic options) keeps using redis-py, as do the memory engine,
 pub/sub and every command off the hot path. Errors are redis-py's exception types, so the
 callers' handling is the same whichever path a command took.
 """
