@@ -4,6 +4,7 @@ Scheduling work for later is as easy as running it now.
 """
 
 from . import tasks, testing
+from ._partition_layout import PartitionMismatch
 from ._version import __version__
 from .agenda import Agenda
 from .annotations import Logged
@@ -63,6 +64,7 @@ __all__ = [
     "ExecutionState",
     "ExponentialRetry",
     "Logged",
+    "PartitionMismatch",
     "PayloadTooLarge",
     "Perpetual",
     "Progress",

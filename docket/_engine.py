@@ -78,7 +78,12 @@ class Engine:
             self.docket.url, self.docket.credential_provider, slot_key=self.keys.prefix
         )
         connection = self.connection
-        self.scripts = Scripts(connection.client, connection.wire, cluster=connection.is_cluster)
+        self.scripts = Scripts(
+            connection.client,
+            connection.wire,
+            cluster=connection.is_cluster,
+            route=connection.wire_for if connection.is_cluster else None,
+        )
 
     async def close(self) -> None:
         await self.connection.aclose()
@@ -194,7 +199,7 @@ class Engine:
         )
         trace = capture_trace_context()
         execution.trace_context = parse_trace_context(trace)
-        keys = self.keys
+        keys = docket.keys_for(execution.key)
         call = Schedule(
             stream=keys.stream,
             queue=keys.queue,
@@ -378,7 +383,7 @@ class Engine:
     ) -> bool:
         """Cancel ``key``: only its run of ``generation`` when given, and never its run of
         ``other_than``."""
-        keys = self.keys
+        keys = self.docket.keys_for(key)
         previous = await self.scripts.send(
             Cancel(
                 stream=keys.stream,

@@ -57,7 +57,14 @@ class RedisResultStore:
         return f"RedisResultStore({self._engine.docket.name!r})"
 
     def _key(self, key: str, collection: str | None) -> str:
-        return f"{collection or self._engine.keys.results}:{key}"
+        if collection:
+            return f"{collection}:{key}"
+        docket = self._engine.docket
+        if docket.partitions == 1:
+            return f"{docket.keys.results}:{key}"
+        # A run's result lives in its task key's partition (result_key: "<key>:<gen>").
+        task_key = key.rpartition(":")[0] or key
+        return f"{docket.keys_for(task_key).results}:{key}"
 
     @property
     def _client(self) -> Any:
@@ -111,7 +118,15 @@ class RedisResultStore:
     ) -> list[dict[str, Any] | None]:
         if not keys:
             return []
-        raws = await self._client.mget([self._key(key, collection) for key in keys])
+        names = [self._key(key, collection) for key in keys]
+        if self._engine.docket.partitions == 1:
+            raws = await self._client.mget(names)
+        else:
+            # Partitions are different hash slots, which one MGET cannot span on a Cluster.
+            async with self._client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.get(name)
+                raws = await pipe.execute()
         return [self._decode(raw) for raw in raws]
 
     async def ttl_many(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
-from ._redis.keys import GROUP
+from ._redis.keys import GROUP, Keys
 from ._text import as_text
 from .execution import Execution, ExecutionState
 
@@ -58,11 +58,21 @@ class RunningExecution(Execution):
 
 
 async def snapshot(docket: Docket) -> DocketSnapshot:
-    client = docket.engine.connection.client
-    keys = docket.keys
     taken = datetime.now(UTC)
     future: list[Execution] = []
     running: list[Execution] = []
+    for keys in docket.partition_keys:
+        await _partition(docket, keys, future, running)
+    future.sort(key=lambda e: e.when)
+    workers = await docket.workers()
+    return DocketSnapshot(taken, len(future) + len(running), future, running, workers)
+
+
+async def _partition(
+    docket: Docket, keys: Keys, future: list[Execution], running: list[Execution]
+) -> None:
+    """Add one partition's scheduled, queued and running tasks to the lists."""
+    client = docket.engine.connection.client
     scheduled = [as_text(member) or "" for member in await client.zrange(keys.queue, 0, -1)]
     for key, record in zip(scheduled, await _records(docket, scheduled), strict=True):
         if record:
@@ -85,9 +95,6 @@ async def snapshot(docket: Docket) -> DocketSnapshot:
             running.append(RunningExecution.of(execution))
         elif execution.state == ExecutionState.QUEUED:
             future.append(execution)
-    future.sort(key=lambda e: e.when)
-    workers = await docket.workers()
-    return DocketSnapshot(taken, len(future) + len(running), future, running, workers)
 
 
 async def _records(docket: Docket, keys: list[str]) -> list[dict[bytes, bytes]]:
@@ -98,7 +105,7 @@ async def _records(docket: Docket, keys: list[str]) -> list[dict[bytes, bytes]]:
     for start in range(0, len(keys), SNAPSHOT_BATCH):
         async with client.pipeline(transaction=False) as pipe:
             for key in keys[start : start + SNAPSHOT_BATCH]:
-                pipe.hgetall(docket.keys.record(key))
+                pipe.hgetall(docket.keys_for(key).record(key))
             records.extend(await pipe.execute())
     return records
 

@@ -51,7 +51,7 @@ class Cancellation:
         with self._state.internal("docket.listen"):
             async with client.pipeline(transaction=False) as pipe:
                 for execution in runs:
-                    pipe.hmget(docket.keys.record(execution.key), "state", "gen")
+                    pipe.hmget(docket.keys_for(execution.key).record(execution.key), "state", "gen")
                 records = await pipe.execute()
         for execution, (state, generation) in zip(runs, records, strict=True):
             if as_text(state) == "cancelled" and as_text(generation) == str(execution.generation):

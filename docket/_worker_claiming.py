@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ._messages import PoisonMessage, parse_fields
 from ._redis import scripts
-from ._redis.keys import GROUP
+from ._redis.keys import GROUP, Keys
 from ._worker_reading import Claimed, Entry
 from .execution import Execution, ExecutionState, from_entry
 from .instrumentation import DEAD_LETTERED, STALE_DROPPED, TASKS_SUPERSEDED
@@ -36,36 +36,36 @@ class Claims:
         self._name = worker.name
         self._internal = state.internal
 
-    async def start(self, claimed: list[Claimed], unclaimed: list[Entry]) -> None:
-        """Start what a read claimed; claim the rest (``claim``)."""
+    async def start(self, claimed: list[Claimed], unclaimed: list[Entry], keys: Keys) -> None:
+        """Start what a read of ``keys``' partition claimed; claim the rest (``claim``)."""
         poison: list[scripts.DeadMessage] = []
         for mid, fields, started_at in claimed:
             try:
-                execution = self._decode(mid, fields, 1, False)
+                execution = self._decode(mid, fields, 1, False, keys.partition)
             except Exception as error:
                 reason = self._poison_reason(mid, 1, error)
                 poison.append(scripts.DeadMessage(mid=mid, reason=reason, deliveries=1))
                 continue
             self._start_claimed(execution, started_at)
         if poison:
-            await self._dead_letter(poison)
+            await self._dead_letter(poison, keys)
         if unclaimed:
-            await self.claim(unclaimed)
+            await self.claim(unclaimed, keys)
 
-    async def claim(self, entries: list[Entry]) -> None:
-        """Claim ``entries`` with claim.lua and start those it made RUNNING."""
+    async def claim(self, entries: list[Entry], keys: Keys) -> None:
+        """Claim ``entries`` of ``keys``' partition with claim.lua and start those it
+        made RUNNING."""
         docket = self._docket
-        keys = docket.keys
         runnable: list[Execution] = []
         poison: list[scripts.DeadMessage] = []
         for mid, fields, deliveries, redelivered in entries:
             try:
-                runnable.append(self._decode(mid, fields, deliveries, redelivered))
+                runnable.append(self._decode(mid, fields, deliveries, redelivered, keys.partition))
             except Exception as error:
                 reason = self._poison_reason(mid, deliveries, error)
                 poison.append(scripts.DeadMessage(mid=mid, reason=reason, deliveries=deliveries))
         if poison:
-            await self._dead_letter(poison)
+            await self._dead_letter(poison, keys)
         if not runnable:
             return
         claim = scripts.Claim(
@@ -121,7 +121,12 @@ class Claims:
         self._state.start(execution)
 
     def _decode(
-        self, mid: str, fields: dict[bytes, bytes], deliveries: int, redelivered: bool
+        self,
+        mid: str,
+        fields: dict[bytes, bytes],
+        deliveries: int,
+        redelivered: bool,
+        partition: int,
     ) -> Execution:
         raw_name = fields.get(b"function") or b""
         function = self._docket.tasks.get(raw_name.decode(errors="replace"))
@@ -133,7 +138,12 @@ class Claims:
                 raise PoisonMessage(f"unknown task {message.function_name[:200]!r}")
             function = fallback
         execution = from_entry(
-            self._docket, fields, function, message_id=mid, redelivered=redelivered
+            self._docket,
+            fields,
+            function,
+            message_id=mid,
+            redelivered=redelivered,
+            partition=partition,
         )
         execution.deliveries = deliveries
         return execution
@@ -149,10 +159,9 @@ class Claims:
         logger.error("Dead-lettering message %s (delivery %d): %s", mid, deliveries, reason)
         return reason
 
-    async def _dead_letter(self, poison: list[scripts.DeadMessage]) -> None:
-        """Move entries that can never run to the dead-letter stream."""
+    async def _dead_letter(self, poison: list[scripts.DeadMessage], keys: Keys) -> None:
+        """Move entries that can never run to their partition's dead-letter stream."""
         docket = self._docket
-        keys = docket.keys
         with self._internal("docket.dead_letter"):
             await docket.engine.scripts.send(
                 scripts.DeadLetter(

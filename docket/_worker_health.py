@@ -90,25 +90,30 @@ class Health:
         """Sample the queue and schedule depths for the gauges (read on collection).
         Best effort: a failed sample keeps the last one and never fails the heartbeat."""
         worker = self._worker
-        keys = worker.docket.keys
         client = worker.docket.engine.connection.client
         try:
             whole, micros = await client.time()
             now = whole + micros / 1_000_000
             async with client.pipeline(transaction=False) as pipe:
-                pipe.xlen(keys.stream)
-                pipe.xpending(keys.stream, GROUP)
-                pipe.zcount(keys.queue, "-inf", now)
-                pipe.zcount(keys.queue, f"({now}", "+inf")
-                length, pending, overdue, future = await pipe.execute(raise_on_error=False)
+                for keys in worker.docket.partition_keys:
+                    pipe.xlen(keys.stream)
+                    pipe.xpending(keys.stream, GROUP)
+                    pipe.zcount(keys.queue, "-inf", now)
+                    pipe.zcount(keys.queue, f"({now}", "+inf")
+                replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as error:
             logger.debug("Could not sample queue depths: %s", error)
             return
-        if isinstance(length, Exception) or isinstance(overdue, Exception):
-            return
-        # Entries delivered but not yet settled are running, not waiting (an error here
-        # means no consumer group yet, so nothing is delivered).
-        claimed = int(pending["pending"]) if isinstance(pending, dict) else 0
-        self._state.metrics.queue_depth = max(int(length) - claimed, 0) + int(overdue)
-        if not isinstance(future, Exception):
-            self._state.metrics.schedule_depth = int(future)
+        queue_depth = schedule_depth = 0
+        for index in range(0, len(replies), 4):
+            length, pending, overdue, future = replies[index : index + 4]
+            if isinstance(length, Exception) or isinstance(overdue, Exception):
+                return
+            # Entries delivered but not yet settled are running, not waiting (an error
+            # here means no consumer group yet, so nothing is delivered).
+            claimed = int(pending["pending"]) if isinstance(pending, dict) else 0
+            queue_depth += max(int(length) - claimed, 0) + int(overdue)
+            if not isinstance(future, Exception):
+                schedule_depth += int(future)
+        self._state.metrics.queue_depth = queue_depth
+        self._state.metrics.schedule_depth = schedule_depth

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from redis.exceptions import ResponseError
 
 from ._redis import scripts
-from ._redis.keys import GROUP
+from ._redis.keys import GROUP, Keys
 from ._text import as_text
 from ._worker_loops import Trouble, poll, seconds
 from ._worker_reading import Entry
@@ -19,6 +19,7 @@ from .instrumentation import DEAD_LETTERED
 if TYPE_CHECKING:
     from ._worker_claiming import Claims
     from ._worker_state import WorkerState
+    from .execution import Execution
     from .worker import Worker
 
 logger = logging.getLogger("docket.worker")
@@ -35,7 +36,8 @@ class Leases:
         self._worker = worker
         self._state = state
         self._claims = claims
-        self._reclaim_cursor = "0-0"
+        # Where each partition's next XAUTOCLAIM scan starts.
+        self._reclaim_cursors: dict[int, str] = {}
 
     async def reclaim_loop(self) -> None:
         worker = self._worker
@@ -44,12 +46,15 @@ class Leases:
         await poll(self._reclaim, trouble, every=interval, until=lambda: self._state.stopping)
 
     async def _reclaim(self) -> None:
+        for keys in self._worker.docket.partition_keys:
+            await self._reclaim_partition(keys)
+
+    async def _reclaim_partition(self, keys: Keys) -> None:
         worker = self._worker
         free = worker.concurrency - len(self._state.active)
         if free <= 0 or self._state.stopping:
             return
         docket = worker.docket
-        keys = docket.keys
         with self._state.internal("docket.reclaim"):
             reclaim = scripts.Reclaim(
                 stream=keys.stream,
@@ -57,7 +62,7 @@ class Leases:
                 group=GROUP,
                 worker=worker.name,
                 min_idle_ms=int(seconds(worker.redelivery_timeout) * 1000),
-                cursor=self._reclaim_cursor,
+                cursor=self._reclaim_cursors.get(keys.partition, "0-0"),
                 count=self._state.claim_budget(free),
                 max_deliveries=worker.max_deliveries,
                 record_prefix=keys.record_prefix,
@@ -65,7 +70,7 @@ class Leases:
                 ttl=docket.execution_ttl.total_seconds(),
             )
             cursor, claimed, deleted, dead = await docket.engine.scripts.send(reclaim)
-        self._reclaim_cursor = as_text(cursor) or "0-0"
+        self._reclaim_cursors[keys.partition] = as_text(cursor) or "0-0"
         if int(dead):
             DEAD_LETTERED.add(int(dead), self._state.metrics.base)
             logger.error("Dead-lettered %d message(s) that kept failing to finish", int(dead))
@@ -78,7 +83,7 @@ class Leases:
             entries.append((as_text(mid) or "", fields, int(deliveries), True))
         if entries:
             logger.warning("Redelivering %d task(s) from unresponsive workers", len(entries))
-            await self._claims.claim(entries)
+            await self._claims.claim(entries, keys)
 
     async def renew_loop(self) -> None:
         worker = self._worker
@@ -91,18 +96,30 @@ class Leases:
         active = self._state.active
         if not active:
             return
-        renew = scripts.Renew(
-            stream=worker.docket.keys.stream,
-            group=GROUP,
-            worker=worker.name,
-            messages=[
-                scripts.RenewMessage(mid=mid, deliveries=execution.deliveries)
-                for mid, (execution, _) in list(active.items())
-            ],
-        )
-        with self._state.internal("docket.renew"):
-            lost = await worker.docket.engine.scripts.send(renew)
-        for mid in lost:
-            entry = active.get(as_text(mid) or "")
-            if entry is not None:
-                logger.warning("Lease on %s was taken over by another worker", entry[0].call_repr())
+        docket = worker.docket
+        by_partition: dict[int, list[Execution]] = {}
+        for execution, _ in list(active.values()):
+            by_partition.setdefault(execution.partition, []).append(execution)
+        for partition, executions in by_partition.items():
+            renew = scripts.Renew(
+                stream=docket.partition_keys[partition].stream,
+                group=GROUP,
+                worker=worker.name,
+                messages=[
+                    scripts.RenewMessage(
+                        mid=execution.message_id or "", deliveries=execution.deliveries
+                    )
+                    for execution in executions
+                ],
+            )
+            with self._state.internal("docket.renew"):
+                lost = await docket.engine.scripts.send(renew)
+            if not lost:
+                continue
+            by_mid = {execution.message_id: execution for execution in executions}
+            for mid in lost:
+                taken = by_mid.get(as_text(mid))
+                if taken is not None:
+                    logger.warning(
+                        "Lease on %s was taken over by another worker", taken.call_repr()
+                    )

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from ._redis import scripts
 from ._redis.client import RedisClient
-from ._redis.keys import GROUP
+from ._redis.keys import GROUP, Keys
 from ._redis.wire import Wire
 from ._text import as_text
 from .docket import Docket
@@ -29,10 +29,12 @@ Delivery: TypeAlias = tuple[list[Claimed], list[Entry]]
 
 
 class Reader(ABC):
-    """Reads the stream for one consumer of the group, on a connection of its own."""
+    """Reads one partition's stream for one consumer of the group, on a connection of
+    its own."""
 
-    def __init__(self, docket: Docket, consumer: str, watermark: str | None) -> None:
+    def __init__(self, docket: Docket, consumer: str, watermark: str | None, keys: Keys) -> None:
         self._docket = docket
+        self.keys = keys
         self._consumer = consumer
         # The newest of this worker's pending entries claim_delivered.lua has looked at:
         # what a read delivers comes after it (see WireReader.read). None until read
@@ -45,7 +47,8 @@ class Reader(ABC):
 
     @abstractmethod
     async def read(self, count: int, block: float) -> Delivery:
-        """Up to ``count`` new messages, waiting at most ``block`` seconds for them."""
+        """Up to ``count`` new messages, waiting at most ``block`` seconds for them (not
+        at all for 0)."""
 
     @abstractmethod
     async def idle(self, block: float) -> None:
@@ -80,18 +83,21 @@ class Reader(ABC):
     async def aclose(self) -> None: ...
 
 
-def open_reader(docket: Docket, consumer: str, watermark: str | None) -> Reader:
-    """The lean reader where the connection offers it, the redis-py one otherwise."""
+def open_reader(docket: Docket, consumer: str, watermark: str | None, keys: Keys) -> Reader:
+    """The lean reader of ``keys``' partition where the connection offers it, the
+    redis-py one otherwise."""
     connection = docket.engine.connection
-    wire = connection.dedicated_wire()
+    wire = connection.dedicated_wire(keys.prefix)
     if wire is not None:
-        return WireReader(docket, consumer, watermark, wire)
-    return RedisPyReader(docket, consumer, watermark, connection.dedicated())
+        return WireReader(docket, consumer, watermark, keys, wire)
+    return RedisPyReader(docket, consumer, watermark, keys, connection.dedicated())
 
 
 class WireReader(Reader):
-    def __init__(self, docket: Docket, consumer: str, watermark: str | None, wire: Wire) -> None:
-        super().__init__(docket, consumer, watermark)
+    def __init__(
+        self, docket: Docket, consumer: str, watermark: str | None, keys: Keys, wire: Wire
+    ) -> None:
+        super().__init__(docket, consumer, watermark, keys)
         self._wire = wire
         self._generation = 0
 
@@ -108,11 +114,13 @@ class WireReader(Reader):
             # The id CLIENT UNBLOCK needs, fetched again after any reconnect.
             self._client_id = int(await wire.call("CLIENT", "ID"))
             self._generation = wire.generation
-        keys = self._docket.keys
+        keys = self.keys
         if self.watermark is None:
             self.watermark = await self._last_delivered()
         read: tuple[Any, ...] = ("XREADGROUP", "GROUP", GROUP, self._consumer, "COUNT", count)
-        read += ("BLOCK", int(block * 1000), "STREAMS", keys.stream, ">")
+        if block > 0:
+            read += ("BLOCK", max(int(block * 1000), 1))
+        read += ("STREAMS", keys.stream, ">")
         claim = scripts.ClaimDelivered(
             stream=keys.stream,
             group=GROUP,
@@ -142,7 +150,7 @@ class WireReader(Reader):
         counts them, rather than claimed by its reads (a worker restarted under the
         same name must not rerun a crashing task without the count going up)."""
         try:
-            groups = await self._wire.call("XINFO", "GROUPS", self._docket.keys.stream)
+            groups = await self._wire.call("XINFO", "GROUPS", self.keys.stream)
         except ResponseError as error:
             if "no such key" not in str(error).lower():
                 raise
@@ -164,9 +172,14 @@ class WireReader(Reader):
 
 class RedisPyReader(Reader):
     def __init__(
-        self, docket: Docket, consumer: str, watermark: str | None, client: RedisClient
+        self,
+        docket: Docket,
+        consumer: str,
+        watermark: str | None,
+        keys: Keys,
+        client: RedisClient,
     ) -> None:
-        super().__init__(docket, consumer, watermark)
+        super().__init__(docket, consumer, watermark, keys)
         self._client = client
         # The in-process engine answers at once and cannot block.
         self._memory = docket.engine.connection.is_memory
@@ -177,14 +190,18 @@ class RedisPyReader(Reader):
     async def read(self, count: int, block: float) -> Delivery:
         """Up to ``count`` new messages, all left to claim."""
         client = self._client
-        stream = self._docket.keys.stream
+        stream = self.keys.stream
         if self._memory:
             reply = await client.xreadgroup(GROUP, self._consumer, {stream: ">"}, count=count)
         else:
             if self._client_id is None and self._unblockable:
                 self._client_id = int(await client.client_id())
             reply = await client.xreadgroup(
-                GROUP, self._consumer, {stream: ">"}, count=count, block=int(block * 1000)
+                GROUP,
+                self._consumer,
+                {stream: ">"},
+                count=count,
+                block=max(int(block * 1000), 1) if block > 0 else None,
             )
         entries: list[tuple[bytes, dict[bytes, bytes]]] = reply[0][1] if reply else []
         if entries and self._memory:

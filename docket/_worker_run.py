@@ -33,6 +33,7 @@ async def run_worker(
     healthcheck_port: int | None,
     metrics_port: int | None,
     tasks: Sequence[str],
+    partitions: int | None = None,
 ) -> None:
     """Run one worker of ``docket_name`` at ``url`` until SIGTERM/SIGINT (or, with
     ``until_finished``, until nothing is left to do).
@@ -51,6 +52,7 @@ async def run_worker(
             name=docket_name,
             url=url,
             enable_internal_instrumentation=options.enable_internal_instrumentation,
+            partitions=partitions,
         ) as docket:
             for collection in tasks:
                 docket.register_collection(collection)

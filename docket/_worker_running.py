@@ -109,14 +109,14 @@ class Runner:
 
     async def execute(self, execution: Execution) -> None:
         assert execution.message_id is not None
-        self._begun.add(execution.message_id)
+        self._begun.add(execution.run_id)
         try:
             settlement = await self._run_task(execution)
             if settlement is None:
                 return
             self._settle(settlement)
-            if self._spent_keys and execution.message_id in self._spent_keys:
-                self._spent_keys.discard(execution.message_id)
+            if self._spent_keys and execution.run_id in self._spent_keys:
+                self._spent_keys.discard(execution.run_id)
                 # The last run of its key that run_at_most allows scheduled no successor
                 # (its completion handler was skipped), but a retry or its body may have
                 # added or replaced one: withdraw that, so run_at_most ends instead of
@@ -131,7 +131,7 @@ class Runner:
             logger.exception("Worker %s failed to finish %s", self.name, execution.call_repr())
         finally:
             assert execution.message_id is not None
-            self._active.pop(execution.message_id, None)
+            self._active.pop(execution.run_id, None)
             self._slot_freed.set()
             if self._user_cancelled and execution.key in self._user_cancelled:
                 self._cancellation.drop_mark(execution.key)
@@ -164,7 +164,7 @@ class Runner:
         self._run_counts[execution.key] = count
         if count == limit:
             assert execution.message_id is not None
-            self._last_runs.add(execution.message_id)
+            self._last_runs.add(execution.run_id)
 
     @staticmethod
     def _count_start(execution: Execution, labels: dict[str, str], punctuality: float) -> None:
@@ -273,15 +273,15 @@ class Runner:
 
                 # The body is over: a cancel arriving from here on only marks the run, as
                 # cancelling it now would leave its message unsettled until redelivery.
-                self._begun.discard(execution.message_id or "")
+                self._begun.discard(execution.run_id)
                 # The last run run_at_most allows for its key ends with its own outcome:
                 # no successor (a Perpetual's next run) is scheduled for a run that may
                 # not happen. A retry is this run going on, so it is scheduled, then
                 # withdrawn by execute, and the key ends cancelled, as released.
-                last_run = bool(self._last_runs) and execution.message_id in self._last_runs
+                last_run = bool(self._last_runs) and execution.run_id in self._last_runs
                 if last_run:
-                    self._last_runs.discard(execution.message_id or "")
-                    self._spent_keys.add(execution.message_id or "")
+                    self._last_runs.discard(execution.run_id)
+                    self._spent_keys.add(execution.run_id)
                 outcome = TaskOutcome(
                     duration=timedelta(seconds=time.perf_counter() - started),
                     result=result,

@@ -38,22 +38,29 @@ class Scheduler:
 
     async def _move_due(self) -> None:
         docket = self._worker.docket
-        keys = docket.keys
-        with self._state.internal("docket.move_due"):
-            moved, delay_text = await docket.engine.scripts.send(
-                scripts.MoveDue(
-                    queue=keys.queue,
-                    stream=keys.stream,
-                    record_prefix=keys.record_prefix,
-                    limit=MOVE_BATCH,
-                    events_prefix=keys.events_prefix,
+        delay = -1.0
+        for keys in docket.partition_keys:
+            with self._state.internal("docket.move_due"):
+                moved, delay_text = await docket.engine.scripts.send(
+                    scripts.MoveDue(
+                        queue=keys.queue,
+                        stream=keys.stream,
+                        record_prefix=keys.record_prefix,
+                        limit=MOVE_BATCH,
+                        events_prefix=keys.events_prefix,
+                    )
                 )
-            )
-        if int(moved):
-            docket.engine.connection.notify_activity()
-        if int(moved) >= MOVE_BATCH:
+            if int(moved):
+                docket.engine.connection.notify_activity()
+            if int(moved) >= MOVE_BATCH:
+                # More is due there: round again at once (the other partitions after).
+                delay = 0.0
+                continue
+            due_in = float(delay_text)
+            if due_in >= 0 and (delay < 0 or due_in < delay):
+                delay = due_in
+        if delay == 0.0:
             return
-        delay = float(delay_text)
         # Pub/sub wakes the scheduler for earlier tasks; the resolution bounds how
         # late a task can be if such a wake-up is ever missed.
         cap = max(seconds(self._worker.scheduling_resolution), 0.001)

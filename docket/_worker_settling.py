@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 
 from ._redis import scripts
-from ._redis.keys import GROUP
+from ._redis.keys import GROUP, Keys
 from ._worker_loops import Tasks
 from .execution import Execution
 
@@ -115,7 +115,24 @@ class Settler:
         docket = worker.docket
         if docket.engine.results.external:
             await self._store_results(batch)
-        keys = docket.keys
+        if docket.partitions == 1:
+            await self._send_partition(batch, docket.keys)
+            return
+        # Each partition's runs settle in a script call of their own: on a Cluster, the
+        # partitions live on different shards.
+        by_partition: dict[int, list[Settlement]] = {}
+        for item in batch:
+            by_partition.setdefault(item.execution.partition, []).append(item)
+        await asyncio.gather(
+            *(
+                self._send_partition(items, docket.partition_keys[partition])
+                for partition, items in by_partition.items()
+            )
+        )
+
+    async def _send_partition(self, batch: list[Settlement], keys: Keys) -> None:
+        worker = self._worker
+        docket = worker.docket
         settle = scripts.Settle(
             stream=keys.stream,
             group=GROUP,

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Literal
 
 from ._messages import PoisonMessage, parse_fields
 from ._redis import scripts
+from ._text import as_text
 
 if TYPE_CHECKING:
+    from ._redis.keys import Keys
     from .docket import Docket
 
 __all__ = [
@@ -37,7 +39,7 @@ __all__ = [
     "requeue",
 ]
 
-_ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+_ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}(@[0-9]{1,4})?")
 _BATCH = 100
 _FIELD_PREFIX = b"field:"
 
@@ -45,8 +47,33 @@ RequeueStatus = Literal["requeued", "missing", "invalid", "active"]
 
 
 def is_entry_id(text: str) -> bool:
-    """Whether ``text`` is a complete stream entry id (``<milliseconds>-<sequence>``)."""
+    """Whether ``text`` is a complete dead-letter id: a stream entry id
+    (``<milliseconds>-<sequence>``), and in a partitioned docket's partition ``p`` > 0
+    ``<milliseconds>-<sequence>@<p>`` (each partition has its own dead-letter stream,
+    whose ids may coincide)."""
     return _ENTRY_ID.fullmatch(text) is not None
+
+
+def _letter_id(partition: int, entry_id: str) -> str:
+    return f"{entry_id}@{partition}" if partition else entry_id
+
+
+def _locate(docket: Docket, letter_id: str) -> tuple[Keys, str]:
+    """The partition keys and stream id of a dead letter's id."""
+    entry_id, _, partition = letter_id.partition("@")
+    index = int(partition or 0)
+    if index >= docket.partitions:
+        raise ValueError(
+            f"{letter_id!r} names partition {index}, and docket {docket.name!r} has "
+            f"{docket.partitions} partition(s)"
+        )
+    return docket.partition_keys[index], entry_id
+
+
+def _order(letter: DeadLetter) -> tuple[int, int, int]:
+    entry_id, _, partition = letter.id.partition("@")
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence), int(partition or 0)
 
 
 def _text(value: bytes | None) -> str:
@@ -80,7 +107,9 @@ class DeadLetter:
         return None if raw is None else _text(raw)
 
     @classmethod
-    def from_entry(cls, entry_id: bytes | str, raw: dict[bytes, bytes]) -> DeadLetter:
+    def from_entry(
+        cls, entry_id: bytes | str, raw: dict[bytes, bytes], partition: int = 0
+    ) -> DeadLetter:
         original: dict[str, bytes] = {}
         for name, value in raw.items():
             if name.startswith(_FIELD_PREFIX):
@@ -96,7 +125,9 @@ class DeadLetter:
         except (ValueError, OverflowError, OSError):
             when = None
         return cls(
-            id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+            id=_letter_id(
+                partition, entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            ),
             reason=_text(raw.get(b"reason")),
             deliveries=deliveries,
             stream_id=_text(raw.get(b"stream_id")),
@@ -130,53 +161,72 @@ class RequeueResult:
 
 async def count_dead_letters(docket: Docket) -> int:
     async with docket.redis() as redis:
-        return int(await redis.xlen(docket.keys.dead_letters))
+        if docket.partitions == 1:
+            return int(await redis.xlen(docket.keys.dead_letters))
+        async with redis.pipeline(transaction=False) as pipe:
+            for keys in docket.partition_keys:
+                pipe.xlen(keys.dead_letters)
+            return sum(int(length) for length in await pipe.execute())
 
 
 async def list_dead_letters(
     docket: Docket, *, count: int | None = None, start: str = "-", end: str = "+"
 ) -> list[DeadLetter]:
     """Dead letters oldest first, at most ``count``, with ids from ``start`` to ``end``
-    (inclusive; prefix an id with ``(`` to exclude it, as in ``XRANGE``)."""
+    (inclusive; prefix an id with ``(`` to exclude it, as in ``XRANGE``). A partitioned
+    docket's partitions are merged in time order, the bounds applying to each."""
     if count is not None and count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
+    start, end = start.partition("@")[0], end.partition("@")[0]
+    letters: list[DeadLetter] = []
     async with docket.redis() as redis:
-        entries = await redis.xrange(docket.keys.dead_letters, start, end, count=count)
-    return [DeadLetter.from_entry(entry_id, raw) for entry_id, raw in entries]
-
-
-async def _last_id(docket: Docket) -> str | None:
-    async with docket.redis() as redis:
-        newest = await redis.xrevrange(docket.keys.dead_letters, "+", "-", count=1)
-    if not newest:
-        return None
-    entry_id: bytes | str = newest[0][0]
-    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        for keys in docket.partition_keys:
+            entries = await redis.xrange(keys.dead_letters, start, end, count=count)
+            letters += [
+                DeadLetter.from_entry(entry_id, raw, keys.partition) for entry_id, raw in entries
+            ]
+    if docket.partitions > 1:
+        letters.sort(key=_order)
+    return letters if count is None else letters[:count]
 
 
 async def _every_letter(docket: Docket) -> list[DeadLetter]:
-    # Bounded by the newest entry when we start: a requeued message that a worker
-    # dead-letters again lands after it and is not picked up a second time.
-    last = await _last_id(docket)
     letters: list[DeadLetter] = []
-    cursor = "-"
-    while last is not None:
-        batch = await list_dead_letters(docket, count=_BATCH, start=cursor, end=last)
-        letters += batch
-        if len(batch) < _BATCH:
-            break
-        cursor = f"({batch[-1].id}"
+    async with docket.redis() as redis:
+        for keys in docket.partition_keys:
+            # Bounded by the newest entry when we start: a requeued message that a worker
+            # dead-letters again lands after it and is not picked up a second time.
+            newest = await redis.xrevrange(keys.dead_letters, "+", "-", count=1)
+            if not newest:
+                continue
+            last: bytes | str = newest[0][0]
+            cursor = "-"
+            while True:
+                entries = await redis.xrange(keys.dead_letters, cursor, last, count=_BATCH)
+                letters += [
+                    DeadLetter.from_entry(entry_id, raw, keys.partition)
+                    for entry_id, raw in entries
+                ]
+                if len(entries) < _BATCH:
+                    break
+                cursor = f"({as_text(entries[-1][0])}"
     return letters
 
 
 async def _letters_by_id(docket: Docket, ids: Iterable[str]) -> list[DeadLetter | str]:
     """Each id's entry, or the id itself when there is no such entry."""
     found: list[DeadLetter | str] = []
-    for entry_id in ids:
-        if not is_entry_id(entry_id):
-            raise ValueError(f"{entry_id!r} is not a dead-letter id (like 1712345678901-0)")
-        letters = await list_dead_letters(docket, start=entry_id, end=entry_id)
-        found.append(letters[0] if letters else entry_id)
+    async with docket.redis() as redis:
+        for letter_id in ids:
+            if not is_entry_id(letter_id):
+                raise ValueError(f"{letter_id!r} is not a dead-letter id (like 1712345678901-0)")
+            keys, entry_id = _locate(docket, letter_id)
+            entries = await redis.xrange(keys.dead_letters, entry_id, entry_id)
+            found.append(
+                DeadLetter.from_entry(entries[0][0], entries[0][1], keys.partition)
+                if entries
+                else letter_id
+            )
     return found
 
 
@@ -212,7 +262,19 @@ async def requeue(
         runnable.append(letter)
         pending.append(letter)
     decided: dict[int, RequeueResult] = {}
-    keys = docket.keys
+    by_partition: dict[int, list[DeadLetter]] = {}
+    for letter in runnable:
+        by_partition.setdefault(_locate(docket, letter.id)[0].partition, []).append(letter)
+    for partition, letters_here in by_partition.items():
+        await _requeue_partition(docket, docket.partition_keys[partition], letters_here, decided)
+    if any(result.status == "requeued" for result in decided.values()):
+        docket.engine.connection.notify_activity()
+    return [item if isinstance(item, RequeueResult) else decided[id(item)] for item in pending]
+
+
+async def _requeue_partition(
+    docket: Docket, keys: Keys, runnable: list[DeadLetter], decided: dict[int, RequeueResult]
+) -> None:
     for start in range(0, len(runnable), _BATCH):
         batch = runnable[start : start + _BATCH]
         replies = await docket.engine.scripts.send(
@@ -223,7 +285,9 @@ async def requeue(
                 record_prefix=keys.record_prefix,
                 events_prefix=keys.events_prefix,
                 entries=[
-                    scripts.RequeueEntry(record=keys.record(letter.key or ""), id=letter.id)
+                    scripts.RequeueEntry(
+                        record=keys.record(letter.key or ""), id=_locate(docket, letter.id)[1]
+                    )
                     for letter in batch
                 ],
             )
@@ -242,9 +306,6 @@ async def requeue(
                 letter.function,
                 letter.key,
             )
-    if any(result.status == "requeued" for result in decided.values()):
-        docket.engine.connection.notify_activity()
-    return [item if isinstance(item, RequeueResult) else decided[id(item)] for item in pending]
 
 
 async def purge(docket: Docket, ids: Iterable[str] = (), *, all_entries: bool = False) -> int:
@@ -256,7 +317,17 @@ async def purge(docket: Docket, ids: Iterable[str] = (), *, all_entries: bool = 
     for entry_id in ids:
         if not is_entry_id(entry_id):
             raise ValueError(f"{entry_id!r} is not a dead-letter id (like 1712345678901-0)")
+    purged = 0
     async with docket.redis() as redis:
         if all_entries:
-            return int(await redis.xtrim(docket.keys.dead_letters, maxlen=0, approximate=False))
-        return int(await redis.xdel(docket.keys.dead_letters, *ids))
+            for keys in docket.partition_keys:
+                purged += int(await redis.xtrim(keys.dead_letters, maxlen=0, approximate=False))
+            return purged
+        by_partition: dict[int, list[str]] = {}
+        for letter_id in ids:
+            keys, entry_id = _locate(docket, letter_id)
+            by_partition.setdefault(keys.partition, []).append(entry_id)
+        for partition, entry_ids in by_partition.items():
+            dead_letters = docket.partition_keys[partition].dead_letters
+            purged += int(await redis.xdel(dead_letters, *entry_ids))
+        return purged

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from redis.exceptions import AuthenticationError, RedisError
 
-from . import _snapshot, serialization
+from . import _partition_layout, _snapshot, serialization
 from ._engine import Engine
 from ._imports import import_object
 from ._layout_names import ReleasedLayoutNames
+from ._partition_layout import PartitionMismatch
 from ._redis import scripts
 from ._redis.client import TopologyError, check_credentials, redact_url
-from ._redis.keys import GROUP, Keys, validate_name
+from ._redis.keys import GROUP, Keys, partition_of, validate_name, validate_partitions
 from ._redis.topology import parse_topology
 
 # Importable from here, as released (and SNAPSHOT_BATCH, as the tests read it).
@@ -67,6 +68,7 @@ class Docket(ReleasedLayoutNames):
         signing_key: str | bytes | None = None,
         serializer: str | serialization.Serializer = "pickle",
         max_payload_bytes: int | None = serialization.DEFAULT_MAX_PAYLOAD_BYTES,
+        partitions: int | None = None,
     ) -> None:
         self.name = validate_name(name)
         self.url = url or os.environ.get("DOCKET_URL") or "redis://localhost:6379/0"
@@ -89,7 +91,14 @@ class Docket(ReleasedLayoutNames):
         if max_payload_bytes is not None and max_payload_bytes < 1:
             raise ValueError("max_payload_bytes must be positive, or None for no limit")
         self.max_payload_bytes = max_payload_bytes
-        self.keys = Keys(self.name)
+        if partitions is None:
+            partitions = _partitions_from_environment()
+        self.partitions = validate_partitions(partitions)
+        self.partition_keys: tuple[Keys, ...] = tuple(
+            Keys(self.name, partition) for partition in range(self.partitions)
+        )
+        """Each partition's keys; the first is the control partition, ``keys``."""
+        self.keys = self.partition_keys[0]
         # What docket's own modules use of this docket beyond its public API.
         self.engine = Engine(self, result_storage)
         # The given store, or (by default) a view of the results kept in this docket's
@@ -106,7 +115,14 @@ class Docket(ReleasedLayoutNames):
             self.register(task)
 
     def __repr__(self) -> str:
-        return f"Docket(name={self.name!r}, url={redact_url(self.url)!r})"
+        partitions = f", partitions={self.partitions}" if self.partitions > 1 else ""
+        return f"Docket(name={self.name!r}, url={redact_url(self.url)!r}{partitions})"
+
+    def keys_for(self, key: str) -> Keys:
+        """The keys of the partition task ``key`` lives in."""
+        if self.partitions == 1:
+            return self.keys
+        return self.partition_keys[partition_of(key, self.partitions)]
 
     def labels(self) -> dict[str, str]:
         """The metric labels (and span attributes) of everything this docket does."""
@@ -122,14 +138,16 @@ class Docket(ReleasedLayoutNames):
         engine.open()
         try:
             await engine.connection.check()
-            await engine.scripts.send(scripts.EnsureGroup(stream=self.keys.stream, group=GROUP))
+            await _partition_layout.check(self)
+            for keys in self.partition_keys:
+                await engine.scripts.send(scripts.EnsureGroup(stream=keys.stream, group=GROUP))
             await self._strikes.load()
         except AuthenticationError:
             # As released, credentials are not checked on entering: the first command
             # raises redis-py's own error. A provider's credentials may also start
             # working later; workers create the group and the monitor loads strikes.
             pass
-        except TopologyError:
+        except (TopologyError, PartitionMismatch):
             await engine.close()
             self._entered = False
             raise
@@ -276,24 +294,25 @@ class Docket(ReleasedLayoutNames):
         count = 0
         engine = self.engine
         with engine.producer_span("docket.clear", engine.labels) as span:
-            while True:
-                batch = CLEAR_BATCH
-                cleared = int(
-                    await engine.scripts.send(
-                        scripts.Clear(
-                            stream=self.keys.stream,
-                            queue=self.keys.queue,
-                            group=GROUP,
-                            record_prefix=self.keys.record_prefix,
-                            ttl=self.execution_ttl.total_seconds(),
-                            events_prefix=self.keys.events_prefix,
-                            batch=batch,
+            for keys in self.partition_keys:
+                while True:
+                    batch = CLEAR_BATCH
+                    cleared = int(
+                        await engine.scripts.send(
+                            scripts.Clear(
+                                stream=keys.stream,
+                                queue=keys.queue,
+                                group=GROUP,
+                                record_prefix=keys.record_prefix,
+                                ttl=self.execution_ttl.total_seconds(),
+                                events_prefix=keys.events_prefix,
+                                batch=batch,
+                            )
                         )
                     )
-                )
-                count += cleared
-                if cleared < batch:
-                    break
+                    count += cleared
+                    if cleared < batch:
+                        break
             if span is not None:
                 span.set_attribute("docket.cleared", count)
         if count:
@@ -304,7 +323,7 @@ class Docket(ReleasedLayoutNames):
 
     async def get_execution(self, key: str) -> Execution | None:
         """The execution stored under ``key``, or None when there is none (or it expired)."""
-        record = await self.engine.connection.client.hgetall(self.keys.record(key))
+        record = await self.engine.connection.client.hgetall(self.keys_for(key).record(key))
         if not record:
             return None
         return await Execution.from_record(self, key, record)
@@ -345,3 +364,15 @@ class Docket(ReleasedLayoutNames):
 
     async def wait_for_strikes_loaded(self) -> None:
         await self._strikes.wait_loaded()
+
+
+def _partitions_from_environment() -> int:
+    raw = os.environ.get("DOCKET_PARTITIONS", "").strip()
+    if not raw:
+        return 1
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(
+            f"DOCKET_PARTITIONS must be a whole number from 1 up, not {raw!r}"
+        ) from None

@@ -177,7 +177,7 @@ class ExecutionProgress:
         message_changed: bool = False,
     ) -> None:
         docket = self.docket
-        keys = docket.keys
+        keys = docket.keys_for(self.key)
         generation = "" if self._execution is None else str(self._execution.generation)
         reply = await docket.engine.scripts.send(
             scripts.Progress(
@@ -227,7 +227,7 @@ class ExecutionProgress:
             await self._execution.sync()
             return
         async with self.docket.redis() as redis:
-            record = await redis.hgetall(self.docket.keys.record(self.key))
+            record = await redis.hgetall(self.docket.keys_for(self.key).record(self.key))
         self._load(record or {})
 
     async def subscribe(
@@ -281,6 +281,8 @@ class Execution:
         self.redelivered = redelivered
         self.trace_context = trace_context or {}
         self.message_id = message_id
+        # The partition whose stream the message came from (a partitioned docket).
+        self.partition = 0
         self.state = state
         self.worker: str | None = None
         self.started_at: datetime | None = None
@@ -314,6 +316,13 @@ class Execution:
     @property
     def key(self) -> str:
         return self._key
+
+    @property
+    def run_id(self) -> str:
+        """The run's message id, made unique among one worker's runs: the streams of a
+        partitioned docket's partitions hand out the same ids."""
+        mid = self.message_id or ""
+        return f"{mid}@{self.partition}" if self.partition else mid
 
     def __repr__(self) -> str:
         return (
@@ -401,7 +410,7 @@ class Execution:
     async def sync(self) -> None:
         """Refresh state, timings and progress from Redis."""
         async with self.docket.redis() as redis:
-            record = await redis.hgetall(self.docket.keys.record(self.key))
+            record = await redis.hgetall(self.docket.keys_for(self.key).record(self.key))
         self._record_found = bool(record)
         if record:
             self._load_record(record)
@@ -427,7 +436,7 @@ class Execution:
             source = entry
         elif b"payload" not in record and mid:
             client = docket.engine.connection.client
-            entries = await client.xrange(docket.keys.stream, mid, mid)
+            entries = await client.xrange(docket.keys_for(key).stream, mid, mid)
             if entries:
                 source = entries[0][1]
         args: tuple[Any, ...] = ()
@@ -577,7 +586,7 @@ class Execution:
 
     async def _mark(self, state: str, *, worker: str = "", error: str = "") -> Any:
         docket = self.docket
-        keys = docket.keys
+        keys = docket.keys_for(self.key)
         ttl = docket.execution_ttl.total_seconds()
         from ._redis.keys import GROUP
 
@@ -602,7 +611,7 @@ class Execution:
     async def is_superseded(self) -> bool:
         """True when the key now belongs to a newer schedule than this run's."""
         async with self.docket.redis() as redis:
-            generation = await redis.hget(self.docket.keys.record(self.key), "gen")
+            generation = await redis.hget(self.docket.keys_for(self.key).record(self.key), "gen")
         return generation is not None and int(generation) != self.generation
 
     # -- waiting ----------------------------------------------------------------------
@@ -829,11 +838,19 @@ def from_entry(
     *,
     message_id: str | None,
     redelivered: bool,
+    partition: int = 0,
 ) -> Execution:
     """The execution one stream entry carries, run by ``function``. Raises
     ``PoisonMessage`` for an entry that is malformed, unsigned where signing is on, or
     otherwise unsafe to open (what the worker dead-letters)."""
     message = parse_fields(fields)
+    if docket.partitions > 1 and docket.keys_for(message.key).partition != partition:
+        # Settling it would touch another partition's stream: written by hand, or by a
+        # process that disagreed on the partition count.
+        raise PoisonMessage(
+            f"key {message.key[:200]!r} belongs to partition "
+            f"{docket.keys_for(message.key).partition}, not partition {partition}"
+        )
     args, kwargs = open_payload(
         docket,
         message.function_name,
@@ -842,7 +859,7 @@ def from_entry(
         message.payload,
         message.signature,
     )
-    return Execution(
+    execution = Execution(
         docket,
         function,
         args,
@@ -857,6 +874,8 @@ def from_entry(
         message_id=message_id,
         state=ExecutionState.QUEUED,
     )
+    execution.partition = partition
+    return execution
 
 
 def placeholder_for(execution: Execution) -> TaskFunction:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ._imports import ImportPathError, import_object
 from ._redis.client import SUPPORTED_SCHEMES
-from ._redis.keys import validate_name
+from ._redis.keys import validate_name, validate_partitions
 from ._signals import SignalsSeen, shutdown_signals
 from ._uuid7 import uuid7_str
 from ._worker_options import OPTION_NAMES, OptionSpec, option_specs
@@ -28,4 +28,5 @@ __all__ = [
     "shutdown_signals",
     "uuid7_str",
     "validate_name",
+    "validate_partitions",
 ]

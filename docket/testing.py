@@ -243,12 +243,12 @@ _POLL_SECONDS = 0.01
 async def _nothing_due(docket: Docket) -> bool:
     """Nothing queued or running (settled entries leave the stream) and nothing
     scheduled is due by the Redis server's clock."""
-    keys = docket.keys
     async with docket.redis() as redis:
         seconds, micros = await redis.time()
         now = int(seconds) + int(micros) / 1_000_000
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.xlen(keys.stream)
-            pipe.zcount(keys.queue, "-inf", f"{now:.6f}")
-            in_stream, due = await pipe.execute()
-    return int(in_stream) == 0 and int(due) == 0
+            for keys in docket.partition_keys:
+                pipe.xlen(keys.stream)
+                pipe.zcount(keys.queue, "-inf", f"{now:.6f}")
+            counts = await pipe.execute()
+    return not any(int(count) for count in counts)

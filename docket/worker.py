@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractContextManager, AsyncExitStack, suppress
 from datetime import timedelta
 from typing import Any
@@ -27,7 +27,7 @@ from redis.exceptions import RedisError, ResponseError
 from ._fallback import default_fallback_task
 from ._redis import scripts
 from ._redis.client import BLOCK_SECONDS
-from ._redis.keys import GROUP
+from ._redis.keys import GROUP, Keys
 from ._worker_cancellation import Cancellation
 from ._worker_claiming import Claims
 from ._worker_health import Health
@@ -140,9 +140,14 @@ class Worker:
         self._execute = self._runner.execute
         self._claims = Claims(self, state)
         self._leases = Leases(self, state, self._claims)
-        self._reader: Reader | None = None
-        self._watermark: str | None = None
-        """What the last reader's watermark was, for the next (see Reader.watermark)."""
+        self._readers: list[Reader] = []
+        self._watermarks: dict[int, str | None] = {}
+        """What each partition's last reader's watermark was, for the next (see
+        Reader.watermark)."""
+        self._reserved = 0
+        """Slots held by reads under way (a partitioned docket's readers share them)."""
+        self._slot_waiters = 0
+        """A partitioned docket's readers waiting for a slot."""
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, docket={self.docket.name!r}, concurrency={self.concurrency})"
@@ -231,8 +236,8 @@ class Worker:
         self._slot_freed.set()
         self._scheduler.wake()
         self.docket.engine.connection.notify_activity()
-        if self._reader is not None:
-            self._reader.unblock()
+        for reader in self._readers:
+            reader.unblock()
 
     def abort(self) -> None:
         """Stop now: in-flight runs are cancelled and left unsettled, so other workers
@@ -319,12 +324,33 @@ class Worker:
     # -- the run loop: read, claim, start -------------------------------------------
 
     async def _consume(self, forever: bool) -> None:
-        reader = self._reader = open_reader(self.docket, self.name, self._watermark)
+        partitions = self.docket.partition_keys
+        if len(partitions) == 1:
+            await self._consume_partition(partitions[0], forever, self._consume_with)
+            return
+        # One reader per partition, each on its own connection (on a Cluster, to its
+        # partition's shard), sharing the worker's slots.
+        async with asyncio.TaskGroup() as group:
+            for keys in partitions:
+                group.create_task(
+                    self._consume_partition(keys, forever, self._consume_shared),
+                    name=f"{self.name}-read-{keys.partition}",
+                )
+
+    async def _consume_partition(
+        self,
+        keys: Keys,
+        forever: bool,
+        loop: Callable[[Reader, bool], Coroutine[Any, Any, None]],
+    ) -> None:
+        watermark = self._watermarks.get(keys.partition)
+        reader = open_reader(self.docket, self.name, watermark, keys)
+        self._readers.append(reader)
         try:
-            await self._consume_with(reader, forever)
+            await loop(reader, forever)
         finally:
-            self._watermark = reader.watermark
-            self._reader = None
+            self._watermarks[keys.partition] = reader.watermark
+            self._readers.remove(reader)
             await reader.aclose()
 
     async def _consume_with(self, reader: Reader, forever: bool) -> None:
@@ -333,6 +359,7 @@ class Worker:
         slot_freed = self._slot_freed
         health = self._health
         claims = self._claims
+        keys = reader.keys
         while not self._stopping:
             if self._crashes:
                 crashes, self._crashes = self._crashes, []
@@ -352,7 +379,7 @@ class Worker:
                 health.read_since = None
                 health.reads_ok = True
                 if claimed or unclaimed:
-                    await claims.start(claimed, unclaimed)
+                    await claims.start(claimed, unclaimed, keys)
                     continue
                 if not forever:
                     with self._internal("docket.finished"):
@@ -360,23 +387,91 @@ class Worker:
                     if finished:
                         return
                 await reader.idle(wait)
-            except ResponseError as error:
-                health.read_since = None
-                if "NOGROUP" in str(error):
-                    logger.warning("The consumer group is gone (Redis restarted?); recreating it")
-                    reader.group_lost()
-                    try:
-                        await self._ensure_group()
-                    except (RedisError, OSError) as failure:
-                        await self._trouble.handle(failure)
-                else:
-                    health.reads_ok = False
-                    await self._trouble.handle(error)
             except (RedisError, OSError) as error:
+                await self._read_failed(reader, error)
+
+    async def _consume_shared(self, reader: Reader, forever: bool) -> None:
+        """One partition's read loop of several, sharing the worker's slots.
+
+        A read that may block holds one slot; a read after one that found work does not
+        block, and takes at most its share of the free slots. So while work is plentiful
+        every partition's reader gets some, and no worker runs more than ``concurrency``
+        at once. A reader whose blocking read found nothing lets any reader waiting for
+        a slot go first, and while one waits, blocking reads are cut to
+        ``minimum_check_interval``: with fewer slots than partitions, the readers take
+        turns instead of the first ones keeping the slots.
+        """
+        check = max(seconds(self.minimum_check_interval), 0.001)
+        active = self._active
+        slot_freed = self._slot_freed
+        health = self._health
+        claims = self._claims
+        keys = reader.keys
+        readers = len(self.docket.partition_keys)
+        blocking = False
+        while not self._stopping:
+            if self._crashes:
+                crashes, self._crashes = self._crashes, []
+                raise ExceptionGroup(f"Worker {self.name} could not run its tasks", crashes)
+            free = self.concurrency - len(active) - self._reserved
+            if free <= 0:
+                slot_freed.clear()
+                self._slot_waiters += 1
+                try:
+                    await slot_freed.wait()
+                finally:
+                    self._slot_waiters -= 1
+                continue
+            count = 1 if blocking else self._claim_budget(-(-free // readers))
+            wait = 0.0
+            if blocking:
+                wait = BLOCK_SECONDS if forever and not self._slot_waiters else check
+            found = False
+            self._reserved += count
+            try:
+                health.read_since = time.monotonic()
+                with self._internal("docket.read"):
+                    claimed, unclaimed = await reader.read(count, wait)
                 health.read_since = None
-                health.reads_ok = False
-                reader.connection_lost()
-                await self._trouble.handle(error)
+                health.reads_ok = True
+                found = bool(claimed or unclaimed)
+                if found:
+                    await claims.start(claimed, unclaimed, keys)
+                elif blocking and not forever:
+                    with self._internal("docket.finished"):
+                        if await self._finished():
+                            return
+            except (RedisError, OSError) as error:
+                await self._read_failed(reader, error)
+                continue
+            finally:
+                # Released once the runs it read have started (and count as active).
+                self._reserved -= count
+                slot_freed.set()
+            if found:
+                blocking = False
+                continue
+            if blocking:
+                await reader.idle(wait)
+            blocking = True
+            if self._slot_waiters:
+                # Those woken by the release above run before this reader reserves again.
+                await asyncio.sleep(0)
+
+    async def _read_failed(self, reader: Reader, error: RedisError | OSError) -> None:
+        self._health.read_since = None
+        if isinstance(error, ResponseError) and "NOGROUP" in str(error):
+            logger.warning("The consumer group is gone (Redis restarted?); recreating it")
+            reader.group_lost()
+            try:
+                await self._ensure_group()
+            except (RedisError, OSError) as failure:
+                await self._trouble.handle(failure)
+            return
+        self._health.reads_ok = False
+        if not isinstance(error, ResponseError):
+            reader.connection_lost()
+        await self._trouble.handle(error)
 
     def _claim_budget(self, free: int) -> int:
         """How many messages the next read may claim: no more than free slots, the
@@ -387,26 +482,29 @@ class Worker:
         return budget
 
     async def _ensure_group(self) -> None:
-        ensure = scripts.EnsureGroup(stream=self.docket.keys.stream, group=GROUP)
-        await self.docket.engine.scripts.send(ensure)
+        for keys in self.docket.partition_keys:
+            ensure = scripts.EnsureGroup(stream=keys.stream, group=GROUP)
+            await self.docket.engine.scripts.send(ensure)
 
     async def _finished(self) -> bool:
         if self._active or self._settler.busy:
             return False
-        client = self.docket.engine.connection.client
+        docket = self.docket
+        client = docket.engine.connection.client
         async with client.pipeline(transaction=False) as pipe:
-            pipe.zcard(self.docket.keys.queue)
-            pipe.xlen(self.docket.keys.stream)
+            for keys in docket.partition_keys:
+                pipe.zcard(keys.queue)
+                pipe.xlen(keys.stream)
             # Runs parked behind a concurrency limit are neither scheduled nor queued.
-            pipe.scard(self.docket.keys.concurrency_registry)
-            scheduled, queued, limited = await pipe.execute()
-        return int(scheduled) == 0 and int(queued) == 0 and int(limited) == 0
+            pipe.scard(docket.keys.concurrency_registry)
+            counts = await pipe.execute()
+        return not any(int(count) for count in counts)
 
     # -- the runs in flight ---------------------------------------------------------
 
     def _start(self, execution: Execution) -> None:
-        mid = execution.message_id
-        assert mid is not None
+        assert execution.message_id is not None
+        mid = execution.run_id
         self.tasks_started += 1
         if self.max_tasks is not None and self.tasks_started >= self.max_tasks:
             if not self._stopping:
@@ -469,6 +567,7 @@ class Worker:
         fallback_task: str | Callable[..., Any] | None = None,
         message_batch: int = 1000,
         dependencies: Mapping[str, Any] | Sequence[Any] | str | None = None,
+        partitions: int | None = None,
         **options: Any,
     ) -> None:
         """Run a worker the way the CLI does (the arguments keep the released order;
@@ -482,7 +581,8 @@ class Worker:
         Prometheus text and raises ``MetricsUnavailable`` (saying how to install the
         ``metrics`` extra) when it cannot. Embedded in another framework, use
         ``run_forever()`` inside ``async with Worker(...)`` instead: it installs no
-        signal handlers.
+        signal handlers. ``partitions`` is the docket's partition count (by default
+        ``DOCKET_PARTITIONS``, else 1).
         """
         from ._worker_run import run_worker
 
@@ -499,6 +599,7 @@ class Worker:
             healthcheck_port=healthcheck_port,
             metrics_port=metrics_port,
             tasks=tasks,
+            partitions=partitions,
         )
 
     def is_healthy(self) -> bool:

@@ -155,7 +155,7 @@ class DocketBackend(BaseTaskBackend):
                 record: dict[str, Any] = json.loads(raw)
                 if record["status"] == TaskResultStatus.READY.value:
                     # Cancelled through docket (admin, docket.cancel): a failure to Django.
-                    state = await redis.hget(docket.keys.record(result_id), "state")
+                    state = await redis.hget(docket.keys_for(result_id).record(result_id), "state")
                     if state in (b"cancelled", "cancelled"):
                         record["status"] = TaskResultStatus.FAILED.value
             return record

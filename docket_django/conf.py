@@ -28,7 +28,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from docket import WorkerOptions
-from docket.integration import OptionSpec, option_specs
+from docket.integration import OptionSpec, option_specs, validate_partitions
 
 DEFAULT_ALIAS = "default"
 
@@ -39,6 +39,7 @@ _PLAIN_KEYS = (
     "SIGNING_KEY",
     "SERIALIZER",
     "MAX_PAYLOAD_BYTES",
+    "PARTITIONS",
     "ENQUEUE_ON_COMMIT",
     "DATABASE",
 )
@@ -109,6 +110,7 @@ class DocketSettings:
     signing_key: str | bytes | bool | None = None  # None: derived from SECRET_KEY
     serializer: str = "pickle"
     max_payload_bytes: int | None = 16 * 1024 * 1024
+    partitions: int | None = None  # None: DOCKET_PARTITIONS, else 1
     enqueue_on_commit: bool = True
     database: str = "default"
     worker: WorkerSettings = field(default_factory=WorkerSettings)
@@ -219,6 +221,11 @@ def _build(alias: str, options: dict[str, Any]) -> DocketSettings:
     for key in _PLAIN_KEYS:
         if key in options:
             kwargs[key.lower()] = options[key]
+    if "partitions" in kwargs:
+        try:
+            validate_partitions(kwargs["partitions"])
+        except ValueError as error:
+            raise ImproperlyConfigured(f"DOCKET[{alias!r}]['PARTITIONS']: {error}") from None
     url = _env_url(alias) or options.get("URL") or "redis://localhost:6379/0"
     name = options.get("NAME") or ("docket" if alias == DEFAULT_ALIAS else alias)
     return DocketSettings(

@@ -26,6 +26,7 @@ def build_docket(
         signing_key=signing_key_for(config),
         serializer=config.serializer,
         max_payload_bytes=config.max_payload_bytes,
+        partitions=config.partitions,
         enable_internal_instrumentation=enable_internal_instrumentation,
     )
     register_all(docket, alias)

@@ -58,6 +58,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "cluster_too: the module's tests that take ``url`` run on a Redis Cluster as well",
     )
+    config.addinivalue_line(
+        "markers",
+        "partitioned_too: the module's tests that take ``url`` run with 3 partitions too",
+    )
 
 
 # Each chaos scenario's line of figures, collected from the test reports (pytest-xdist
@@ -232,9 +236,18 @@ def cluster_url(redis_cluster: RedisClusterSet) -> str:
     return redis_cluster.url
 
 
+@pytest.fixture
+def partitioned_url(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The private server, with every docket the test makes spread over 3 partitions
+    (``DOCKET_PARTITIONS``, which a Docket given no count reads)."""
+    monkeypatch.setenv("DOCKET_PARTITIONS", "3")
+    return redis_server.url
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # ``url`` runs a test on each backend; a module marked ``cluster_too`` adds this
-    # process's Redis Cluster to them (a chosen subset of the core tests: the cluster's
+    # ``url`` runs a test on each backend; a module marked ``partitioned_too`` adds the
+    # private server with 3 partitions per docket, one marked ``cluster_too`` this
+    # process's Redis Cluster (a chosen subset of the core tests: the cluster's
     # startup is paid once per process, its runs are slower).
     given = {
         name.strip()
@@ -247,6 +260,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         backends = ["redis", "memory"]
         if metafunc.definition.get_closest_marker("cluster_too") is not None:
             backends.append("cluster")
+        if metafunc.definition.get_closest_marker("partitioned_too") is not None:
+            backends.append("partitioned")
         metafunc.parametrize("url", backends, ids=backends, indirect=True)
 
 

@@ -13,6 +13,9 @@ from docket import Agenda, Disposition, Docket, ExecutionState, Retry, Worker
 ran: list[tuple[str, Any]] = []
 
 
+pytestmark = pytest.mark.partitioned_too
+
+
 async def process(item: int, *, label: str = "") -> None:
     ran.append(("process", (item, label)))
 

@@ -824,6 +824,32 @@ async def test_snapshot_and_stats(redis_url: str, docket_name: str, producer: Do
     assert re.search(r"│ sleep\s*│\s*1 │\s*0 │\s*0 │\s*1 │", result.stdout), result.stdout
 
 
+async def test_snapshot_and_worker_take_the_partition_count(
+    redis_url: str, docket_name: str
+) -> None:
+    async with Docket(name=docket_name, url=redis_url, partitions=3) as partitioned:
+        for n in range(6):
+            await partitioned.add(trace, key=f"spread-{n}")(str(n))
+        spread = {partitioned.keys_for(f"spread-{n}").partition for n in range(6)}
+        assert len(spread) > 1
+    result = await cli("snapshot", "--partitions", "3", *target(redis_url, docket_name))
+    assert result.code == 0, result
+    assert "0/6 running" in result.stdout
+    # DOCKET_PARTITIONS is the same setting.
+    by_env = await cli("snapshot", *target(redis_url, docket_name), env={"DOCKET_PARTITIONS": "3"})
+    assert "0/6 running" in by_env.stdout, by_env
+    mismatch = await cli("snapshot", "--partitions", "2", *target(redis_url, docket_name))
+    assert_one_line_error(mismatch, "made with partitions=3", "partitions=2")
+    worker = await cli(
+        "worker", "--until-finished", "--partitions", "3", *target(redis_url, docket_name)
+    )
+    assert worker.code == 0, worker
+    after = await cli("snapshot", "--partitions", "3", *target(redis_url, docket_name))
+    assert "Nothing is scheduled, queued or running" in after.stdout
+    bad = await cli("worker", "--partitions", "0", *target(redis_url, docket_name))
+    assert bad.code == 2 and "--partitions" in bad.stderr, bad
+
+
 async def test_snapshot_and_workers_with_a_live_worker(
     redis_url: str, docket_name: str, producer: Docket
 ) -> None:

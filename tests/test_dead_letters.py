@@ -23,7 +23,7 @@ from docket.dead_letters import (
     requeue,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.partitioned_too]
 
 calls: list[str] = []
 

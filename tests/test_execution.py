@@ -22,7 +22,7 @@ from docket import (
 )
 
 # A subset of the core tests that also runs on a Redis Cluster (see conftest's ``url``).
-pytestmark = pytest.mark.cluster_too
+pytestmark = [pytest.mark.cluster_too, pytest.mark.partitioned_too]
 
 
 if TYPE_CHECKING:

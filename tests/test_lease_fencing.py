@@ -76,6 +76,9 @@ WORKER_A = textwrap.dedent(
 )
 
 
+pytestmark = pytest.mark.partitioned_too
+
+
 async def wait_until(
     predicate: Callable[[], Awaitable[bool] | bool], what: str, timeout: float = 15.0
 ) -> None:

@@ -39,7 +39,7 @@ from docket.execution import TaskCall
 from docket.strikes import StrikeCondition
 
 # A subset of the core tests that also runs on a Redis Cluster (see conftest's ``url``).
-pytestmark = pytest.mark.cluster_too
+pytestmark = [pytest.mark.cluster_too, pytest.mark.partitioned_too]
 
 
 if TYPE_CHECKING:

@@ -17,6 +17,8 @@ from redis.asyncio import Redis
 from docket import Docket, ExecutionState
 from docket._results import RedisResultStore, ResultStoreError
 
+pytestmark = pytest.mark.partitioned_too
+
 
 class Refused(Exception):
     def __init__(self, message: str, code: int) -> None:

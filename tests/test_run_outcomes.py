@@ -23,6 +23,8 @@ from docket import (
     Retry,
 )
 
+pytestmark = pytest.mark.partitioned_too
+
 
 async def test_a_task_that_swallows_its_cancel_and_returns_ends_completed(
     docket: Docket,

@@ -39,7 +39,7 @@ from docket.dependencies import CompletionHandler, TaskOutcome
 
 
 # A subset of the core tests that also runs on a Redis Cluster (see conftest's ``url``).
-pytestmark = pytest.mark.cluster_too
+pytestmark = [pytest.mark.cluster_too, pytest.mark.partitioned_too]
 
 
 async def stop(worker: Worker, runner: asyncio.Task[None]) -> None:
@@ -48,19 +48,22 @@ async def stop(worker: Worker, runner: asyncio.Task[None]) -> None:
 
 
 async def stream_length(docket: Docket) -> int:
+    """Entries on the docket's streams (every partition's)."""
     async with docket.redis() as redis:
-        return int(await redis.xlen(docket.keys.stream))
+        return sum([int(await redis.xlen(keys.stream)) for keys in docket.partition_keys])
 
 
 async def scheduled_count(docket: Docket) -> int:
     async with docket.redis() as redis:
-        return int(await redis.zcard(docket.keys.queue))
+        return sum([int(await redis.zcard(keys.queue)) for keys in docket.partition_keys])
 
 
 async def pending_count(docket: Docket) -> int:
+    total = 0
     async with docket.redis() as redis:
-        info = await redis.xpending(docket.keys.stream, GROUP)
-    return int(info["pending"])
+        for keys in docket.partition_keys:
+            total += int((await redis.xpending(keys.stream, GROUP))["pending"])
+    return total
 
 
 async def server_time(redis: Redis) -> float:
@@ -527,12 +530,12 @@ async def test_a_stale_stream_entry_is_acked_and_removed_without_running(
 
     await docket.add(note, key="k")("old")
     async with docket.redis() as redis:
-        [(_, stale_fields)] = await redis.xrange(docket.keys.stream)
+        [(_, stale_fields)] = await redis.xrange(docket.keys_for("k").stream)
     await docket.replace(note, when=datetime.now(UTC), key="k")("new")
     # A copy of the old generation's entry that outlived the replace.
     async with docket.redis() as redis:
-        await redis.xadd(docket.keys.stream, stale_fields)
-        assert await redis.xlen(docket.keys.stream) == 2
+        await redis.xadd(docket.keys_for("k").stream, stale_fields)
+        assert await redis.xlen(docket.keys_for("k").stream) == 2
 
     async with fast_worker(docket) as worker:
         await asyncio.wait_for(worker.run_until_finished(), 15)
@@ -651,8 +654,7 @@ async def test_a_cancel_arriving_before_a_perpetual_reschedules_ends_the_chain(
     stored = await docket.get_execution("chain")
     assert stored is not None
     assert stored.state == ExecutionState.CANCELLED
-    async with docket.redis() as redis:
-        assert await redis.zcard(docket.keys.queue) == 0
+    assert await scheduled_count(docket) == 0
 
 
 async def _no_pending(docket: Docket) -> bool:

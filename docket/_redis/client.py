@@ -136,6 +136,8 @@ class Connection:
         self._credential_provider = credential_provider
         self._sentinel: Sentinel | None = None
         self._node_clients: dict[str, RedisClient] = {}
+        # Lean connections to other partitions' shards (a partitioned docket on a Cluster).
+        self._wires: dict[str, Wire | None] = {}
         self._shard_known = False
         if topology.kind == "memory":
             import fakeredis
@@ -176,8 +178,9 @@ class Connection:
             **options,
         )
 
-    def _new_wire(self) -> Wire | None:
-        """A lean connection, where the URL allows one (see wire.py)."""
+    def _new_wire(self, slot_key: str | None = None) -> Wire | None:
+        """A lean connection, where the URL allows one (see wire.py); on a Cluster, to
+        the shard serving ``slot_key`` (by default the docket's)."""
         topology = self.topology
         if self._credential_provider is not None:
             return None
@@ -192,11 +195,26 @@ class Connection:
             )
         if topology.kind == "cluster" and not topology.tls and options_supported(topology.query):
             credentials = topology.userinfo + "@" if topology.userinfo else ""
-            return Wire(f"redis://{credentials}shard/0", timeout=SOCKET_TIMEOUT, locate=self._shard)
+            key = slot_key or self.slot_key
+
+            async def locate() -> tuple[str, int]:
+                return await self._shard(key)
+
+            return Wire(f"redis://{credentials}shard/0", timeout=SOCKET_TIMEOUT, locate=locate)
         return None
 
-    async def _shard(self) -> tuple[str, int]:
-        """The primary serving the docket's slot. Asked again after a lost connection,
+    def wire_for(self, key: str) -> Wire | None:
+        """The lean connection that serves ``key``: the one connection, except on a
+        Cluster, where each hash tag other than the docket's gets one to its shard."""
+        if not self.is_cluster or self.wire is None or key.startswith(self.slot_key):
+            return self.wire
+        tag = key[: key.find("}") + 1]
+        if tag not in self._wires:
+            self._wires[tag] = self._new_wire(tag)
+        return self._wires[tag]
+
+    async def _shard(self, slot_key: str) -> tuple[str, int]:
+        """The primary serving ``slot_key``'s slot. Asked again after a lost connection,
         when a failover may have promoted another: the slot map is read afresh then."""
         client = self.client
         if self._shard_known:
@@ -204,7 +222,7 @@ class Connection:
         else:
             await client.initialize()
         self._shard_known = True
-        node = client.get_node_from_key(self.slot_key)
+        node = client.get_node_from_key(slot_key)
         return str(node.host), int(node.port)
 
     async def _primary(self) -> tuple[str, int]:
@@ -279,12 +297,12 @@ class Connection:
             connection_pool=self.client.connection_pool, single_connection_client=True
         )
 
-    def dedicated_wire(self) -> Wire | None:
-        """A lean connection of its own, for a blocking read, or None without the
-        lean path."""
+    def dedicated_wire(self, slot_key: str | None = None) -> Wire | None:
+        """A lean connection of its own, for a blocking read (on a Cluster, to the shard
+        serving ``slot_key``), or None without the lean path."""
         if self.wire is None:
             return None
-        return self._new_wire()
+        return self._new_wire(slot_key)
 
     def pubsub(self) -> Any:
         """A pub/sub connection. On a Cluster, PUBLISH reaches every node, so any node
@@ -317,6 +335,9 @@ class Connection:
     async def aclose(self) -> None:
         if self.wire is not None:
             await self.wire.aclose()
+        for wire in self._wires.values():
+            if wire is not None:
+                await wire.aclose()
         for client in self._node_clients.values():
             await client.aclose()
         await self.client.aclose()

@@ -2,11 +2,21 @@
 
 Every key and channel of a docket starts with ``{name}``: the braces make it a hash tag,
 so on Redis Cluster all of a docket lives in one slot and every script stays legal.
+
+A partitioned docket (``partitions=N``) keeps partition 0 under ``{name}`` (the control
+partition: strikes, workers, concurrency and rate-limit state, the stored partition
+count) and partition ``p`` of the rest under ``{name/p}``: another hash tag, so on a
+Cluster another slot. Each task key lives wholly in one partition (its stream entry,
+schedule, record and result), so every script that touches a task stays in one slot.
+``/`` cannot occur in a docket name, so no docket's keys fall under another's.
+Channels are the docket's, whatever the partition: a plain PUBLISH reaches every
+subscriber of a Cluster.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Self, overload
 
@@ -43,8 +53,10 @@ class _Under:
     which then answers every later read directly (the producer and the worker read these
     for every task)."""
 
-    def __init__(self, suffix: str) -> None:
+    def __init__(self, suffix: str, channel: bool = False) -> None:
         self.suffix = suffix
+        # Channels are the docket's, under ``{name}`` whatever the partition.
+        self.channel = channel
         self.attribute = ""
 
     def __set_name__(self, owner: type[Keys], name: str) -> None:
@@ -57,19 +69,26 @@ class _Under:
     def __get__(self, keys: Keys | None, owner: type[Keys]) -> str | Self:
         if keys is None:
             return self
-        value = f"{keys.prefix}:{self.suffix}"
+        prefix = "{" + keys.name + "}" if self.channel else keys.prefix
+        value = f"{prefix}:{self.suffix}"
         # Keys is frozen, so its own __setattr__ refuses; the name never changes anyway.
         keys.__dict__[self.attribute] = value
         return value
 
 
+def partition_tag(name: str, partition: int) -> str:
+    """The hash tag of one partition of docket ``name``."""
+    return "{" + name + "}" if partition == 0 else "{" + f"{name}/{partition}" + "}"
+
+
 @dataclass(frozen=True)
 class Keys:
     name: str
+    partition: int = 0
 
     @property
     def prefix(self) -> str:
-        return "{" + self.name + "}"
+        return partition_tag(self.name, self.partition)
 
     stream = _Under("stream")
     queue = _Under("queue")
@@ -86,10 +105,12 @@ class Keys:
     """Each such limit's max_concurrent, for the sweeps that wake its waiters."""
 
     # Pub/sub channels
-    events_prefix = _Under("events:")
-    wake_channel = _Under("wake")
-    cancel_channel = _Under("cancel")
-    strikes_channel = _Under("strikes-changed")
+    events_prefix = _Under(channel=True, suffix="events:")
+    wake_channel = _Under(channel=True, suffix="wake")
+    cancel_channel = _Under(channel=True, suffix="cancel")
+    strikes_channel = _Under(channel=True, suffix="strikes-changed")
+    partition_count = _Under("partitions")
+    """The partition count a partitioned docket was made with (control partition only)."""
 
     # For others' data: a docket's own keys never start with this, so nothing it does
     # (clear(), expiry, the test suite's leak checks) touches what lives under it.
@@ -120,4 +141,30 @@ class Keys:
 
     def permanent(self) -> set[str]:
         """Keys that legitimately outlive every task (what a leak check may ignore)."""
-        return {self.stream, self.generation, self.dead_letters, self.workers, self.strikes}
+        return {
+            self.stream,
+            self.generation,
+            self.dead_letters,
+            self.workers,
+            self.strikes,
+            self.partition_count,
+        }
+
+
+MAX_PARTITIONS = 1024
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition a task key lives in: the same for every process, forever (CRC-32,
+    not Python's per-process string hash)."""
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions
+
+
+def validate_partitions(partitions: object) -> int:
+    if isinstance(partitions, bool) or not isinstance(partitions, int):
+        raise ValueError(
+            f"partitions must be a whole number from 1 to {MAX_PARTITIONS}, not {partitions!r}"
+        )
+    if not 1 <= partitions <= MAX_PARTITIONS:
+        raise ValueError(f"partitions must be from 1 to {MAX_PARTITIONS}, not {partitions}")
+    return partitions

@@ -25,6 +25,7 @@ callers then name every slot instead of counting positions::
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -561,6 +562,7 @@ class ConcurrencyAcquire(Call, script="concurrency_acquire"):
     record: Key
     registry: Key
     limits: Key
+    where: Key
     group: str
     worker: str
     key: str
@@ -570,6 +572,7 @@ class ConcurrencyAcquire(Call, script="concurrency_acquire"):
     deliveries: int
     generation: int
     events_prefix: str
+    partition: str
 
 
 class ConcurrencyRelease(Call, script="concurrency_release"):
@@ -578,6 +581,7 @@ class ConcurrencyRelease(Call, script="concurrency_release"):
     stream: Key
     registry: Key
     limits: Key
+    where: Key
     key: str
     lease: float
     record_prefix: str
@@ -606,11 +610,19 @@ class Scripts:
     load a script the server does not know (after a restart, say) and run it again."""
 
     def __init__(
-        self, client: RedisClient, wire: Wire | None = None, *, cluster: bool = False
+        self,
+        client: RedisClient,
+        wire: Wire | None = None,
+        *,
+        cluster: bool = False,
+        route: Callable[[str], Wire | None] | None = None,
     ) -> None:
         self._client = client
         self._wire = wire
         self._cluster = cluster
+        # On a Cluster, the lean connection serving a call's first key (a partitioned
+        # docket's partitions live on different shards).
+        self._route = route if wire is not None else None
         self._registered: dict[str, AsyncScript] = {
             name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
@@ -630,6 +642,8 @@ class Scripts:
             raise ValueError("send_many runs calls of one script")
         flat = [call.flatten() for call in calls]
         registered = self._registered[script]
+        if self._route is not None:
+            return await self._routed_many(registered.sha, script_source(script), flat)
         if self._wire is not None:
             return await self._wire.evalsha_many(registered.sha, script_source(script), flat)
         replies = await self._pipelined(registered, flat)
@@ -642,6 +656,30 @@ class Scripts:
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         return replies
+
+    async def _routed_many(
+        self, sha: str, source: str, flat: Sequence[tuple[list[Any], list[Any]]]
+    ) -> list[Any]:
+        """``send_many`` over the lean connections of several shards: each shard's calls
+        in one pipeline, the pipelines at once, the replies back in the calls' order."""
+        assert self._route is not None
+        by_wire: dict[int, tuple[Wire, list[int]]] = {}
+        for index, (keys, _) in enumerate(flat):
+            wire = self._route(keys[0]) if keys else self._wire
+            assert wire is not None
+            by_wire.setdefault(id(wire), (wire, []))[1].append(index)
+        if len(by_wire) == 1:
+            wire, _ = next(iter(by_wire.values()))
+            return await wire.evalsha_many(sha, source, flat)
+        groups = list(by_wire.values())
+        replies = await asyncio.gather(
+            *(wire.evalsha_many(sha, source, [flat[i] for i in group]) for wire, group in groups)
+        )
+        ordered: list[Any] = [None] * len(flat)
+        for (_, indexes), group_replies in zip(groups, replies, strict=True):
+            for index, reply in zip(indexes, group_replies, strict=True):
+                ordered[index] = reply
+        return ordered
 
     async def _pipelined(
         self, registered: AsyncScript, flat: Sequence[tuple[list[Any], list[Any]]]
@@ -687,6 +725,9 @@ class Scripts:
     async def _run(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Where every single call goes."""
         registered = self._registered[script]
-        if self._wire is not None:
-            return await self._wire.evalsha(registered.sha, script_source(script), keys, args)
+        wire = self._wire
+        if self._route is not None and keys:
+            wire = self._route(keys[0])
+        if wire is not None:
+            return await wire.evalsha(registered.sha, script_source(script), keys, args)
         return await registered(keys=list(keys), args=list(args))

@@ -19,8 +19,9 @@ from redis.connection import parse_url
 from redis.exceptions import RedisError
 
 from .._imports import ImportPathError, import_object
+from .._partition_layout import PartitionMismatch
 from .._redis.client import SUPPORTED_SCHEMES, redact_url
-from .._redis.keys import validate_name
+from .._redis.keys import MAX_PARTITIONS, validate_name
 from .._redis.topology import parse_topology
 from .durations import format_duration_option, parse_duration
 
@@ -53,6 +54,8 @@ def run[T](main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
     except CliError as error:
         fail(str(error), error.code)
+    except PartitionMismatch as error:
+        fail(str(error))
     except ConnectionError as error:
         # The Docket's own "Cannot reach Redis at <url>: ..." (the URL is redacted).
         fail(str(error))
@@ -149,6 +152,20 @@ DocketOption = Annotated[
         envvar="DOCKET_NAME",
         callback=check_docket_name,
         show_envvar=True,
+    ),
+]
+
+
+PartitionsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--partitions",
+        help="How many partitions the docket is spread over (every producer and worker "
+        "of a docket uses the same count; default 1)",
+        envvar="DOCKET_PARTITIONS",
+        show_envvar=True,
+        min=1,
+        max=MAX_PARTITIONS,
     ),
 ]
 

@@ -19,6 +19,7 @@ from .options import (
     DEFAULT_URL,
     CliError,
     DocketOption,
+    PartitionsOption,
     UrlOption,
     load_collection,
     run,
@@ -35,8 +36,12 @@ def _patchable(name: str) -> Any:
     return getattr(cli, name)
 
 
-async def _take_snapshot(docket_name: str, url: str, tasks: list[str]) -> DocketSnapshot:
-    async with _patchable("Docket")(name=docket_name, url=url) as docket:
+async def _take_snapshot(
+    docket_name: str, url: str, tasks: list[str], partitions: int | None = None
+) -> DocketSnapshot:
+    # Passed on only when given: tools that replace Docket see the released arguments.
+    extra = {} if partitions is None else {"partitions": partitions}
+    async with _patchable("Docket")(name=docket_name, url=url, **extra) as docket:
         for path in tasks:
             load_collection(path)  # for its clear errors; the import is then cached
             try:
@@ -166,9 +171,10 @@ def snapshot(
     ] = None,
     docket_: DocketOption = DEFAULT_DOCKET,
     url: UrlOption = DEFAULT_URL,
+    partitions: PartitionsOption = None,
 ) -> None:
     """Show what is scheduled, queued and running right now, and how many workers."""
-    taken = run(_take_snapshot(docket_, url, tasks or []))
+    taken = run(_take_snapshot(docket_, url, tasks or [], partitions))
     output = _patchable("Console")()
     output.print(_snapshot_table(docket_, taken))
     if not taken.total_tasks:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import sys
 from collections.abc import Coroutine
 from datetime import timedelta
@@ -26,6 +27,7 @@ from .options import (
     EXIT_INTERRUPTED,
     CliError,
     DocketOption,
+    PartitionsOption,
     WorkerUrlOption,
     duration_option,
     fail,
@@ -67,10 +69,15 @@ def _worker_class() -> Any:
     return cli.Worker
 
 
-def _check_collections(docket: str, url: str, tasks: list[str]) -> list[str]:
+def _check_collections(
+    docket: str, url: str, tasks: list[str], partitions: int | None = None
+) -> list[str]:
     """Import and register every collection now, so a bad one fails before connecting.
     Returns the names of the tasks the worker will run."""
-    probe = Docket(name=docket, url=url)
+    try:
+        probe = Docket(name=docket, url=url, partitions=partitions)
+    except ValueError as error:
+        raise CliError(str(error)) from None
     for path in tasks:
         for function in load_collection(path):
             try:
@@ -148,12 +155,16 @@ def worker(**values: Any) -> None:
     # process or asyncio task: skip gathering them for the two lines every run logs.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.logAsyncioTasks = False  # type: ignore[attr-defined, unused-ignore]
+    # Passed on only when given: tools that replace Worker see the released arguments.
+    partitions: int | None = values.pop("partitions")
     try:
-        _check_collections(docket_, url, tasks)
+        _check_collections(docket_, url, tasks, partitions)
         _check_imports(values)
     except CliError as error:
         fail(str(error), error.code)
     logger.info("Connecting to docket %r at %s", docket_, safe_url(url))
+    if partitions is not None:
+        values["partitions"] = partitions
     if app is not None:
         _run_in_app(app, docket_, values)
         return
@@ -164,6 +175,10 @@ def _run_in_app(app: str, docket_: str, values: dict[str, Any]) -> None:
     runner = _app_runner()
     tasks: list[str] = values.pop("tasks")
     url: str = values.pop("url")
+    partitions: int | None = values.pop("partitions", None)
+    if partitions is not None:
+        # The app's lifespan makes its docket itself; this is the setting it reads.
+        os.environ["DOCKET_PARTITIONS"] = str(partitions)
     # The runner's other keywords are WorkerOptions fields alone: it serves neither a
     # health check nor metrics, so the two ports go no further.
     del values["healthcheck_port"], values["metrics_port"]
@@ -210,6 +225,7 @@ _LEADING = [
     ),
     _parameter("docket_", DocketOption, DEFAULT_DOCKET),
     _parameter("url", WorkerUrlOption, DEFAULT_URL),
+    _parameter("partitions", PartitionsOption, None),
 ]
 _TRAILING = [
     _parameter(

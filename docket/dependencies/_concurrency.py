@@ -27,6 +27,7 @@ from ._base import AdmissionBlocked, Dependency, current_docket, current_executi
 from ._windows import scope_within, validate_scope
 
 if TYPE_CHECKING:
+    from .._redis.keys import Keys
     from ..docket import Docket
     from ..execution import Execution
     from ..worker import Worker
@@ -165,10 +166,18 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
         worker = current_worker.get()
         holders = self._limit_key(docket, execution)
         lease = worker.redelivery_timeout.total_seconds()
+        keys = docket.keys_for(execution.key)
+        if docket.partitions > 1 and docket.engine.connection.is_cluster:
+            raise RuntimeError(
+                f"ConcurrencyLimit on {execution.function_name}: a partitioned docket's "
+                "limits are shared by runs of every partition, and on a Redis Cluster "
+                "those live on other shards than the limit; use partitions=1 for "
+                "dockets whose tasks take concurrency limits there"
+            )
         outcome = await docket.engine.scripts.send(
             scripts.ConcurrencyAcquire(
-                **_limit_keys(docket, holders),
-                record=docket.keys.record(execution.key),
+                **_limit_keys(docket, holders, keys),
+                record=keys.record(execution.key),
                 group=GROUP,
                 worker=worker.name,
                 key=execution.key,
@@ -177,6 +186,7 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
                 mid=execution.message_id or "",
                 deliveries=execution.deliveries,
                 generation=execution.generation,
+                partition=keys.prefix if docket.partitions > 1 else "",
             )
         )
         _ensure_maintained(docket, worker)
@@ -234,18 +244,22 @@ class _LimitKeys(TypedDict):
     stream: str
     registry: str
     limits: str
+    where: str
     events_prefix: str
 
 
-def _limit_keys(docket: Docket, holders: str) -> _LimitKeys:
-    keys = docket.keys
+def _limit_keys(docket: Docket, holders: str, keys: Keys | None = None) -> _LimitKeys:
+    """``keys``: the partition of the run taking a slot (releasing finds each woken
+    run's partition in ``where``)."""
+    control = docket.keys
     return _LimitKeys(
         holders=holders,
         waiters=f"{holders}:waiters",
-        stream=keys.stream,
-        registry=keys.concurrency_registry,
-        limits=keys.concurrency_limits,
-        events_prefix=keys.events_prefix,
+        stream=(keys or control).stream,
+        registry=control.concurrency_registry,
+        limits=control.concurrency_limits,
+        where=f"{holders}:where",
+        events_prefix=control.events_prefix,
     )
 
 

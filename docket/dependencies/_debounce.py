@@ -57,6 +57,12 @@ class Debounce(WindowedDependency["Debounce"]):
 
     async def __aenter__(self) -> Debounce:
         docket, execution, key = self._this_run()
+        if docket.partitions > 1 and docket.engine.connection.is_cluster:
+            raise RuntimeError(
+                f"Debounce on {execution.function_name}: a partitioned docket's bursts "
+                "span runs of every partition, and on a Redis Cluster those live on other "
+                "shards than the burst; use partitions=1 for dockets whose tasks debounce"
+            )
         expiry_ms = 2 * self._window_ms + EXPIRY_MARGIN_MS
         action, wait_ms = await docket.engine.scripts.send(
             scripts.Debounce(
@@ -64,7 +70,7 @@ class Debounce(WindowedDependency["Debounce"]):
                 key=execution.key,
                 settle_ms=self._window_ms,
                 expiry_ms=expiry_ms,
-                record_prefix=docket.keys.record_prefix,
+                record_prefix=docket.keys_for(execution.key).record_prefix,
             )
         )
         action = int(action)

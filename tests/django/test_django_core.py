@@ -55,6 +55,24 @@ def test_aliases_and_env_override(settings: Any, monkeypatch: pytest.MonkeyPatch
         conf.docket_settings("nope")
 
 
+def test_the_partitions_setting_reaches_the_docket(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DOCKET_PARTITIONS", raising=False)
+    settings.DOCKET = {"URL": "redis://example:6379/3", "PARTITIONS": 4}
+    conf.reset()
+    assert docket_django.get_docket().partitions == 4
+    settings.DOCKET = {"URL": "redis://example:6379/3"}
+    conf.reset()
+    assert docket_django.get_docket().partitions == 1
+    monkeypatch.setenv("DOCKET_PARTITIONS", "2")
+    assert docket_django.get_docket().partitions == 2
+    settings.DOCKET = {"URL": "redis://example:6379/3", "PARTITIONS": 0}
+    conf.reset()
+    with pytest.raises(ImproperlyConfigured, match=r"\['PARTITIONS'\]: partitions must be"):
+        conf.docket_settings()
+
+
 def test_get_docket_is_lazy_and_configured(docket_setting: dict[str, Any]) -> None:
     docket = docket_django.get_docket()
     assert isinstance(docket, Docket)

@@ -1,11 +1,15 @@
 -- Give back a run's concurrency slot, hand free slots to the longest-waiting runs (their
 -- slot is reserved for them and their message queued again), and drop expired holders.
--- KEYS: holders, waiters, stream, registry, limits
+-- KEYS: holders, waiters, stream, registry, limits, where
 -- ARGV: key, lease, record_prefix, events_prefix
 --   key: the task key giving its slot back ('' to only sweep)
 --   lease: seconds a woken waiter's reserved slot is held
+--   where: the hash tag of each parked run of a partitioned docket (see
+--     concurrency_acquire.lua); a run not in it lives in stream and record_prefix. The
+--     keys it names are another partition's: a partitioned docket's limits run on one
+--     server (or Sentinel), never on a Cluster, where the worker refuses them.
 -- Returns how many waiters were woken.
-local holders, waiters, stream, registry, limits = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local holders, waiters, registry, limits, where = KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6]
 local now = server_now()
 if ARGV[1] ~= '' then
   redis.call('ZREM', holders, ARGV[1])
@@ -17,7 +21,12 @@ while redis.call('ZCARD', holders) < max do
   local first = redis.call('ZPOPMIN', waiters)
   if first[1] == nil then break end
   local key = first[1]
-  local record = ARGV[3] .. key
+  local record, stream = ARGV[3] .. key, KEYS[3]
+  local tag = redis.call('HGET', where, key)
+  if tag then
+    record, stream = tag .. ':task:' .. key, tag .. ':stream'
+    redis.call('HDEL', where, key)
+  end
   local r = redis.call('HMGET', record, 'state', 'parked', 'gen', 'function', 'when',
     'attempt', 'payload', 'sig', 'trace', 'ser')
   -- A waiter cancelled or replaced since it parked is simply forgotten.
@@ -35,5 +44,6 @@ end
 if redis.call('ZCARD', holders) == 0 and redis.call('ZCARD', waiters) == 0 then
   redis.call('SREM', registry, holders)
   redis.call('HDEL', limits, holders)
+  redis.call('DEL', where)
 end
 return woken

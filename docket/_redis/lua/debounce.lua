@@ -2,6 +2,8 @@
 -- One hash per debounced task (or argument value):
 --   winner  the task key of the run that will go (the first of the burst)
 --   seen    server ms of the latest run of the burst
+--   wrec    the winner's record (a partitioned docket's runs live in several partitions,
+--           so a partitioned debounce runs on one server or Sentinel, not a Cluster)
 -- The winner keeps coming back until `settle` has passed since `seen`; every other run
 -- is dropped and only moves `seen`. A winner that is no longer pending (cancelled,
 -- struck, finished) hands the burst to the next run.
@@ -10,23 +12,24 @@
 --   burst: the debounce hash
 --   key: this run's task key
 --   expiry_ms: how long the hash lives (refreshed on every visit)
+--   record_prefix: where this run's record lives
 -- Returns {1, 0} go, {2, ms to wait} come back later, {3, 0} drop.
 local key, me = KEYS[1], ARGV[1]
 local settle, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = math.floor(server_now() * 1000)
 local function ms(t) return string.format('%.0f', t) end
 
-local state = redis.call('HMGET', key, 'winner', 'seen')
+local state = redis.call('HMGET', key, 'winner', 'seen', 'wrec')
 local winner, seen = state[1], tonumber(state[2])
 if winner and winner ~= me then
-  local winner_state = redis.call('HGET', ARGV[4] .. winner, 'state')
+  local winner_state = redis.call('HGET', state[3] or (ARGV[4] .. winner), 'state')
   if winner_state ~= 'scheduled' and winner_state ~= 'queued' and winner_state ~= 'running' then
     winner = false
   end
 end
 
 if not winner then
-  redis.call('HSET', key, 'winner', me, 'seen', ms(now))
+  redis.call('HSET', key, 'winner', me, 'seen', ms(now), 'wrec', ARGV[4] .. me)
   redis.call('PEXPIRE', key, ttl)
   return {2, settle}
 end
