@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 
 from . import _partition_layout, _snapshot, serialization
 from ._engine import Engine
@@ -151,6 +151,16 @@ class Docket(ReleasedLayoutNames):
             await engine.close()
             self._entered = False
             raise
+        except NoPermissionError as error:
+            await engine.close()
+            self._entered = False
+            patterns = f"~{self.keys.prefix}:*" + (
+                f" and ~{{{self.name}/*" if self.partitions > 1 else ""
+            )
+            raise ConnectionError(
+                f"Redis at {redact_url(self.url)} refused docket {self.name!r} ({error}): "
+                f"the user's ACL must allow its keys, {patterns}"
+            ) from error
         except (RedisError, OSError) as error:
             await engine.close()
             self._entered = False

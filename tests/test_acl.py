@@ -123,3 +123,40 @@ async def test_the_acl_keeps_the_app_out_of_other_dockets_and_flushall(
 
 async def _noop() -> None:
     pass
+
+
+def _documented_partition_pattern() -> str:
+    """The key pattern docs/production.md adds for a partitioned ``myapp``."""
+    text = (ROOT / "docs" / "production.md").read_text()
+    (pattern,) = re.findall(r"add\s+`(~\{myapp/\*)`", text)
+    return pattern
+
+
+async def test_a_partitioned_docket_works_under_the_acl_with_its_partition_pattern() -> None:
+    ran: list[int] = []
+
+    async def job(n: int) -> None:
+        ran.append(n)
+
+    with RedisServer.start_new() as server:
+        words = _documented_acl().split()[1:]
+        words = [f">{PASSWORD}" if word.startswith(">") else word for word in words]
+        narrow = ["docket-narrow" if w == "docket-app" else w for w in words]
+        assert server.execute_command("ACL", "SETUSER", *narrow) == "OK"
+        assert server.execute_command("ACL", "SETUSER", *words) == "OK"
+        assert (
+            server.execute_command("ACL", "SETUSER", "docket-app", _documented_partition_pattern())
+            == "OK"
+        )
+        async with Docket(name="myapp", url=_app_url(server), partitions=3) as docket:
+            for n in range(12):
+                await docket.add(job, key=f"job-{n}")(n)
+            assert len({docket.keys_for(f"job-{n}").partition for n in range(12)}) == 3
+            async with fast_worker(docket) as worker:
+                await worker.run_until_finished()
+        assert sorted(ran) == list(range(12))
+        # Without the pattern, the other partitions are out of reach.
+        narrow_url = _app_url(server).replace("docket-app", "docket-narrow")
+        with pytest.raises(ConnectionError, match=r"refused docket 'myapp'.*~\{myapp/\*"):
+            async with Docket(name="myapp", url=narrow_url, partitions=3):
+                pass
