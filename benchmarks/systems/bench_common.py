@@ -109,6 +109,12 @@ class Adapter:
     worker_env: dict[str, str] = field(default_factory=dict)
 
 
+class Unavailable(Exception):
+    """Raised by an adapter when the installed system cannot run what was asked (a
+    docket without ``partitions=``, say): the run is reported as not available, with
+    this reason, instead of failing."""
+
+
 async def _call(function: Callable[..., Any] | None, *args: Any) -> Any:
     if function is None:
         return None
@@ -146,14 +152,17 @@ def _peak_rss_kb(pid: int) -> int:
 class WorkerProcess:
     """The system's worker, its process tree's peak RSS sampled while it runs."""
 
-    def __init__(self, adapter: Adapter, concurrency: int, url: str, record_path: Path) -> None:
+    def __init__(
+        self, adapter: Adapter, concurrency: int, url: str, record_path: Path, index: int = 0
+    ) -> None:
         env = dict(os.environ)
         env.update(adapter.worker_env)
         env["BENCH_RECORD"] = str(record_path)
         env["BENCH_URL"] = url
         env["BENCH_CONCURRENCY"] = str(concurrency)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-        self.log_path = record_path.with_suffix(".worker.log")
+        suffix = ".worker.log" if index == 0 else f".worker{index}.log"
+        self.log_path = record_path.with_suffix(suffix)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         command = adapter.worker_command(concurrency)
         self.spawned_at = time.time()
@@ -210,6 +219,36 @@ class WorkerProcess:
             return ""
 
 
+class WorkerGroup:
+    """Several worker processes of one system draining the same queue, seen as one: alive
+    while any is, its spawn the first one's, its peak RSS their sum."""
+
+    def __init__(self, workers: list[WorkerProcess]) -> None:
+        self.workers = workers
+        self.spawned_at = min(w.spawned_at for w in workers)
+
+    @property
+    def procs_seen(self) -> set[int]:
+        return set().union(*(w.procs_seen for w in self.workers))
+
+    def alive(self) -> bool:
+        return any(w.alive() for w in self.workers)
+
+    def peak_rss_mb(self) -> float:
+        return round(sum(w.peak_rss_mb() for w in self.workers), 1)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def log_tail(self, lines: int = 15) -> str:
+        if len(self.workers) == 1:
+            return self.workers[0].log_tail(lines)
+        return "\n".join(
+            f"--- worker {k}:\n{w.log_tail(lines)}" for k, w in enumerate(self.workers)
+        )
+
+
 @dataclass
 class Record:
     i: int
@@ -245,7 +284,10 @@ class Records:
 
 
 async def wait_for_records(
-    records: Records, worker: WorkerProcess, want: Callable[[Records], bool], timeout: float
+    records: Records,
+    worker: WorkerProcess | WorkerGroup,
+    want: Callable[[Records], bool],
+    timeout: float,
 ) -> bool:
     # Polls on the event loop so an asyncio client's background work keeps going.
     deadline = time.monotonic() + timeout
@@ -325,6 +367,22 @@ class Bench:
         records = Records(self.record_path)
         return WorkerProcess(self.adapter, concurrency, self.url, self.record_path), records
 
+    def _start_workers(self, concurrency: int, count: int) -> tuple[WorkerGroup, Records]:
+        """``count`` worker processes at ``concurrency`` each, all appending to one
+        record file."""
+        records = Records(self.record_path)
+        workers: list[WorkerProcess] = []
+        try:
+            for index in range(count):
+                workers.append(
+                    WorkerProcess(self.adapter, concurrency, self.url, self.record_path, index)
+                )
+        except BaseException:
+            for worker in workers:
+                worker.stop()
+            raise
+        return WorkerGroup(workers), records
+
     def _timeout(self, n: int) -> float:
         return self.args.timeout or max(120.0, n / 20)
 
@@ -339,7 +397,11 @@ class Bench:
         await asyncio.sleep(0.5)
 
     def _finish(
-        self, worker: WorkerProcess, records: Records, expected: Sequence[int], done: bool
+        self,
+        worker: WorkerProcess | WorkerGroup,
+        records: Records,
+        expected: Sequence[int],
+        done: bool,
     ) -> dict[str, Any]:
         if done:
             # A moment for a duplicate run to show up before the worker stops.
@@ -354,7 +416,8 @@ class Bench:
 
     async def drain(self, bulk: bool) -> dict[str, Any]:
         """Enqueue N no-ops (timed, one call at a time or in bulk), then drain them with a
-        fresh worker at the given concurrency (timed from its spawn)."""
+        fresh worker at the given concurrency (timed from its spawn); with ``--workers K``,
+        K fresh worker processes at that concurrency each (timed from the first spawn)."""
         n, c = self.args.n, self.args.concurrency
         ids = range(n)
         metrics: dict[str, Any] = {}
@@ -362,7 +425,7 @@ class Bench:
             await self._send_all("noop", ids, bulk=False)
         else:
             metrics["enqueue_per_s"] = await self._send_all("noop", ids, bulk=bulk)
-        worker, records = self._start_worker(c)
+        worker, records = self._start_workers(c, self.args.workers)
         try:
             done = await wait_for_records(records, worker, count_at_least(n), self._timeout(n))
         except BaseException:
@@ -377,6 +440,8 @@ class Bench:
         metrics["peak_rss_mb"] = worker.peak_rss_mb()
         # Short-lived helpers (a `file` call at import, say) count too.
         metrics["worker_processes"] = len(worker.procs_seen)
+        if self.args.workers > 1:
+            metrics["workers"] = self.args.workers
         return {"metrics": metrics, "check": self._finish(worker, records, ids, done)}
 
     async def latency(self) -> dict[str, Any]:
@@ -488,12 +553,15 @@ def main(adapter: Adapter, argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--rate", type=float, default=50.0, help="latency: tasks sent per s")
     parser.add_argument("--timeout", type=float, default=0.0)
+    parser.add_argument("--workers", type=int, default=1, help="drains: how many worker processes")
     parser.add_argument("--workdir", default=str(HERE.parent / "results" / "work"))
     args = parser.parse_args(argv)
     os.environ["BENCH_URL"] = args.url
     started = time.time()
     try:
         outcome = asyncio.run(_run(adapter, args))
+    except Unavailable as reason:
+        outcome = {"skipped": f"not available: {reason}"}
     except Exception as error:  # reported, not raised: one system failing is a result too
         outcome = {"error": f"{type(error).__name__}: {error}"}
     outcome.update(
