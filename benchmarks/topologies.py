@@ -283,12 +283,15 @@ SENTINEL_COLUMNS = [
     Column("drain c10 /s", "sentinel_bulk_drain", "drain_per_s", "/s"),
     Column("primary µs/task (seq+c100)", "sentinel_enqueue_drain", "redis_us_per_task", "µs"),
     Column("primary µs/task (bulk+c10)", "sentinel_bulk_drain", "redis_us_per_task", "µs"),
+    Column("producer µs/task (seq)", "sentinel_enqueue_drain", "enqueue_cpu_us_per_task", "µs"),
+    Column("worker µs/task (c100)", "sentinel_enqueue_drain", "worker_cpu_us_per_task", "µs"),
 ]
 CLUSTER_COLUMNS = [
     Column("enqueue bulk /s", "cluster_drain", "enqueue_per_s", "/s"),
     Column("drain 3 workers /s", "cluster_drain", "drain_per_s", "/s"),
     Column("busiest primary µs/task", "cluster_drain", "redis_us_per_task", "µs"),
     Column("its ceiling /s", "cluster_drain", "redis_ceiling_per_s", "/s"),
+    Column("workers µs/task", "cluster_drain", "worker_cpu_us_per_task", "µs"),
 ]
 
 Key = tuple[str, str, str, str]  # (variant label, system, workload, metric)
@@ -368,8 +371,10 @@ def render(results: list[dict[str, Any]], systems: list[str]) -> str:
             ratios.append(("on sentinel: ours ÷ pydocket", rows[1], rows[2], True))
         lines += _table(
             "Sentinel vs one server",
-            "A primary, one replica and three sentinels, through `redis+sentinel://`; µs/task "
-            "is the primary's main-thread CPU over the whole run (enqueue and drain) per task.",
+            "A primary, one replica and three sentinels, through `redis+sentinel://`. Primary "
+            "µs/task: its main-thread CPU over the whole run (enqueue and drain) per task; "
+            "producer and worker µs/task: the client processes' CPU per task (the worker's "
+            "from its first task to its last).",
             SENTINEL_COLUMNS,
             rows,
             ratios,
@@ -392,7 +397,8 @@ def render(results: list[dict[str, Any]], systems: list[str]) -> str:
             "3 primaries (no replicas); N no-ops enqueued with `add_many`, then drained by 3 "
             "`docket worker` processes at concurrency 100 each (timed from the first spawn). "
             "µs/task is the busiest primary's main-thread CPU per task over the run; its "
-            "ceiling is 1 s over that: what that one core could carry at most.",
+            "ceiling is 1 s over that: what that one core could carry at most. Workers "
+            "µs/task: the 3 worker processes' CPU per task, together.",
             CLUSTER_COLUMNS,
             rows,
             ratios,

@@ -149,8 +149,23 @@ def _peak_rss_kb(pid: int) -> int:
     return 0
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a live process (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            # After the command's ")": state is field 3, utime and stime fields 14, 15.
+            fields = handle.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 class WorkerProcess:
-    """The system's worker, its process tree's peak RSS sampled while it runs."""
+    """The system's worker, its process tree's peak RSS (and CPU time) sampled while it
+    runs."""
 
     def __init__(
         self, adapter: Adapter, concurrency: int, url: str, record_path: Path, index: int = 0
@@ -175,6 +190,7 @@ class WorkerProcess:
             start_new_session=True,
         )
         self.peaks: dict[int, int] = {}
+        self.cpu: dict[int, float] = {}
         self.procs_seen: set[int] = set()
         self._sampling = True
         self._sampler = threading.Thread(target=self._sample, daemon=True)
@@ -189,8 +205,16 @@ class WorkerProcess:
                 peak = _peak_rss_kb(pid)
                 if peak:
                     self.peaks[pid] = max(self.peaks.get(pid, 0), peak)
+                self.cpu[pid] = max(self.cpu.get(pid, 0.0), _cpu_seconds(pid))
                 pending += _children(pid)
             time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        """CPU time the worker's process tree has used so far (a helper that already
+        exited counts as last sampled)."""
+        for pid in list(self.cpu):
+            self.cpu[pid] = max(self.cpu[pid], _cpu_seconds(pid))
+        return sum(self.cpu.values())
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -236,6 +260,9 @@ class WorkerGroup:
 
     def peak_rss_mb(self) -> float:
         return round(sum(w.peak_rss_mb() for w in self.workers), 1)
+
+    def cpu_seconds(self) -> float:
+        return sum(w.cpu_seconds() for w in self.workers)
 
     def stop(self) -> None:
         for worker in self.workers:
@@ -344,11 +371,13 @@ class Bench:
         self.workdir = Path(args.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.record_path = self.workdir / f"{adapter.name}-{args.workload}.records"
+        self.enqueue_cpu_s = 0.0
 
     async def _send_all(self, kind: str, ids: range, bulk: bool) -> float:
         """Enqueue ``ids`` (timed) and return tasks per second."""
         adapter = self.adapter
         started = time.perf_counter()
+        cpu_started = time.process_time()
         if bulk:
             assert adapter.send_many is not None
             await _call(adapter.send_many, kind, list(ids))
@@ -358,6 +387,7 @@ class Bench:
         else:
             for i in ids:
                 adapter.send(kind, i, 0.0, None)
+        self.enqueue_cpu_s = time.process_time() - cpu_started
         return len(ids) / (time.perf_counter() - started)
 
     async def _prequeue(self, kind: str, ids: range) -> None:
@@ -427,10 +457,22 @@ class Bench:
             metrics["enqueue_per_s"] = await self._send_all("noop", ids, bulk=bulk)
         worker, records = self._start_workers(c, self.args.workers)
         try:
-            done = await wait_for_records(records, worker, count_at_least(n), self._timeout(n))
+            # The same wait, in two parts: the workers' CPU time is read at the first
+            # task (start-up and imports done) and at the last.
+            timeout = self._timeout(n)
+            await wait_for_records(records, worker, count_at_least(1), timeout)
+            first_cpu_s, first_count = worker.cpu_seconds(), len(records.ids())
+            done = await wait_for_records(records, worker, count_at_least(n), timeout)
+            worker_cpu_s = worker.cpu_seconds() - first_cpu_s
         except BaseException:
             worker.stop()
             raise
+        # The client side's cost: the producer's CPU per task while enqueueing, and the
+        # workers' per task from the first task to the last.
+        metrics["enqueue_cpu_us_per_task"] = self.enqueue_cpu_s / n * 1e6
+        if len(records.ids()) > first_count:
+            ran_since = len(records.ids()) - first_count
+            metrics["worker_cpu_us_per_task"] = worker_cpu_s / ran_since * 1e6
         ends = [r.end for r in records.rows if r.i != WARMUP_ID]
         starts = [r.start for r in records.rows if r.i != WARMUP_ID]
         if ends:
