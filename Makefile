@@ -16,7 +16,7 @@ help:
 	@echo "            killed connections, a frozen worker, clock skew, bad stream entries, tasks due at once,"
 	@echo "            Redis out of memory, a 1,000,000-task soak); prints figures"
 	@echo "make lint   ruff check, ruff format --check and mypy --strict (make test runs it first)"
-	@echo "make bench  side-by-side benchmark against pydocket and the peers (quick, about 6 minutes;"
+	@echo "make bench  side-by-side benchmark against pydocket and the peers, Sentinel and Cluster rows too (quick, ~8 min;"
 	@echo "            'make bench-full' or 'make bench BENCH_MODE=full' for the published table:"
 	@echo "            3 interleaved rounds, 30-40 minutes on 2 cores)"
 

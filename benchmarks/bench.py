@@ -6,13 +6,15 @@ private ``redis-server`` on a free port, flushed before every workload. Rounds a
 interleaved: every round runs every workload for every system, the system order rotated
 per round; the table shows medians. See ``docs/performance.md``.
 
-    python benchmarks/bench.py --mode quick      # about 6 minutes, one round
+    python benchmarks/bench.py --mode quick      # about 8 minutes, one round
     python benchmarks/bench.py --mode full       # the published table: 3 rounds, full N
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -28,6 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import topologies
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -72,6 +76,16 @@ def workloads(mode: str) -> list[Workload]:
         Workload("scheduled", 300, 100),
         Workload("sleep", 1_000, 100),
     ]
+
+
+def scaled[W: (Workload, topologies.TopologyWorkload)](workload: W, factor: float) -> W:
+    """``workload`` with every N multiplied by ``factor`` (at least 10)."""
+
+    def size(n: int) -> int:
+        return max(10, round(n * factor))
+
+    capped = {system: size(n) for system, n in (workload.capped_n or {}).items()}
+    return dataclasses.replace(workload, n=size(workload.n), capped_n=capped)
 
 
 # -- environments -----------------------------------------------------------------------
@@ -278,6 +292,68 @@ def run_one(system: str, workload: Workload, url: str, workdir: Path) -> dict[st
     return result
 
 
+def run_topology(
+    system: str,
+    workload: topologies.TopologyWorkload,
+    variant: topologies.Variant,
+    started: topologies.Topologies,
+    workdir: Path,
+) -> dict[str, Any]:
+    """One row of a topology workload: the adapter's drain on that topology, with the
+    data nodes' CPU read before and after."""
+    n = workload.capped_n.get(system, workload.n)
+    base = {
+        "system": system,
+        "workload": workload.name,
+        "variant": variant.label,
+        "topology": variant.topology,
+        "partitions": variant.partitions,
+        "n": n,
+    }
+    try:
+        topology = started.get(variant.topology)
+        url = topology.url_for(system)
+        topology.flush()
+        before = topology.cpu()
+    except Exception as error:
+        return {**base, "error": f"{type(error).__name__}: {error}"}
+    command = [
+        str(python_for(system)),
+        str(adapter_for(system)),
+        workload.base,
+        "--url",
+        url,
+        "--n",
+        str(n),
+        "--concurrency",
+        str(workload.concurrency),
+        "--workers",
+        str(workload.workers),
+        "--workdir",
+        str(workdir / f"{workload.name}-{variant.topology}-{variant.partitions}p"),
+    ]
+    env = dict(os.environ, BENCH_SYSTEM=system, BENCH_URL=url)
+    env["BENCH_PARTITIONS"] = str(variant.partitions)
+    for name in ("PYTHONPATH", "VIRTUAL_ENV", "DOCKET_PARTITIONS"):
+        env.pop(name, None)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=SYSTEMS_DIR)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {**base, "error": f"exit {done.returncode}: {done.stderr.strip()[-1500:]}"}
+    result: dict[str, Any] = {**json.loads(lines[-1]), **base}
+    if "metrics" in result:
+        try:
+            server = topology.server_figures(before, n)
+        except Exception as error:  # the figures are extra; the run itself counted
+            server = {"error": f"{type(error).__name__}: {error}"}
+        result["server"] = server
+        busiest = max((node["us_per_task"] or 0.0 for node in server.get("nodes", [])), default=0.0)
+        if busiest > 0:
+            result["metrics"]["redis_us_per_task"] = busiest
+            result["metrics"]["redis_ceiling_per_s"] = 1e6 / busiest
+    return result
+
+
 def measure_ceiling(url: str) -> dict[str, float]:
     """Bare redis-py loops on this machine, so absolute numbers can be read against it."""
     flush(url)
@@ -301,7 +377,16 @@ def describe(result: dict[str, Any]) -> str:
     shown = ", ".join(
         f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}"
         for k, v in metrics.items()
-        if k in ("enqueue_per_s", "drain_per_s", "p50_ms", "p99_ms", "wall_s", "peak_rss_mb")
+        if k
+        in (
+            "enqueue_per_s",
+            "drain_per_s",
+            "p50_ms",
+            "p99_ms",
+            "wall_s",
+            "peak_rss_mb",
+            "redis_us_per_task",
+        )
     )
     check = result.get("check", {})
     verdict = "exactly once" if check.get("ok") else f"CHECK FAILED {check}"
@@ -340,6 +425,8 @@ COLUMNS = [
 def medians(results: list[dict[str, Any]]) -> dict[tuple[str, str, str], float]:
     values: dict[tuple[str, str, str], list[float]] = {}
     for result in results:
+        if "variant" in result:
+            continue  # a topology row: topologies.medians
         for metric, value in result.get("metrics", {}).items():
             if isinstance(value, (int, float)):
                 key = (result["system"], result["workload"], metric)
@@ -542,10 +629,15 @@ def report(
     """Write results.json, table.md and chart.png; print the table; return the failures."""
     mode, rounds = info["mode"], info["rounds"]
     table = medians(results)
-    skipped = {(r["system"], r["workload"]): r["skipped"] for r in results if "skipped" in r}
+    skipped = {
+        (r["system"], r["workload"]): r["skipped"]
+        for r in results
+        if "skipped" in r and "variant" not in r
+    }
     failures = [r for r in results if "error" in r or ("check" in r and not r["check"].get("ok"))]
     rendered = render_table(table, systems, skipped)
-    targets = render_targets(table, systems) if OURS in systems else ""
+    ran_main = any("variant" not in r for r in results)
+    targets = render_targets(table, systems) if OURS in systems and ran_main else ""
     ceiling = {
         key: statistics.median(c[key] for c in ceilings if key in c)
         for key in (ceilings[0] if ceilings else {})
@@ -560,6 +652,10 @@ def report(
                     {"system": s, "workload": w, "metric": m, "median": v}
                     for (s, w, m), v in sorted(table.items())
                 ],
+                "topology_medians": [
+                    {"variant": t, "system": s, "workload": w, "metric": m, "median": v}
+                    for (t, s, w, m), v in sorted(topologies.medians(results).items())
+                ],
             },
             indent=1,
         )
@@ -571,10 +667,15 @@ def report(
         f"{info['machine']['memory_gib']} GiB, Python {info['machine']['python']}, "
         f"{info['machine']['redis'].split(' sha')[0]}. Started {info['started']}.",
         "",
-        rendered,
-        "",
-        "× = how many times better ours is (higher rate, or lower time/memory).",
-        "",
+    ]
+    if ran_main:
+        report += [
+            rendered,
+            "",
+            "× = how many times better ours is (higher rate, or lower time/memory).",
+            "",
+        ]
+    report += [
         "Machine ceiling (bare redis-py asyncio, no task system; medians): "
         + ", ".join(
             f"{k.removesuffix('_per_s').replace('_', ' ')} {v:,.0f}/s" for k, v in ceiling.items()
@@ -587,6 +688,9 @@ def report(
         report.append(f"Baseline: ours at commit {info['baseline'][:12]}.")
     for (system, workload), reason in sorted(skipped.items()):
         report.append(f"- {system} {workload}: {reason}")
+    topology_tables = topologies.render(results, systems)
+    if topology_tables:
+        report += ["", "## Topologies", "", topology_tables.rstrip()]
     if targets:
         report += ["", "## Our targets (docs/performance.md)", "", targets]
     report += ["", "## Correctness", ""]
@@ -629,6 +733,13 @@ def main() -> None:
         "--rerender", action="store_true", help="redraw the table and chart from results.json"
     )
     parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply every workload's N (a smoke run: --scale 0.05); rates at a small N "
+        "are dominated by start-up",
+    )
+    parser.add_argument(
         "--baseline",
         default="",
         metavar="REV",
@@ -660,9 +771,22 @@ def main() -> None:
         )
     rounds = args.rounds or (3 if args.mode == "full" else 1)
     plan = workloads(args.mode)
+    topology_plan = topologies.workloads(args.mode)
     if args.workloads:
-        wanted = set(args.workloads.split(","))
+        wanted = {w.strip() for w in args.workloads.split(",") if w.strip()}
+        if topologies.GROUP in wanted:
+            wanted |= set(topologies.NAMES)
+        known = {w.name for w in plan} | set(topologies.NAMES) | {topologies.GROUP}
+        if wanted - known:
+            raise SystemExit(
+                f"error: unknown workload(s) {sorted(wanted - known)}; choose from "
+                f"{', '.join(sorted(known))}"
+            )
         plan = [w for w in plan if w.name in wanted]
+        topology_plan = [w for w in topology_plan if w.name in wanted]
+    if args.scale != 1.0:
+        plan = [scaled(w, args.scale) for w in plan]
+        topology_plan = [scaled(w, args.scale) for w in topology_plan]
     out = Path(args.out) if args.out else HERE / "results" / args.mode
     if args.rerender:
         saved = json.loads((out / "results.json").read_text())
@@ -681,44 +805,102 @@ def main() -> None:
         "machine": machine(),
         "versions": {s: versions(s) for s in systems},
         "baseline": baseline,
+        "scale": args.scale,
         "workloads": [w.__dict__ for w in plan],
+        "topology_workloads": [
+            {**w.__dict__, "variants": [v.__dict__ for v in w.variants]} for w in topology_plan
+        ],
     }
     names = ", ".join(systems)
-    print(f"==> {args.mode} run: {rounds} round(s), {len(plan)} workloads, systems {names}")
+    rows = [
+        (workload, variant, system)
+        for workload in topology_plan
+        for variant in workload.variants
+        for system in variant.systems
+        if system in systems
+    ]
+    print(
+        f"==> {args.mode} run: {rounds} round(s), {len(plan)} workloads, systems {names}"
+        + (f"; {len(topology_plan)} topology workloads ({len(rows)} rows)" if rows else "")
+    )
     ceilings: list[dict[str, float]] = []
     results: list[dict[str, Any]] = []
-    total = rounds * len(plan) * len(systems)
+    total = rounds * (len(plan) * len(systems) + len(rows))
     step = 0
     began = time.monotonic()
     with private_redis() as url:
-        for round_no in range(rounds):
-            ceiling = measure_ceiling(url)
-            ceilings.append(ceiling)
-            print(
-                f"[round {round_no + 1}] machine ceiling: "
-                + ", ".join(f"{k}={v:,.0f}" for k, v in ceiling.items()),
-                flush=True,
-            )
-            order = systems[round_no % len(systems) :] + systems[: round_no % len(systems)]
-            for workload in plan:
-                for system in order:
-                    step += 1
-                    elapsed = time.monotonic() - began
-                    print(
-                        f"[{step}/{total} {elapsed:5.0f}s] round {round_no + 1} "
-                        f"{workload.name:<13} {system:<9} ",
-                        end="",
-                        flush=True,
-                    )
-                    result = run_one(system, workload, url, workdir)
-                    result["round"] = round_no + 1
-                    results.append(result)
-                    print(describe(result), flush=True)
+        started = topologies.Topologies(url)
+        try:
+            for round_no in range(rounds):
+                step = run_round(
+                    round_no, url, plan, systems, rows, started, workdir,
+                    ceilings, results, step, total, began,
+                )  # fmt: skip
+        finally:
+            started.close()
 
     failures = report(out, info, ceilings, results, systems)
     # Another system's failed check is a finding to report; ours failing fails the run.
     if any(r["system"] == OURS for r in failures):
         raise SystemExit(1)
+
+
+def run_round(
+    round_no: int,
+    url: str,
+    plan: list[Workload],
+    systems: list[str],
+    rows: list[tuple[topologies.TopologyWorkload, topologies.Variant, str]],
+    started: topologies.Topologies,
+    workdir: Path,
+    ceilings: list[dict[str, float]],
+    results: list[dict[str, Any]],
+    step: int,
+    total: int,
+    began: float,
+) -> int:
+    """One round: the machine's ceiling, every workload for every system (the order
+    rotated per round), then the topology rows; returns the step count so far."""
+    ceiling = measure_ceiling(url)
+    ceilings.append(ceiling)
+    print(
+        f"[round {round_no + 1}] machine ceiling: "
+        + ", ".join(f"{k}={v:,.0f}" for k, v in ceiling.items()),
+        flush=True,
+    )
+    order = systems[round_no % len(systems) :] + systems[: round_no % len(systems)]
+    for workload in plan:
+        for system in order:
+            step += 1
+            elapsed = time.monotonic() - began
+            print(
+                f"[{step}/{total} {elapsed:5.0f}s] round {round_no + 1} "
+                f"{workload.name:<13} {system:<9} ",
+                end="",
+                flush=True,
+            )
+            result = run_one(system, workload, url, workdir)
+            result["round"] = round_no + 1
+            results.append(result)
+            print(describe(result), flush=True)
+    shift = round_no % len(rows) if rows else 0
+    for topology_workload, variant, system in rows[shift:] + rows[:shift]:
+        step += 1
+        elapsed = time.monotonic() - began
+        label = f"{variant.label} {system}"
+        with contextlib.suppress(RuntimeError):  # reported by run_topology
+            started.get(variant.topology)  # its "starting" line before the row's
+        print(
+            f"[{step}/{total} {elapsed:5.0f}s] round {round_no + 1} "
+            f"{topology_workload.name:<22} {label:<30} ",
+            end="",
+            flush=True,
+        )
+        result = run_topology(system, topology_workload, variant, started, workdir)
+        result["round"] = round_no + 1
+        results.append(result)
+        print(describe(result), flush=True)
+    return step
 
 
 if __name__ == "__main__":

@@ -109,6 +109,12 @@ class Adapter:
     worker_env: dict[str, str] = field(default_factory=dict)
 
 
+class Unavailable(Exception):
+    """Raised by an adapter when the installed system cannot run what was asked (a
+    docket without ``partitions=``, say): the run is reported as not available, with
+    this reason, instead of failing."""
+
+
 async def _call(function: Callable[..., Any] | None, *args: Any) -> Any:
     if function is None:
         return None
@@ -143,17 +149,35 @@ def _peak_rss_kb(pid: int) -> int:
     return 0
 
 
-class WorkerProcess:
-    """The system's worker, its process tree's peak RSS sampled while it runs."""
+_TICKS = os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, adapter: Adapter, concurrency: int, url: str, record_path: Path) -> None:
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a live process (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            # After the command's ")": state is field 3, utime and stime fields 14, 15.
+            fields = handle.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class WorkerProcess:
+    """The system's worker, its process tree's peak RSS (and CPU time) sampled while it
+    runs."""
+
+    def __init__(
+        self, adapter: Adapter, concurrency: int, url: str, record_path: Path, index: int = 0
+    ) -> None:
         env = dict(os.environ)
         env.update(adapter.worker_env)
         env["BENCH_RECORD"] = str(record_path)
         env["BENCH_URL"] = url
         env["BENCH_CONCURRENCY"] = str(concurrency)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-        self.log_path = record_path.with_suffix(".worker.log")
+        suffix = ".worker.log" if index == 0 else f".worker{index}.log"
+        self.log_path = record_path.with_suffix(suffix)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         command = adapter.worker_command(concurrency)
         self.spawned_at = time.time()
@@ -166,6 +190,7 @@ class WorkerProcess:
             start_new_session=True,
         )
         self.peaks: dict[int, int] = {}
+        self.cpu: dict[int, float] = {}
         self.procs_seen: set[int] = set()
         self._sampling = True
         self._sampler = threading.Thread(target=self._sample, daemon=True)
@@ -180,8 +205,16 @@ class WorkerProcess:
                 peak = _peak_rss_kb(pid)
                 if peak:
                     self.peaks[pid] = max(self.peaks.get(pid, 0), peak)
+                self.cpu[pid] = max(self.cpu.get(pid, 0.0), _cpu_seconds(pid))
                 pending += _children(pid)
             time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        """CPU time the worker's process tree has used so far (a helper that already
+        exited counts as last sampled)."""
+        for pid in list(self.cpu):
+            self.cpu[pid] = max(self.cpu[pid], _cpu_seconds(pid))
+        return sum(self.cpu.values())
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -208,6 +241,39 @@ class WorkerProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+class WorkerGroup:
+    """Several worker processes of one system draining the same queue, seen as one: alive
+    while any is, its spawn the first one's, its peak RSS their sum."""
+
+    def __init__(self, workers: list[WorkerProcess]) -> None:
+        self.workers = workers
+        self.spawned_at = min(w.spawned_at for w in workers)
+
+    @property
+    def procs_seen(self) -> set[int]:
+        return set().union(*(w.procs_seen for w in self.workers))
+
+    def alive(self) -> bool:
+        return any(w.alive() for w in self.workers)
+
+    def peak_rss_mb(self) -> float:
+        return round(sum(w.peak_rss_mb() for w in self.workers), 1)
+
+    def cpu_seconds(self) -> float:
+        return sum(w.cpu_seconds() for w in self.workers)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def log_tail(self, lines: int = 15) -> str:
+        if len(self.workers) == 1:
+            return self.workers[0].log_tail(lines)
+        return "\n".join(
+            f"--- worker {k}:\n{w.log_tail(lines)}" for k, w in enumerate(self.workers)
+        )
 
 
 @dataclass
@@ -245,7 +311,10 @@ class Records:
 
 
 async def wait_for_records(
-    records: Records, worker: WorkerProcess, want: Callable[[Records], bool], timeout: float
+    records: Records,
+    worker: WorkerProcess | WorkerGroup,
+    want: Callable[[Records], bool],
+    timeout: float,
 ) -> bool:
     # Polls on the event loop so an asyncio client's background work keeps going.
     deadline = time.monotonic() + timeout
@@ -302,11 +371,13 @@ class Bench:
         self.workdir = Path(args.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.record_path = self.workdir / f"{adapter.name}-{args.workload}.records"
+        self.enqueue_cpu_s = 0.0
 
     async def _send_all(self, kind: str, ids: range, bulk: bool) -> float:
         """Enqueue ``ids`` (timed) and return tasks per second."""
         adapter = self.adapter
         started = time.perf_counter()
+        cpu_started = time.process_time()
         if bulk:
             assert adapter.send_many is not None
             await _call(adapter.send_many, kind, list(ids))
@@ -316,6 +387,7 @@ class Bench:
         else:
             for i in ids:
                 adapter.send(kind, i, 0.0, None)
+        self.enqueue_cpu_s = time.process_time() - cpu_started
         return len(ids) / (time.perf_counter() - started)
 
     async def _prequeue(self, kind: str, ids: range) -> None:
@@ -324,6 +396,22 @@ class Bench:
     def _start_worker(self, concurrency: int) -> tuple[WorkerProcess, Records]:
         records = Records(self.record_path)
         return WorkerProcess(self.adapter, concurrency, self.url, self.record_path), records
+
+    def _start_workers(self, concurrency: int, count: int) -> tuple[WorkerGroup, Records]:
+        """``count`` worker processes at ``concurrency`` each, all appending to one
+        record file."""
+        records = Records(self.record_path)
+        workers: list[WorkerProcess] = []
+        try:
+            for index in range(count):
+                workers.append(
+                    WorkerProcess(self.adapter, concurrency, self.url, self.record_path, index)
+                )
+        except BaseException:
+            for worker in workers:
+                worker.stop()
+            raise
+        return WorkerGroup(workers), records
 
     def _timeout(self, n: int) -> float:
         return self.args.timeout or max(120.0, n / 20)
@@ -339,7 +427,11 @@ class Bench:
         await asyncio.sleep(0.5)
 
     def _finish(
-        self, worker: WorkerProcess, records: Records, expected: Sequence[int], done: bool
+        self,
+        worker: WorkerProcess | WorkerGroup,
+        records: Records,
+        expected: Sequence[int],
+        done: bool,
     ) -> dict[str, Any]:
         if done:
             # A moment for a duplicate run to show up before the worker stops.
@@ -354,7 +446,8 @@ class Bench:
 
     async def drain(self, bulk: bool) -> dict[str, Any]:
         """Enqueue N no-ops (timed, one call at a time or in bulk), then drain them with a
-        fresh worker at the given concurrency (timed from its spawn)."""
+        fresh worker at the given concurrency (timed from its spawn); with ``--workers K``,
+        K fresh worker processes at that concurrency each (timed from the first spawn)."""
         n, c = self.args.n, self.args.concurrency
         ids = range(n)
         metrics: dict[str, Any] = {}
@@ -362,12 +455,24 @@ class Bench:
             await self._send_all("noop", ids, bulk=False)
         else:
             metrics["enqueue_per_s"] = await self._send_all("noop", ids, bulk=bulk)
-        worker, records = self._start_worker(c)
+        worker, records = self._start_workers(c, self.args.workers)
         try:
-            done = await wait_for_records(records, worker, count_at_least(n), self._timeout(n))
+            # The same wait, in two parts: the workers' CPU time is read at the first
+            # task (start-up and imports done) and at the last.
+            timeout = self._timeout(n)
+            await wait_for_records(records, worker, count_at_least(1), timeout)
+            first_cpu_s, first_count = worker.cpu_seconds(), len(records.ids())
+            done = await wait_for_records(records, worker, count_at_least(n), timeout)
+            worker_cpu_s = worker.cpu_seconds() - first_cpu_s
         except BaseException:
             worker.stop()
             raise
+        # The client side's cost: the producer's CPU per task while enqueueing, and the
+        # workers' per task from the first task to the last.
+        metrics["enqueue_cpu_us_per_task"] = self.enqueue_cpu_s / n * 1e6
+        if len(records.ids()) > first_count:
+            ran_since = len(records.ids()) - first_count
+            metrics["worker_cpu_us_per_task"] = worker_cpu_s / ran_since * 1e6
         ends = [r.end for r in records.rows if r.i != WARMUP_ID]
         starts = [r.start for r in records.rows if r.i != WARMUP_ID]
         if ends:
@@ -377,6 +482,8 @@ class Bench:
         metrics["peak_rss_mb"] = worker.peak_rss_mb()
         # Short-lived helpers (a `file` call at import, say) count too.
         metrics["worker_processes"] = len(worker.procs_seen)
+        if self.args.workers > 1:
+            metrics["workers"] = self.args.workers
         return {"metrics": metrics, "check": self._finish(worker, records, ids, done)}
 
     async def latency(self) -> dict[str, Any]:
@@ -488,12 +595,15 @@ def main(adapter: Adapter, argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--rate", type=float, default=50.0, help="latency: tasks sent per s")
     parser.add_argument("--timeout", type=float, default=0.0)
+    parser.add_argument("--workers", type=int, default=1, help="drains: how many worker processes")
     parser.add_argument("--workdir", default=str(HERE.parent / "results" / "work"))
     args = parser.parse_args(argv)
     os.environ["BENCH_URL"] = args.url
     started = time.time()
     try:
         outcome = asyncio.run(_run(adapter, args))
+    except Unavailable as reason:
+        outcome = {"skipped": f"not available: {reason}"}
     except Exception as error:  # reported, not raised: one system failing is a result too
         outcome = {"error": f"{type(error).__name__}: {error}"}
     outcome.update(

@@ -4,15 +4,25 @@ own venv), since code written for the released docket runs on ours unchanged."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import cache
+from typing import Any
 
-from bench_common import Adapter, async_sleep_body, main, noop_body, venv_command
+from bench_common import Adapter, Unavailable, async_sleep_body, main, noop_body, venv_command
 
 from docket import Docket
 
 DOCKET_NAME = "bench"
 SYSTEM = os.environ.get("BENCH_SYSTEM", "docket")
+# A partitioned docket (``Docket(name, url, partitions=N)``), for the cluster workload.
+# Passed only when N > 1, so a docket without the argument runs the 1-partition rows.
+PARTITIONS = int(os.environ.get("BENCH_PARTITIONS", "1"))
+
+
+def docket_options() -> dict[str, Any]:
+    return {"partitions": PARTITIONS} if PARTITIONS > 1 else {}
 
 
 def url() -> str:
@@ -22,7 +32,9 @@ def url() -> str:
     go missing from the run). It gets a bigger pool so it can be measured at all; ours
     runs on the default pool."""
     base = os.environ["BENCH_URL"]
-    return f"{base}?max_connections=1000" if SYSTEM == "pydocket" else base
+    if SYSTEM != "pydocket":
+        return base
+    return f"{base}{'&' if '?' in base else '?'}max_connections=1000"
 
 
 async def noop(i: int, t: float = 0.0) -> None:
@@ -39,7 +51,12 @@ _docket: Docket | None = None
 
 async def setup() -> None:
     global _docket
-    _docket = Docket(name=DOCKET_NAME, url=url())
+    try:
+        _docket = Docket(name=DOCKET_NAME, url=url(), **docket_options())
+    except TypeError as error:
+        if "partitions" not in str(error):
+            raise
+        raise Unavailable(f"this docket takes no partitions= ({error})") from None
     await _docket.__aenter__()
     for function in tasks:
         _docket.register(function)
@@ -66,8 +83,22 @@ async def send_many(kind: str, ids: list[int]) -> None:
     await _docket.add_many(_docket.call(function)(i, 0.0) for i in ids)
 
 
+@cache
+def _cli_takes_partitions() -> bool:
+    done = subprocess.run(
+        [venv_command("docket"), "worker", "--help"], capture_output=True, text=True
+    )
+    return "--partitions" in done.stdout
+
+
 def worker_command(concurrency: int) -> list[str]:
     docket_cli = venv_command("docket")
+    # The worker's partition count: DOCKET_PARTITIONS in its environment (worker_env),
+    # and --partitions too where the CLI has it. A worker that disagrees with the
+    # producer's count is refused when it opens the docket, so the run fails loudly.
+    partitions = (
+        ["--partitions", str(PARTITIONS)] if PARTITIONS > 1 and _cli_takes_partitions() else []
+    )
     return [
         docket_cli,
         "worker",
@@ -79,6 +110,7 @@ def worker_command(concurrency: int) -> list[str]:
         "docket_bench:tasks",
         "--concurrency",
         str(concurrency),
+        *partitions,
     ]
 
 
@@ -89,6 +121,7 @@ ADAPTER = Adapter(
     setup=setup,
     teardown=teardown,
     worker_command=worker_command,
+    worker_env={"DOCKET_PARTITIONS": str(PARTITIONS)} if PARTITIONS > 1 else {},
 )
 
 if __name__ == "__main__":
