@@ -24,8 +24,13 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    RedisClusterException,
+    RedisError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
 
 from .topology import SUPPORTED_SCHEMES, Topology, parse_topology, redact_url
 from .wire import Wire, options_supported, wire_supported
@@ -250,6 +255,15 @@ class Connection:
             except RedisClusterException as error:
                 message = str(error)
                 if "cluster mode is not enabled" in message.lower():
+                    # redis-py says so of any error reply to CLUSTER SLOTS.
+                    refusal = await self._cluster_slots_refusal()
+                    if refusal is not None:
+                        raise TopologyError(
+                            f"The Redis Cluster at {redact_url(self.url)!r} refused CLUSTER "
+                            f"SLOTS ({refusal}): a Cluster client reads the slot map with "
+                            "it, so the user needs +cluster|slots (as +@all -@dangerous "
+                            "allows)"
+                        ) from error
                     raise TopologyError(
                         f"{redact_url(self.url)!r} names a Redis Cluster, but the server "
                         "there is not in cluster mode (cluster_enabled:0); use redis:// for "
@@ -259,14 +273,40 @@ class Connection:
                     f"Cannot reach the Redis Cluster at {redact_url(self.url)!r}: {message}"
                 ) from error
 
+    async def _cluster_slots_refusal(self) -> str | None:
+        """What a startup node answered CLUSTER SLOTS, when it refused the user (not when
+        it is simply not in cluster mode)."""
+        host, port = self.topology.hosts[0]
+        options = {**_COMMON, **self.topology.options}
+        options.pop("max_connections", None)
+        probe = aioredis.Redis(
+            host=host, port=port, credential_provider=self._credential_provider, **options
+        )
+        try:
+            await probe.execute_command("CLUSTER", "SLOTS")
+        except (NoPermissionError, AuthenticationError) as error:
+            return str(error)
+        except (RedisError, OSError):
+            return None
+        finally:
+            await probe.aclose()
+        return None
+
     async def _check_service(self) -> None:
         """A service name the sentinels do not watch is a mistake in the URL; one whose
-        primary is down right now is a failover, left to the reconnecting."""
+        primary is down right now is a failover, left to the reconnecting. Sentinels that
+        answer but refuse the sentinel user are a mistake too, said as they said it."""
         assert self._sentinel is not None
         service = self.topology.service
-        for sentinel in self._sentinel.sentinels:
+        refusals: list[str] = []
+        for sentinel, (host, port) in zip(
+            self._sentinel.sentinels, self.topology.hosts, strict=True
+        ):
             try:
                 masters = await sentinel.sentinel_masters()
+            except (NoPermissionError, AuthenticationError) as error:
+                refusals.append(f"{host}:{port}: {error}")
+                continue
             except (RedisError, OSError):
                 continue
             # A mapping by name (RESP2's parsed reply) or a list of masters' fields.
@@ -283,6 +323,12 @@ class Connection:
                 f"The sentinels at {self._sentinel_hosts()} watch no service named "
                 f"{service!r} (they watch: {watched}); check the service name in "
                 f"{redact_url(self.url)!r}"
+            )
+        if refusals:
+            raise TopologyError(
+                f"The sentinels refused SENTINEL MASTERS ({'; '.join(refusals)}): check "
+                "sentinel_username and sentinel_password in the URL; the sentinel user "
+                "needs +sentinel|masters"
             )
         raise RedisConnectionError(f"No sentinel answered at {self._sentinel_hosts()}")
 
