@@ -95,7 +95,7 @@ class Docket(ReleasedLayoutNames):
             partitions = _partitions_from_environment()
         self.partitions = validate_partitions(partitions)
         self.partition_keys: tuple[Keys, ...] = tuple(
-            Keys(self.name, partition) for partition in range(self.partitions)
+            Keys(self.name, partition, self.partitions) for partition in range(self.partitions)
         )
         """Each partition's keys; the first is the control partition, ``keys``."""
         self.keys = self.partition_keys[0]

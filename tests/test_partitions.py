@@ -11,7 +11,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from _redis_topologies import RedisClusterSet
+from _redis_topologies import RedisClusterSet, key_slot
 from redis.asyncio import Redis
 
 from docket import (
@@ -53,18 +53,27 @@ def keys_in_each_partition(partitions: int, per_partition: int = 1) -> list[str]
 
 def test_partition_keys_are_hash_tags_of_their_own_and_channels_are_shared() -> None:
     docket = Docket(name="orders", url="memory://layout", partitions=3)
-    assert [keys.prefix for keys in docket.partition_keys] == [
-        "{orders}",
-        "{orders/1}",
-        "{orders/2}",
-    ]
+    control, first, second = (keys.prefix for keys in docket.partition_keys)
+    assert control == "{orders}"
+    assert first.startswith("{orders/1") and second.startswith("{orders/2")
     assert docket.keys is docket.partition_keys[0]
-    assert docket.partition_keys[2].stream == "{orders/2}:stream"
-    assert docket.partition_keys[2].record("k") == "{orders/2}:task:k"
+    assert docket.partition_keys[2].stream == second + ":stream"
+    assert docket.partition_keys[2].record("k") == second + ":task:k"
     # Pub/sub channels are the docket's, whatever the partition.
     assert docket.partition_keys[2].events("k") == docket.keys.events("k")
     assert docket.partition_keys[1].cancel_channel == "{orders}:cancel"
     assert "partitions=3" in repr(docket)
+
+
+@pytest.mark.parametrize("partitions", [2, 3, 5, 8])
+def test_partition_slots_are_spread_evenly_round_the_slot_ring(partitions: int) -> None:
+    for name in ("orders", "bench", "a", "billing-eu"):
+        docket = Docket(name=name, url="memory://ring", partitions=partitions)
+        slots = [key_slot(keys.prefix) for keys in docket.partition_keys]
+        spacing = 16384 / partitions
+        for p, slot in enumerate(slots):
+            offset = (slot - slots[0]) % 16384
+            assert p * spacing - 1 <= offset < p * spacing + 32, (name, slots)
 
 
 def test_a_key_maps_to_the_same_partition_in_every_process() -> None:
@@ -375,9 +384,11 @@ async def test_partitions_spread_a_docket_over_a_clusters_shards(
 
     async def limited(limit: ConcurrencyLimit = ConcurrencyLimit(max_concurrent=1)) -> None: ...
 
-    async with Docket(name=docket_name, url=redis_cluster.url, partitions=6) as docket:
-        shards = {redis_cluster.primary_for_key(keys.prefix).port for keys in docket.partition_keys}
-        assert len(shards) > 1
+    async with Docket(name=docket_name, url=redis_cluster.url, partitions=3) as spread:
+        # The cluster's slots are split evenly between its 3 primaries: one partition each.
+        shards = [redis_cluster.primary_for_key(keys.prefix).port for keys in spread.partition_keys]
+        assert len(set(shards)) == 3
+    async with Docket(name=f"{docket_name}-6", url=redis_cluster.url, partitions=6) as docket:
         keys = keys_in_each_partition(6, per_partition=3)
         for key in keys:
             await docket.add(job, key=key)(key)

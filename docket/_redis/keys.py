@@ -5,9 +5,10 @@ so on Redis Cluster all of a docket lives in one slot and every script stays leg
 
 A partitioned docket (``partitions=N``) keeps partition 0 under ``{name}`` (the control
 partition: strikes, workers, concurrency and rate-limit state, the stored partition
-count) and partition ``p`` of the rest under ``{name/p}``: another hash tag, so on a
-Cluster another slot. Each task key lives wholly in one partition (its stream entry,
-schedule, record and result), so every script that touches a task stays in one slot.
+count) and partition ``p`` of the rest under ``{name/p...}`` (see ``partition_tag``):
+another hash tag, so on a Cluster another slot. Each task key lives wholly in one
+partition (its stream entry, schedule, record and result), so every script that
+touches a task stays in one slot.
 ``/`` cannot occur in a docket name, so no docket's keys fall under another's.
 Channels are the docket's, whatever the partition: a plain PUBLISH reaches every
 subscriber of a Cluster.
@@ -15,10 +16,14 @@ subscriber of a Cluster.
 
 from __future__ import annotations
 
+import itertools
 import re
 import zlib
 from dataclasses import dataclass
+from functools import cache
 from typing import Self, overload
+
+from redis.crc import key_slot
 
 GROUP = "docket-workers"
 
@@ -76,19 +81,41 @@ class _Under:
         return value
 
 
-def partition_tag(name: str, partition: int) -> str:
-    """The hash tag of one partition of docket ``name``."""
-    return "{" + name + "}" if partition == 0 else "{" + f"{name}/{partition}" + "}"
+SLOTS = 16384
+# How close to its place on the slot ring a partition's slot must fall.
+_SLOT_WINDOW = 32
+
+
+@cache
+def partition_tag(name: str, partition: int, partitions: int) -> str:
+    """The hash tag of partition ``partition`` of ``partitions`` of docket ``name``.
+
+    Partition 0's is ``{name}``. Partition p's is ``{name/p}``, or ``{name/p.k}`` for the
+    first k that puts its Cluster slot within a few slots of p/partitions of the way round
+    the slot ring from partition 0's: the partitions' slots are spread evenly, so on a
+    Cluster whose slots are split evenly between N primaries (as ``redis-cli --cluster
+    create`` splits them), N partitions land one on each instead of wherever the hash
+    puts them. Every process finds the same tags."""
+    if partition == 0:
+        return "{" + name + "}"
+    start = key_slot(name.encode())
+    target = (start + partition * SLOTS // partitions) % SLOTS
+    for attempt in itertools.count():
+        tag = f"{name}/{partition}" if attempt == 0 else f"{name}/{partition}.{attempt}"
+        if (key_slot(tag.encode()) - target) % SLOTS < _SLOT_WINDOW:
+            return "{" + tag + "}"
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
 class Keys:
     name: str
     partition: int = 0
+    partitions: int = 1
 
     @property
     def prefix(self) -> str:
-        return partition_tag(self.name, self.partition)
+        return partition_tag(self.name, self.partition, self.partitions)
 
     stream = _Under("stream")
     queue = _Under("queue")
