@@ -283,7 +283,7 @@ class Connection:
             host=host, port=port, credential_provider=self._credential_provider, **options
         )
         try:
-            await probe.execute_command("CLUSTER", "SLOTS")
+            await probe.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
         except (NoPermissionError, AuthenticationError) as error:
             return str(error)
         except (RedisError, OSError):
