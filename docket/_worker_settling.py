@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 
 from ._redis import scripts
-from ._redis.keys import GROUP, Keys
+from ._redis.keys import GROUP
 from ._worker_loops import Tasks
 from .execution import Execution
 
@@ -115,25 +115,44 @@ class Settler:
         docket = worker.docket
         if docket.engine.results.external:
             await self._store_results(batch)
-        if docket.partitions == 1:
-            await self._send_partition(batch, docket.keys)
-            return
-        # Each partition's runs settle in a script call of their own: on a Cluster, the
-        # partitions live on different shards.
-        by_partition: dict[int, list[Settlement]] = {}
-        for item in batch:
-            by_partition.setdefault(item.execution.partition, []).append(item)
-        await asyncio.gather(
-            *(
-                self._send_partition(items, docket.partition_keys[partition])
-                for partition, items in by_partition.items()
-            )
-        )
+        # Each partition's runs settle in a script call of their own (on a Cluster the
+        # partitions live on different shards); the calls go in one pipeline.
+        groups: list[list[Settlement]] = [batch]
+        if docket.partitions > 1:
+            by_partition: dict[int, list[Settlement]] = {}
+            for item in batch:
+                by_partition.setdefault(item.execution.partition, []).append(item)
+            groups = list(by_partition.values())
+        calls = [self._settle_call(items) for items in groups]
+        while True:
+            try:
+                with self._state.internal("docket.settle"):
+                    if len(calls) == 1:
+                        replies = [await docket.engine.scripts.send(calls[0])]
+                    else:
+                        replies = await docket.engine.scripts.send_many(calls)
+                        for reply in replies:
+                            if isinstance(reply, BaseException):
+                                raise reply
+                break
+            except (RedisError, OSError) as error:
+                if self._state.stopping and not self._background:
+                    raise
+                await self._state.trouble.handle(error)
+        for items, outcomes in zip(groups, replies, strict=True):
+            for item, outcome in zip(items, outcomes, strict=True):
+                if int(outcome) == 0:
+                    logger.warning(
+                        "Lost the lease on %s before settling it; another worker owns it now",
+                        item.execution.call_repr(),
+                    )
 
-    async def _send_partition(self, batch: list[Settlement], keys: Keys) -> None:
+    def _settle_call(self, batch: list[Settlement]) -> scripts.Settle:
+        """The settle.lua call for runs of one partition."""
         worker = self._worker
         docket = worker.docket
-        settle = scripts.Settle(
+        keys = docket.partition_keys[batch[0].execution.partition]
+        return scripts.Settle(
             stream=keys.stream,
             group=GROUP,
             worker=worker.name,
@@ -154,21 +173,6 @@ class Settler:
                 for item in batch
             ],
         )
-        while True:
-            try:
-                with self._state.internal("docket.settle"):
-                    outcomes = await docket.engine.scripts.send(settle)
-                break
-            except (RedisError, OSError) as error:
-                if self._state.stopping and not self._background:
-                    raise
-                await self._state.trouble.handle(error)
-        for item, outcome in zip(batch, outcomes, strict=True):
-            if int(outcome) == 0:
-                logger.warning(
-                    "Lost the lease on %s before settling it; another worker owns it now",
-                    item.execution.call_repr(),
-                )
 
     async def _store_results(self, batch: list[Settlement]) -> None:
         """Put the batch's results in the docket's own result_storage before their final
