@@ -740,12 +740,21 @@ def main() -> None:
         "are dominated by start-up",
     )
     parser.add_argument(
+        "--partitions",
+        type=int,
+        default=3,
+        help="partitions of cluster_drain's partitioned row (default 3, one per primary)",
+    )
+    parser.add_argument(
         "--baseline",
         default="",
         metavar="REV",
         help="also run ours at commit REV (its own venv), for an A/B in the same run",
     )
     args = parser.parse_args()
+    if args.partitions < 1:
+        raise SystemExit("--partitions must be at least 1")
+    topologies.set_partitions(args.partitions)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     baseline = ""
     if args.baseline:

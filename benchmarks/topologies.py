@@ -57,6 +57,13 @@ SENTINEL = Variant("sentinel", "sentinel", systems=(OURS, RELEASED))
 CLUSTER_1P = Variant("cluster, 1 partition", "cluster", 1, (OURS, RELEASED))
 CLUSTER_3P = Variant("cluster, 3 partitions", "cluster", 3)
 
+
+def set_partitions(partitions: int) -> None:
+    """Run the cluster drain's partitioned row with ``partitions`` instead of 3 (bench.py
+    --partitions: the cost of more partitions than primaries)."""
+    global CLUSTER_3P
+    CLUSTER_3P = Variant(f"cluster, {partitions} partitions", "cluster", partitions)
+
 NAMES = ("sentinel_enqueue_drain", "sentinel_bulk_drain", "cluster_drain")
 GROUP = "topologies"  # --workloads topologies: all three
 
@@ -394,8 +401,8 @@ def render(results: list[dict[str, Any]], systems: list[str]) -> str:
         rows = [(PLAIN.label, OURS), (CLUSTER_1P.label, OURS), (CLUSTER_3P.label, OURS)]
         ratios = [
             ("ours: cluster 1 partition ÷ one server", rows[1], rows[0], True),
-            ("ours: cluster 3 partitions ÷ one server", rows[2], rows[0], True),
-            ("ours: 3 partitions ÷ 1 partition", rows[2], rows[1], True),
+            (f"ours: {CLUSTER_3P.label} ÷ one server", rows[2], rows[0], True),
+            (f"ours: {CLUSTER_3P.partitions} partitions ÷ 1 partition", rows[2], rows[1], True),
         ]
         if released:
             rows.append((CLUSTER_1P.label, RELEASED))
