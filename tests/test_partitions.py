@@ -16,12 +16,14 @@ from redis.asyncio import Redis
 
 from docket import (
     ConcurrencyLimit,
+    Debounce,
     Docket,
     ExecutionState,
     PartitionMismatch,
     Retry,
     Worker,
 )
+from docket._redis import scripts
 from docket._redis.keys import partition_of
 from docket.dead_letters import count_dead_letters, list_dead_letters, purge, requeue
 from docket.execution import Disposition
@@ -378,11 +380,21 @@ async def test_partitions_spread_a_docket_over_a_clusters_shards(
     redis_cluster: RedisClusterSet, docket_name: str
 ) -> None:
     ran: list[str] = []
+    running = 0
+    most = 0
 
     async def job(key: str) -> None:
         ran.append(key)
 
-    async def limited(limit: ConcurrencyLimit = ConcurrencyLimit(max_concurrent=1)) -> None: ...
+    async def limited(
+        key: str, limit: ConcurrencyLimit = ConcurrencyLimit(max_concurrent=1)
+    ) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        ran.append(key)
 
     async with Docket(name=docket_name, url=redis_cluster.url, partitions=3) as spread:
         # The cluster's slots are split evenly between its 3 primaries: one partition each.
@@ -392,14 +404,87 @@ async def test_partitions_spread_a_docket_over_a_clusters_shards(
         keys = keys_in_each_partition(6, per_partition=3)
         for key in keys:
             await docket.add(job, key=key)(key)
-        await docket.add(limited, key="limited")()
+        # A limit shared by runs of every partition, on every shard.
+        for key in keys_in_each_partition(6, per_partition=2):
+            await docket.add(limited, key=f"limited-{key}")(f"limited-{key}")
         async with fast_worker(docket) as worker:
             await worker.run_until_finished()
-        assert sorted(ran) == sorted(keys)
+        assert sorted(ran) == sorted(keys + [f"limited-{k}" for k in keys_in_each_partition(6, 2)])
+        assert most == 1
         for keys_of in docket.partition_keys:
             owner = redis_cluster.primary_for_key(keys_of.prefix)
             assert owner.execute_command("EXISTS", keys_of.stream) == 1
-        refused = await docket.get_execution("limited")
-        assert refused is not None and refused.state is ExecutionState.FAILED
-        assert "ConcurrencyLimit on limited" in (refused.error or "")
-        assert "use partitions=1" in (refused.error or "")
+
+
+async def test_a_parked_run_is_woken_even_when_its_releaser_dies_before_waking_it(
+    redis_url: str, docket_name: str
+) -> None:
+    """A partitioned docket releases a slot in two steps (the limit's partition, then
+    the woken run's); a worker that dies between them leaves the run parked with its
+    slot reserved. The maintenance sweep wakes it once a lease has passed."""
+    release = asyncio.Event()
+    done: list[str] = []
+
+    async def job(role: str, limit: ConcurrencyLimit = ConcurrencyLimit(max_concurrent=1)) -> None:
+        if role == "holder":
+            await asyncio.wait_for(release.wait(), 10)
+        done.append(role)
+
+    first, second = keys_in_each_partition(2)
+    async with Docket(name=docket_name, url=redis_url, partitions=2) as docket:
+        worker = Worker(
+            docket,
+            minimum_check_interval=timedelta(milliseconds=5),
+            redelivery_timeout=timedelta(milliseconds=400),
+        )
+        async with worker:
+            serving = asyncio.create_task(worker.run_until_finished())
+            held = await docket.add(job, key=first)("holder")
+            while (await docket.get_execution(held.key)).state is not ExecutionState.RUNNING:  # type: ignore[union-attr]
+                await asyncio.sleep(0.01)
+            parked = await docket.add(job, key=second)("waiter")
+            while (await docket.get_execution(parked.key)).state is not ExecutionState.SCHEDULED:  # type: ignore[union-attr]
+                await asyncio.sleep(0.01)
+            # The first step of a release, by a worker that then died: the slot goes to
+            # the waiter, which nobody wakes in its partition.
+            holders = f"{docket.prefix}:concurrency::task:job"
+            control = docket.keys
+            woken = await docket.engine.scripts.send(
+                scripts.ConcurrencyFree(
+                    holders=holders,
+                    waiters=f"{holders}:waiters",
+                    registry=control.concurrency_registry,
+                    limits=control.concurrency_limits,
+                    waking=f"{holders}:waking",
+                    key=first,
+                    lease=0.4,
+                )
+            )
+            assert [w.decode() for w in woken] == [second]
+            release.set()
+            await asyncio.wait_for(serving, 15)
+    assert done == ["holder", "waiter"]
+
+
+@pytest.mark.parametrize("where", ["redis", "cluster"])
+async def test_a_debounced_burst_over_every_partition_runs_once(
+    where: str, request: pytest.FixtureRequest, docket_name: str
+) -> None:
+    url = request.getfixturevalue("redis_url" if where == "redis" else "cluster_url")
+    runs: list[str] = []
+
+    async def rebuild(key: str, debounce: Debounce = Debounce(timedelta(milliseconds=200))) -> None:
+        runs.append(key)
+
+    keys = keys_in_each_partition(3, per_partition=2)
+    async with Docket(name=docket_name, url=url, partitions=3) as docket:
+        executions = [await docket.add(rebuild, key=key)(key) for key in keys]
+        async with fast_worker(docket) as worker:
+            await worker.run_until_finished()
+        states = []
+        for execution in executions:
+            await execution.sync()
+            states.append(execution.state)
+    assert len(runs) == 1
+    assert states.count(ExecutionState.COMPLETED) == 1
+    assert states.count(ExecutionState.CANCELLED) == len(keys) - 1

@@ -553,6 +553,8 @@ class Debounce(Call, script="debounce"):
     settle_ms: int
     expiry_ms: int
     record_prefix: str
+    checked_winner: str
+    winner_pending: str
 
 
 class ConcurrencyAcquire(Call, script="concurrency_acquire"):
@@ -585,6 +587,47 @@ class ConcurrencyRelease(Call, script="concurrency_release"):
     key: str
     lease: float
     record_prefix: str
+    events_prefix: str
+
+
+class ConcurrencyTake(Call, script="concurrency_take"):
+    holders: Key
+    waiters: Key
+    registry: Key
+    limits: Key
+    key: str
+    max_concurrent: int
+    lease: float
+
+
+class ConcurrencyPark(Call, script="concurrency_park"):
+    stream: Key
+    record: Key
+    group: str
+    worker: str
+    key: str
+    mid: str
+    deliveries: int
+    generation: int
+    holders: str
+    events_prefix: str
+
+
+class ConcurrencyFree(Call, script="concurrency_free"):
+    holders: Key
+    waiters: Key
+    registry: Key
+    limits: Key
+    waking: Key
+    key: str
+    lease: float
+
+
+class ConcurrencyWake(Call, script="concurrency_wake"):
+    stream: Key
+    record: Key
+    key: str
+    holders: str
     events_prefix: str
 
 

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, TypedDict, overload
 from redis.exceptions import RedisError
 
 from .._redis import scripts
+from .._text import as_text
 from ._base import AdmissionBlocked, Dependency, current_docket, current_execution, current_worker
 from ._windows import scope_within, validate_scope
 
 if TYPE_CHECKING:
-    from .._redis.keys import Keys
     from ..docket import Docket
     from ..execution import Execution
     from ..worker import Worker
@@ -166,29 +166,26 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
         worker = current_worker.get()
         holders = self._limit_key(docket, execution)
         lease = worker.redelivery_timeout.total_seconds()
-        keys = docket.keys_for(execution.key)
-        if docket.partitions > 1 and docket.engine.connection.is_cluster:
-            raise RuntimeError(
-                f"ConcurrencyLimit on {execution.function_name}: a partitioned docket's "
-                "limits are shared by runs of every partition, and on a Redis Cluster "
-                "those live on other shards than the limit; use partitions=1 for "
-                "dockets whose tasks take concurrency limits there"
+        if docket.partitions > 1:
+            outcome = await _take_partitioned(
+                docket, worker, execution, holders, self.max_concurrent, lease
             )
-        outcome = await docket.engine.scripts.send(
-            scripts.ConcurrencyAcquire(
-                **_limit_keys(docket, holders, keys),
-                record=keys.record(execution.key),
-                group=GROUP,
-                worker=worker.name,
-                key=execution.key,
-                max_concurrent=self.max_concurrent,
-                lease=lease,
-                mid=execution.message_id or "",
-                deliveries=execution.deliveries,
-                generation=execution.generation,
-                partition=keys.prefix if docket.partitions > 1 else "",
+        else:
+            outcome = await docket.engine.scripts.send(
+                scripts.ConcurrencyAcquire(
+                    **_limit_keys(docket, holders),
+                    record=docket.keys.record(execution.key),
+                    group=GROUP,
+                    worker=worker.name,
+                    key=execution.key,
+                    max_concurrent=self.max_concurrent,
+                    lease=lease,
+                    mid=execution.message_id or "",
+                    deliveries=execution.deliveries,
+                    generation=execution.generation,
+                    partition="",
+                )
             )
-        )
         _ensure_maintained(docket, worker)
         if int(outcome) == 1:
             _held.set((holders, execution.key))
@@ -248,14 +245,12 @@ class _LimitKeys(TypedDict):
     events_prefix: str
 
 
-def _limit_keys(docket: Docket, holders: str, keys: Keys | None = None) -> _LimitKeys:
-    """``keys``: the partition of the run taking a slot (releasing finds each woken
-    run's partition in ``where``)."""
+def _limit_keys(docket: Docket, holders: str) -> _LimitKeys:
     control = docket.keys
     return _LimitKeys(
         holders=holders,
         waiters=f"{holders}:waiters",
-        stream=(keys or control).stream,
+        stream=control.stream,
         registry=control.concurrency_registry,
         limits=control.concurrency_limits,
         where=f"{holders}:where",
@@ -264,17 +259,113 @@ def _limit_keys(docket: Docket, holders: str, keys: Keys | None = None) -> _Limi
 
 
 async def _release(docket: Docket, worker: Worker, holders: str, task_key: str) -> int:
-    woken = await docket.engine.scripts.send(
-        scripts.ConcurrencyRelease(
-            **_limit_keys(docket, holders),
-            key=task_key,
-            lease=worker.redelivery_timeout.total_seconds(),
-            record_prefix=docket.keys.record_prefix,
+    if docket.partitions > 1:
+        woken = await _free_partitioned(docket, worker, holders, task_key)
+    else:
+        woken = int(
+            await docket.engine.scripts.send(
+                scripts.ConcurrencyRelease(
+                    **_limit_keys(docket, holders),
+                    key=task_key,
+                    lease=worker.redelivery_timeout.total_seconds(),
+                    record_prefix=docket.keys.record_prefix,
+                )
+            )
+        )
+    if woken:
+        docket.engine.connection.notify_activity()
+    return woken
+
+
+# A partitioned docket's runs live in their own partitions (on a Cluster, on other
+# shards than the limit), so no one script can both hold the limit and move a run's
+# message: taking a slot and releasing one are two steps each, the limit's in the
+# control partition and the run's in its own (see concurrency_take, _park, _free and
+# _wake.lua for how a release between the two steps, or a worker dying there, is met).
+
+
+async def _take_partitioned(
+    docket: Docket,
+    worker: Worker,
+    execution: Execution,
+    holders: str,
+    max_concurrent: int,
+    lease: float,
+) -> int:
+    """Take a slot, or park the run: 1 held, 0 parked, -1 the message is not ours."""
+    control = docket.keys
+    took = await docket.engine.scripts.send(
+        scripts.ConcurrencyTake(
+            holders=holders,
+            waiters=f"{holders}:waiters",
+            registry=control.concurrency_registry,
+            limits=control.concurrency_limits,
+            key=execution.key,
+            max_concurrent=max_concurrent,
+            lease=lease,
         )
     )
-    if int(woken):
-        docket.engine.connection.notify_activity()
-    return int(woken)
+    if int(took) == 1:
+        return 1
+    keys = docket.partition_keys[execution.partition]
+    return int(
+        await docket.engine.scripts.send(
+            scripts.ConcurrencyPark(
+                stream=keys.stream,
+                record=keys.record(execution.key),
+                group=GROUP,
+                worker=worker.name,
+                key=execution.key,
+                mid=execution.message_id or "",
+                deliveries=execution.deliveries,
+                generation=execution.generation,
+                holders=holders,
+                events_prefix=keys.events_prefix,
+            )
+        )
+    )
+
+
+async def _free_partitioned(docket: Docket, worker: Worker, holders: str, task_key: str) -> int:
+    """Give ``task_key``'s slot back ('' to only sweep) and wake the runs the freed slots
+    went to, each in its own partition; a run that is gone gives its slot back in turn.
+    Returns how many were woken."""
+    control = docket.keys
+    waking = f"{holders}:waking"
+    lease = worker.redelivery_timeout.total_seconds()
+    client = docket.engine.connection.client
+    woken = 0
+    giving_back = [task_key]
+    while giving_back:
+        runs = await docket.engine.scripts.send(
+            scripts.ConcurrencyFree(
+                holders=holders,
+                waiters=f"{holders}:waiters",
+                registry=control.concurrency_registry,
+                limits=control.concurrency_limits,
+                waking=waking,
+                key=giving_back.pop(),
+                lease=lease,
+            )
+        )
+        for raw in runs:
+            key = as_text(raw) or ""
+            keys = docket.keys_for(key)
+            alive = await docket.engine.scripts.send(
+                scripts.ConcurrencyWake(
+                    stream=keys.stream,
+                    record=keys.record(key),
+                    key=key,
+                    holders=holders,
+                    events_prefix=keys.events_prefix,
+                )
+            )
+            await client.zrem(waking, key)
+            if int(alive):
+                woken += 1
+            else:
+                giving_back.append(key)
+    return woken
 
 
 async def _maintain(docket: Docket, worker: Worker) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from .._redis import scripts
+from .._text import as_text
 from ._base import AdmissionBlocked
 from ._windows import WindowedDependency
 
@@ -57,20 +58,27 @@ class Debounce(WindowedDependency["Debounce"]):
 
     async def __aenter__(self) -> Debounce:
         docket, execution, key = self._this_run()
-        if docket.partitions > 1 and docket.engine.connection.is_cluster:
-            raise RuntimeError(
-                f"Debounce on {execution.function_name}: a partitioned docket's bursts "
-                "span runs of every partition, and on a Redis Cluster those live on other "
-                "shards than the burst; use partitions=1 for dockets whose tasks debounce"
-            )
         expiry_ms = 2 * self._window_ms + EXPIRY_MARGIN_MS
+        record_prefix, checked, pending = docket.keys.record_prefix, "", ""
+        if docket.partitions > 1:
+            # The winner's record may be in another partition (on a Cluster, another
+            # shard than the burst): read its state there first, for the script.
+            record_prefix, pending = "", "1"
+            client = docket.engine.connection.client
+            winner = as_text(await client.hget(key, "winner"))
+            if winner and winner != execution.key:
+                state = as_text(await client.hget(docket.keys_for(winner).record(winner), "state"))
+                checked = winner
+                pending = "1" if state in ("scheduled", "queued", "running") else "0"
         action, wait_ms = await docket.engine.scripts.send(
             scripts.Debounce(
                 burst=key,
                 key=execution.key,
                 settle_ms=self._window_ms,
                 expiry_ms=expiry_ms,
-                record_prefix=docket.keys_for(execution.key).record_prefix,
+                record_prefix=record_prefix,
+                checked_winner=checked,
+                winner_pending=pending,
             )
         )
         action = int(action)
