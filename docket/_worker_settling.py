@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,19 @@ class Settlement:
     state: str  # completed | failed | cancelled | ack
     error: str = ""
     result: bytes = b""
+
+
+def by_lane[T: (Settlement, Execution)](
+    partitions: Sequence[Keys], items: Iterable[T]
+) -> dict[Keys, list[T]]:
+    """``items`` (Settlements or Executions) grouped by the lane of their run: its
+    partition's keys with ``stream`` naming its level's stream."""
+    grouped: dict[Keys, list[T]] = {}
+    for item in items:
+        execution = item if isinstance(item, Execution) else item.execution
+        lane = partitions[execution.partition].lane(execution.priority)
+        grouped.setdefault(lane, []).append(item)
+    return grouped
 
 
 # How many settle calls may be on their way at once. A batch is sent the moment the loop
@@ -115,18 +129,18 @@ class Settler:
         docket = worker.docket
         if docket.engine.results.external:
             await self._store_results(batch)
-        if docket.partitions == 1:
-            await self._send_partition(batch, docket.keys)
+        first = batch[0].execution
+        lane = (first.partition, first.priority)
+        if all((item.execution.partition, item.execution.priority) == lane for item in batch):
+            # The common case: one partition, one level.
+            await self._send_partition(batch, docket.partition_keys[lane[0]].lane(lane[1]))
             return
-        # Each partition's runs settle in a script call of their own: on a Cluster, the
-        # partitions live on different shards.
-        by_partition: dict[int, list[Settlement]] = {}
-        for item in batch:
-            by_partition.setdefault(item.execution.partition, []).append(item)
+        # Each lane's runs (a partition's level: its own stream) settle in a script call
+        # of their own: on a Cluster, the partitions live on different shards.
         await asyncio.gather(
             *(
-                self._send_partition(items, docket.partition_keys[partition])
-                for partition, items in by_partition.items()
+                self._send_partition(items, lane_keys)
+                for lane_keys, items in by_lane(docket.partition_keys, batch).items()
             )
         )
 

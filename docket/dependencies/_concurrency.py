@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, overload
 
 from redis.exceptions import RedisError
 
+from .._priority import Priority
 from .._redis import scripts
 from ._base import AdmissionBlocked, Dependency, current_docket, current_execution, current_worker
 from ._windows import scope_within, validate_scope
@@ -166,7 +167,8 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
         worker = current_worker.get()
         holders = self._limit_key(docket, execution)
         lease = worker.redelivery_timeout.total_seconds()
-        keys = docket.keys_for(execution.key)
+        # The run's lane: its message is on its level's stream.
+        keys = execution.lane
         if docket.partitions > 1 and docket.engine.connection.is_cluster:
             raise RuntimeError(
                 f"ConcurrencyLimit on {execution.function_name}: a partitioned docket's "
@@ -267,6 +269,9 @@ async def _release(docket: Docket, worker: Worker, holders: str, task_key: str) 
     woken = await docket.engine.scripts.send(
         scripts.ConcurrencyRelease(
             **_limit_keys(docket, holders),
+            # A woken waiter of the control partition goes back to its level's stream.
+            high_stream=docket.keys.level_stream(Priority.HIGH),
+            low_stream=docket.keys.level_stream(Priority.LOW),
             key=task_key,
             lease=worker.redelivery_timeout.total_seconds(),
             record_prefix=docket.keys.record_prefix,

@@ -1,9 +1,11 @@
 -- Give back a run's concurrency slot, hand free slots to the longest-waiting runs (their
 -- slot is reserved for them and their message queued again), and drop expired holders.
--- KEYS: holders, waiters, stream, registry, limits, where
+-- KEYS: holders, waiters, stream, registry, limits, where, high_stream, low_stream
 -- ARGV: key, lease, record_prefix, events_prefix
 --   key: the task key giving its slot back ('' to only sweep)
 --   lease: seconds a woken waiter's reserved slot is held
+--   stream, high_stream, low_stream: the NORMAL, HIGH and LOW streams a woken run of
+--     this partition goes back to, by its record's 'prio' (it keeps its level)
 --   where: the hash tag of each parked run of a partitioned docket (see
 --     concurrency_acquire.lua); a run not in it lives in stream and record_prefix. The
 --     keys it names are another partition's: a partitioned docket's limits run on one
@@ -21,19 +23,21 @@ while redis.call('ZCARD', holders) < max do
   local first = redis.call('ZPOPMIN', waiters)
   if first[1] == nil then break end
   local key = first[1]
-  local record, stream = ARGV[3] .. key, KEYS[3]
+  local record, high, stream, low = ARGV[3] .. key, KEYS[7], KEYS[3], KEYS[8]
   local tag = redis.call('HGET', where, key)
   if tag then
     record, stream = tag .. ':task:' .. key, tag .. ':stream'
+    high, low = stream .. ':high', stream .. ':low'
     redis.call('HDEL', where, key)
   end
   local r = redis.call('HMGET', record, 'state', 'parked', 'gen', 'function', 'when',
-    'attempt', 'payload', 'sig', 'trace', 'ser')
+    'attempt', 'payload', 'sig', 'trace', 'ser', 'prio')
   -- A waiter cancelled or replaced since it parked is simply forgotten.
   if r[1] == 'scheduled' and r[2] == holders then
-    local mid = redis.call('XADD', stream, '*',
+    local prio = r[11] or '0'
+    local mid = redis.call('XADD', level_stream(high, stream, low, prio), '*',
       'key', key, 'gen', r[3], 'function', r[4], 'when', r[5], 'attempt', r[6],
-      'payload', r[7], 'sig', r[8], 'trace', r[9], 'ser', r[10])
+      'payload', r[7], 'sig', r[8], 'trace', r[9], 'ser', r[10], 'prio', prio)
     redis.call('HSET', record, 'state', 'queued', 'mid', mid)
     redis.call('HDEL', record, 'payload', 'sig', 'ser', 'parked')
     redis.call('ZADD', holders, fmt_time(now + tonumber(ARGV[2])), key)
