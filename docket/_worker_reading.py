@@ -33,11 +33,12 @@ messages it claimed, and those it left to claim."""
 
 RESERVE_EVERY = 10
 """The anti-starvation rule (docs/priorities.md): of every this many slots a reader
-reads, one is offered first to each level below HIGH (NORMAL, then LOW) that has work
-waiting, before the levels are served in order. A read of ``count`` slots adds
-``count / RESERVE_EVERY`` to each lower level's credit; a level is offered the whole
-slots of its credit, spends what it takes, and loses the rest when it has nothing
-waiting (no credit piles up while a level is idle)."""
+reads while a higher level keeps work waiting, one is offered first to each level below
+it (NORMAL, then LOW) before the levels are served in order. Each such read of
+``count`` slots adds ``count / RESERVE_EVERY`` to the lower level's credit; the level is
+offered the whole slots of its credit, spends what it takes, and loses the rest when it
+has nothing waiting (no credit piles up while a level is idle, or while everything above
+it was drained: then the order alone serves it)."""
 
 
 class Reader(ABC):
@@ -59,6 +60,9 @@ class Reader(ABC):
         # Per level, whether entries a blocking read delivered wait after the watermark.
         self._scan = [False] * len(self.lanes)
         self._credit = [0.0] * len(self.lanes)
+        # Per level, whether the last read left it with nothing waiting: a level below
+        # one that still had work is the one that may starve, and gets credit.
+        self._drained = [True] * len(self.lanes)
         # The id CLIENT UNBLOCK needs to end a blocking read; None until one blocks.
         self._client_id: int | None = None
         self._unblocking = False
@@ -111,8 +115,13 @@ class Reader(ABC):
         reserves = [0] * len(self.lanes)
         if read:
             for level in range(1, len(self.lanes)):
+                if all(self._drained[:level]):
+                    # Nothing above it was left waiting: the order alone serves it.
+                    self._credit[level] = 0.0
+                    continue
                 self._credit[level] += count / RESERVE_EVERY
-                reserves[level] = int(self._credit[level])
+                # (The epsilon: ten reads of a tenth make a whole slot.)
+                reserves[level] = int(self._credit[level] + 1e-9)
         keys = self.keys
         return scripts.Take(
             group=GROUP,
@@ -150,10 +159,11 @@ class Reader(ABC):
             else:
                 claimed.append((mid, fields, as_text(started) or ""))
         if read:
+            self._drained = [bool(int(flag)) for flag in drained]
             for level in range(1, len(self.lanes)):
                 taken = len(by_level[level][0]) + len(by_level[level][1])
                 spent = max(self._credit[level] - taken, 0.0)
-                self._credit[level] = 0.0 if int(drained[level]) else spent
+                self._credit[level] = 0.0 if self._drained[level] else spent
         return [
             (lane, claimed, unclaimed)
             for lane, (claimed, unclaimed) in zip(self.lanes, by_level, strict=True)
