@@ -64,6 +64,7 @@ def set_partitions(partitions: int) -> None:
     global CLUSTER_3P
     CLUSTER_3P = Variant(f"cluster, {partitions} partitions", "cluster", partitions)
 
+
 NAMES = ("sentinel_enqueue_drain", "sentinel_bulk_drain", "cluster_drain")
 GROUP = "topologies"  # --workloads topologies: all three
 

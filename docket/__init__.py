@@ -5,6 +5,7 @@ Scheduling work for later is as easy as running it now.
 
 from . import tasks, testing
 from ._partition_layout import PartitionMismatch
+from ._priority import Priority
 from ._version import __version__
 from .agenda import Agenda
 from .annotations import Logged
@@ -67,6 +68,7 @@ __all__ = [
     "PartitionMismatch",
     "PayloadTooLarge",
     "Perpetual",
+    "Priority",
     "Progress",
     "RateLimit",
     "Retry",

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import Span, SpanKind
 
 from . import serialization
+from ._priority import validate_priority
 from ._redis.client import Connection
 from ._redis.scripts import Cancel, Schedule, Scripts
 from ._results import Results
@@ -173,6 +174,7 @@ class Engine:
             attempt,
             function_name=task.name,
         )
+        execution.priority = validate_priority(task.priority)
         if docket.strike_list and docket.strike_list.is_stricken(
             execution.function_name, execution.arguments_by_name()
         ):
@@ -200,11 +202,14 @@ class Engine:
         trace = capture_trace_context()
         execution.trace_context = parse_trace_context(trace)
         keys = docket.keys_for(execution.key)
+        high, stream, low = keys.streams
         call = Schedule(
-            stream=keys.stream,
+            stream=stream,
             queue=keys.queue,
             record=keys.record(execution.key),
             generation_counter=keys.generation,
+            high_stream=high,
+            low_stream=low,
             mode=mode,
             key=execution.key,
             function=execution.function_name,
@@ -219,6 +224,7 @@ class Engine:
             serializer=docket.serializer.name,
             # A generated key lets the script recognise this call sent twice.
             generated_key="1" if key is None else "",
+            priority=int(execution.priority),
         )
         return execution, call
 
@@ -287,6 +293,7 @@ class Engine:
                 execution.args if args is None else args,
                 execution.kwargs if kwargs is None else kwargs,
                 execution.function_name,
+                execution.priority,
             ),
             attempt=attempt if attempt is not None else execution.attempt,
             expected_generation=str(execution.generation),
@@ -353,7 +360,13 @@ class Engine:
         function, name = self.resolve(call.function)
         # Copies of the arguments: the caller's call may be changed and used again.
         resolved = TaskCall(
-            function, call.when, call.key, tuple(call.args), dict(call.kwargs), call.name or name
+            function,
+            call.when,
+            call.key,
+            tuple(call.args),
+            dict(call.kwargs),
+            call.name or name,
+            call.priority,
         )
         return self.prepare(mode, resolved)
 
@@ -384,11 +397,14 @@ class Engine:
         """Cancel ``key``: only its run of ``generation`` when given, and never its run of
         ``other_than``."""
         keys = self.docket.keys_for(key)
+        high, stream, low = keys.streams
         previous = await self.scripts.send(
             Cancel(
-                stream=keys.stream,
+                stream=stream,
                 queue=keys.queue,
                 record=keys.record(key),
+                high_stream=high,
+                low_stream=low,
                 key=key,
                 ttl=self.docket.execution_ttl.total_seconds(),
                 events_prefix=keys.events_prefix,

@@ -31,9 +31,11 @@ async def check(docket: Docket) -> None:
         # A docket used unpartitioned until now keeps its tasks under the control
         # partition only, where most of their keys no longer map.
         async with client.pipeline(transaction=False) as pipe:
-            pipe.xlen(keys.stream)
+            for stream in keys.streams:
+                pipe.xlen(stream)
             pipe.zcard(keys.queue)
-            queued, scheduled = await pipe.execute()
+            *lengths, scheduled = await pipe.execute()
+        queued = sum(int(length) for length in lengths)
         if int(queued) or int(scheduled):
             raise PartitionMismatch(
                 f"Docket {docket.name!r} holds {int(queued) + int(scheduled)} task(s) laid "

@@ -77,13 +77,22 @@ async def _partition(
     for key, record in zip(scheduled, await _records(docket, scheduled), strict=True):
         if record:
             future.append(await Execution.from_record(docket, key, record))
+    for stream in keys.streams:
+        await _stream(docket, stream, future, running)
+
+
+async def _stream(
+    docket: Docket, stream: str, future: list[Execution], running: list[Execution]
+) -> None:
+    """Add one level's stream's queued and running tasks to the lists."""
+    client = docket.engine.connection.client
     pending_ids: set[str] = set()
     with suppress(RedisError):
-        for entry in await client.xpending_range(keys.stream, GROUP, "-", "+", 10_000):
+        for entry in await client.xpending_range(stream, GROUP, "-", "+", 10_000):
             pending_ids.add(as_text(entry["message_id"]) or "")
     entries = [
         (mid, fields, stream_key)
-        for mid, fields in await client.xrange(keys.stream, "-", "+")
+        for mid, fields in await client.xrange(stream, "-", "+")
         if (stream_key := as_text(fields.get(b"key"))) is not None
     ]
     records = await _records(docket, [entry_key for _, _, entry_key in entries])

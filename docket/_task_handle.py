@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from ._priority import Priority
 from .execution import TaskCall
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ class TaskHandle(Generic[P, R]):
         when: datetime | None = None,
         key: str | None = None,
         mode: str = "add",
+        priority: Priority = Priority.NORMAL,
     ) -> None:
         self.docket = docket
         self.fn = function
@@ -35,13 +37,15 @@ class TaskHandle(Generic[P, R]):
         self._when = when
         self._key = key
         self._mode = mode
+        self.priority = priority
         self.__name__ = getattr(function, "__name__", "task")
         self.__doc__ = getattr(function, "__doc__", None)
         self.__wrapped__ = function
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Execution:
         return await self.docket.engine.schedule(
-            self._mode, TaskCall(self.fn, self._when, self._key, args, kwargs, self.task_name)
+            self._mode,
+            TaskCall(self.fn, self._when, self._key, args, kwargs, self.task_name, self.priority),
         )
 
     async def schedule(
@@ -51,7 +55,15 @@ class TaskHandle(Generic[P, R]):
         when: datetime | None = None,
         **kwargs: Any,
     ) -> Execution:
-        task = TaskCall(self.fn, when or self._when, key or self._key, args, kwargs, self.task_name)
+        task = TaskCall(
+            self.fn,
+            when or self._when,
+            key or self._key,
+            args,
+            kwargs,
+            self.task_name,
+            self.priority,
+        )
         return await self.docket.engine.schedule(self._mode, task)
 
     def __repr__(self) -> str:

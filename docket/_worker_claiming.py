@@ -37,11 +37,12 @@ class Claims:
         self._internal = state.internal
 
     async def start(self, claimed: list[Claimed], unclaimed: list[Entry], keys: Keys) -> None:
-        """Start what a read of ``keys``' partition claimed; claim the rest (``claim``)."""
+        """Start what a read of ``keys``' lane (a partition's level) claimed; claim the
+        rest (``claim``)."""
         poison: list[scripts.DeadMessage] = []
         for mid, fields, started_at in claimed:
             try:
-                execution = self._decode(mid, fields, 1, False, keys.partition)
+                execution = self._decode(mid, fields, 1, False, keys)
             except Exception as error:
                 reason = self._poison_reason(mid, 1, error)
                 poison.append(scripts.DeadMessage(mid=mid, reason=reason, deliveries=1))
@@ -53,14 +54,14 @@ class Claims:
             await self.claim(unclaimed, keys)
 
     async def claim(self, entries: list[Entry], keys: Keys) -> None:
-        """Claim ``entries`` of ``keys``' partition with claim.lua and start those it
-        made RUNNING."""
+        """Claim ``entries`` of ``keys``' lane (a partition's level) with claim.lua and
+        start those it made RUNNING."""
         docket = self._docket
         runnable: list[Execution] = []
         poison: list[scripts.DeadMessage] = []
         for mid, fields, deliveries, redelivered in entries:
             try:
-                runnable.append(self._decode(mid, fields, deliveries, redelivered, keys.partition))
+                runnable.append(self._decode(mid, fields, deliveries, redelivered, keys))
             except Exception as error:
                 reason = self._poison_reason(mid, deliveries, error)
                 poison.append(scripts.DeadMessage(mid=mid, reason=reason, deliveries=deliveries))
@@ -114,7 +115,7 @@ class Claims:
         STALE_DROPPED.add(1, {**labels, "docket.reason": reason})
 
     def _start_claimed(self, execution: Execution, started_at: str | bytes) -> None:
-        """Start a run claim.lua or claim_delivered.lua made RUNNING at ``started_at``."""
+        """Start a run claim.lua or take.lua made RUNNING at ``started_at``."""
         execution.state = ExecutionState.RUNNING
         execution.worker = self._name
         execution.started_at = datetime.fromtimestamp(float(started_at), UTC)
@@ -126,7 +127,7 @@ class Claims:
         fields: dict[bytes, bytes],
         deliveries: int,
         redelivered: bool,
-        partition: int,
+        lane: Keys,
     ) -> Execution:
         raw_name = fields.get(b"function") or b""
         function = self._docket.tasks.get(raw_name.decode(errors="replace"))
@@ -143,7 +144,10 @@ class Claims:
             function,
             message_id=mid,
             redelivered=redelivered,
-            partition=partition,
+            partition=lane.partition,
+            # The stream it was read from says its level, whatever its 'prio' field says:
+            # everything that settles it must reach that stream.
+            priority=lane.level,
         )
         execution.deliveries = deliveries
         return execution

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from ._redis import scripts
-from ._redis.keys import GROUP
+from ._redis.keys import GROUP, LEVELS
 from ._worker_loops import Trouble, poll, seconds
 from .instrumentation import metrics_collected
 
@@ -96,8 +96,9 @@ class Health:
             now = whole + micros / 1_000_000
             async with client.pipeline(transaction=False) as pipe:
                 for keys in worker.docket.partition_keys:
-                    pipe.xlen(keys.stream)
-                    pipe.xpending(keys.stream, GROUP)
+                    for stream in keys.streams:
+                        pipe.xlen(stream)
+                        pipe.xpending(stream, GROUP)
                     pipe.zcount(keys.queue, "-inf", now)
                     pipe.zcount(keys.queue, f"({now}", "+inf")
                 replies = await pipe.execute(raise_on_error=False)
@@ -105,14 +106,19 @@ class Health:
             logger.debug("Could not sample queue depths: %s", error)
             return
         queue_depth = schedule_depth = 0
-        for index in range(0, len(replies), 4):
-            length, pending, overdue, future = replies[index : index + 4]
-            if isinstance(length, Exception) or isinstance(overdue, Exception):
+        per_partition = 2 * len(LEVELS) + 2
+        for index in range(0, len(replies), per_partition):
+            *streams, overdue, future = replies[index : index + per_partition]
+            if isinstance(overdue, Exception):
                 return
-            # Entries delivered but not yet settled are running, not waiting (an error
-            # here means no consumer group yet, so nothing is delivered).
-            claimed = int(pending["pending"]) if isinstance(pending, dict) else 0
-            queue_depth += max(int(length) - claimed, 0) + int(overdue)
+            for length, pending in zip(streams[::2], streams[1::2], strict=True):
+                if isinstance(length, Exception):
+                    return
+                # Entries delivered but not yet settled are running, not waiting (an
+                # error here means no consumer group yet, so nothing is delivered).
+                claimed = int(pending["pending"]) if isinstance(pending, dict) else 0
+                queue_depth += max(int(length) - claimed, 0)
+            queue_depth += int(overdue)
             if not isinstance(future, Exception):
                 schedule_depth += int(future)
         self._state.metrics.queue_depth = queue_depth

@@ -14,12 +14,12 @@ from ._redis.keys import GROUP, Keys
 from ._text import as_text
 from ._worker_loops import Trouble, poll, seconds
 from ._worker_reading import Entry
+from ._worker_settling import by_lane
 from .instrumentation import DEAD_LETTERED
 
 if TYPE_CHECKING:
     from ._worker_claiming import Claims
     from ._worker_state import WorkerState
-    from .execution import Execution
     from .worker import Worker
 
 logger = logging.getLogger("docket.worker")
@@ -36,8 +36,8 @@ class Leases:
         self._worker = worker
         self._state = state
         self._claims = claims
-        # Where each partition's next XAUTOCLAIM scan starts.
-        self._reclaim_cursors: dict[int, str] = {}
+        # Where each lane's (partition, level) next XAUTOCLAIM scan starts.
+        self._reclaim_cursors: dict[tuple[int, int], str] = {}
 
     async def reclaim_loop(self) -> None:
         worker = self._worker
@@ -47,9 +47,11 @@ class Leases:
 
     async def _reclaim(self) -> None:
         for keys in self._worker.docket.partition_keys:
-            await self._reclaim_partition(keys)
+            for lane in keys.lanes():
+                await self._reclaim_lane(lane)
 
-    async def _reclaim_partition(self, keys: Keys) -> None:
+    async def _reclaim_lane(self, keys: Keys) -> None:
+        """Reclaim the lost runs of one lane: a partition's level's stream."""
         worker = self._worker
         free = worker.concurrency - len(self._state.active)
         if free <= 0 or self._state.stopping:
@@ -62,7 +64,7 @@ class Leases:
                 group=GROUP,
                 worker=worker.name,
                 min_idle_ms=int(seconds(worker.redelivery_timeout) * 1000),
-                cursor=self._reclaim_cursors.get(keys.partition, "0-0"),
+                cursor=self._reclaim_cursors.get((keys.partition, keys.level), "0-0"),
                 count=self._state.claim_budget(free),
                 max_deliveries=worker.max_deliveries,
                 record_prefix=keys.record_prefix,
@@ -70,7 +72,7 @@ class Leases:
                 ttl=docket.execution_ttl.total_seconds(),
             )
             cursor, claimed, deleted, dead = await docket.engine.scripts.send(reclaim)
-        self._reclaim_cursors[keys.partition] = as_text(cursor) or "0-0"
+        self._reclaim_cursors[keys.partition, keys.level] = as_text(cursor) or "0-0"
         if int(dead):
             DEAD_LETTERED.add(int(dead), self._state.metrics.base)
             logger.error("Dead-lettered %d message(s) that kept failing to finish", int(dead))
@@ -97,12 +99,10 @@ class Leases:
         if not active:
             return
         docket = worker.docket
-        by_partition: dict[int, list[Execution]] = {}
-        for execution, _ in list(active.values()):
-            by_partition.setdefault(execution.partition, []).append(execution)
-        for partition, executions in by_partition.items():
+        running = [execution for execution, _ in list(active.values())]
+        for lane, executions in by_lane(docket.partition_keys, running).items():
             renew = scripts.Renew(
-                stream=docket.partition_keys[partition].stream,
+                stream=lane.stream,
                 group=GROUP,
                 worker=worker.name,
                 messages=[

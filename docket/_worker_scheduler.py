@@ -7,6 +7,7 @@ import asyncio
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
+from ._priority import Priority
 from ._redis import scripts
 from ._worker_loops import poll, seconds
 from .dependencies import get_perpetual
@@ -45,6 +46,8 @@ class Scheduler:
                     scripts.MoveDue(
                         queue=keys.queue,
                         stream=keys.stream,
+                        high_stream=keys.level_stream(Priority.HIGH),
+                        low_stream=keys.level_stream(Priority.LOW),
                         record_prefix=keys.record_prefix,
                         limit=MOVE_BATCH,
                         events_prefix=keys.events_prefix,

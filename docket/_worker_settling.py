@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
 from ._redis import scripts
-from ._redis.keys import GROUP
+from ._redis.keys import GROUP, Keys
 from ._worker_loops import Tasks
 from .execution import Execution
 
@@ -27,6 +28,19 @@ class Settlement:
     state: str  # completed | failed | cancelled | ack
     error: str = ""
     result: bytes = b""
+
+
+def by_lane[T: (Settlement, Execution)](
+    partitions: Sequence[Keys], items: Iterable[T]
+) -> dict[Keys, list[T]]:
+    """``items`` (Settlements or Executions) grouped by the lane of their run: its
+    partition's keys with ``stream`` naming its level's stream."""
+    grouped: dict[Keys, list[T]] = {}
+    for item in items:
+        execution = item if isinstance(item, Execution) else item.execution
+        lane = partitions[execution.partition].lane(execution.priority)
+        grouped.setdefault(lane, []).append(item)
+    return grouped
 
 
 # How many settle calls may be on their way at once. A batch is sent the moment the loop
@@ -115,15 +129,17 @@ class Settler:
         docket = worker.docket
         if docket.engine.results.external:
             await self._store_results(batch)
-        # Each partition's runs settle in a script call of their own (on a Cluster the
-        # partitions live on different shards); the calls go in one pipeline.
-        groups: list[list[Settlement]] = [batch]
-        if docket.partitions > 1:
-            by_partition: dict[int, list[Settlement]] = {}
-            for item in batch:
-                by_partition.setdefault(item.execution.partition, []).append(item)
-            groups = list(by_partition.values())
-        calls = [self._settle_call(items) for items in groups]
+        first = batch[0].execution
+        lane = (first.partition, first.priority)
+        if all((item.execution.partition, item.execution.priority) == lane for item in batch):
+            # The common case: one partition, one level.
+            groups = [(docket.partition_keys[lane[0]].lane(lane[1]), batch)]
+        else:
+            # Each lane's runs (a partition's level: its own stream) settle in a script
+            # call of their own (on a Cluster, the partitions live on different shards);
+            # the calls go in one pipeline.
+            groups = list(by_lane(docket.partition_keys, batch).items())
+        calls = [self._settle_call(items, keys) for keys, items in groups]
         while True:
             try:
                 with self._state.internal("docket.settle"):
@@ -139,7 +155,7 @@ class Settler:
                 if self._state.stopping and not self._background:
                     raise
                 await self._state.trouble.handle(error)
-        for items, outcomes in zip(groups, replies, strict=True):
+        for (_, items), outcomes in zip(groups, replies, strict=True):
             for item, outcome in zip(items, outcomes, strict=True):
                 if int(outcome) == 0:
                     logger.warning(
@@ -147,11 +163,10 @@ class Settler:
                         item.execution.call_repr(),
                     )
 
-    def _settle_call(self, batch: list[Settlement]) -> scripts.Settle:
-        """The settle.lua call for runs of one partition."""
+    def _settle_call(self, batch: list[Settlement], keys: Keys) -> scripts.Settle:
+        """The settle.lua call for runs of one lane (``keys``: a partition's level)."""
         worker = self._worker
         docket = worker.docket
-        keys = docket.partition_keys[batch[0].execution.partition]
         return scripts.Settle(
             stream=keys.stream,
             group=GROUP,

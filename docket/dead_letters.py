@@ -277,11 +277,14 @@ async def _requeue_partition(
 ) -> None:
     for start in range(0, len(runnable), _BATCH):
         batch = runnable[start : start + _BATCH]
+        high, stream, low = keys.streams
         replies = await docket.engine.scripts.send(
             scripts.DeadLetterRequeue(
-                stream=keys.stream,
+                stream=stream,
                 dead_letters=keys.dead_letters,
                 generation_counter=keys.generation,
+                high_stream=high,
+                low_stream=low,
                 record_prefix=keys.record_prefix,
                 events_prefix=keys.events_prefix,
                 entries=[

@@ -16,6 +16,7 @@ from ._engine import Engine
 from ._imports import import_object
 from ._layout_names import ReleasedLayoutNames
 from ._partition_layout import PartitionMismatch
+from ._priority import Priority, validate_priority
 from ._redis import scripts
 from ._redis.client import TopologyError, check_credentials, redact_url
 from ._redis.keys import GROUP, Keys, partition_of, validate_name, validate_partitions
@@ -140,7 +141,8 @@ class Docket(ReleasedLayoutNames):
             await engine.connection.check()
             await _partition_layout.check(self)
             for keys in self.partition_keys:
-                await engine.scripts.send(scripts.EnsureGroup(stream=keys.stream, group=GROUP))
+                for stream in keys.streams:
+                    await engine.scripts.send(scripts.EnsureGroup(stream=stream, group=GROUP))
             await self._strikes.load()
         except AuthenticationError:
             # As released, credentials are not checked on entering: the first command
@@ -207,12 +209,22 @@ class Docket(ReleasedLayoutNames):
 
     @overload
     def add(
-        self, function: Callable[P, R], when: datetime | None = None, key: str | None = None
+        self,
+        function: Callable[P, R],
+        when: datetime | None = None,
+        key: str | None = None,
+        *,
+        priority: Priority = Priority.NORMAL,
     ) -> TaskHandle[P, R]: ...
 
     @overload
     def add(
-        self, function: str, when: datetime | None = None, key: str | None = None
+        self,
+        function: str,
+        when: datetime | None = None,
+        key: str | None = None,
+        *,
+        priority: Priority = Priority.NORMAL,
     ) -> TaskHandle[..., Any]: ...
 
     def add(
@@ -220,30 +232,45 @@ class Docket(ReleasedLayoutNames):
         function: Callable[P, R] | str,
         when: datetime | None = None,
         key: str | None = None,
+        *,
+        priority: Priority = Priority.NORMAL,
     ) -> TaskHandle[Any, Any]:
         """Register ``function`` (if needed) and return a handle that adds it when called.
 
         Used bare as a decorator, the handle replaces the function in its module.
+        ``priority`` is its level (docs/priorities.md): due HIGH tasks run before NORMAL
+        ones, and NORMAL before LOW.
         """
-        return TaskHandle(self, *self.engine.resolve(function), when, key, "add")
+        level = validate_priority(priority)
+        return TaskHandle(self, *self.engine.resolve(function), when, key, "add", level)
 
     def replace(
-        self, function: Callable[P, R] | str, when: datetime | None, key: str
+        self,
+        function: Callable[P, R] | str,
+        when: datetime | None,
+        key: str,
+        *,
+        priority: Priority = Priority.NORMAL,
     ) -> TaskHandle[Any, Any]:
-        """Like ``add``, but whatever is scheduled under ``key`` is replaced."""
-        return TaskHandle(self, *self.engine.resolve(function), when, key, "replace")
+        """Like ``add``, but whatever is scheduled under ``key`` is replaced (its
+        priority too: the replacement has ``priority``)."""
+        level = validate_priority(priority)
+        return TaskHandle(self, *self.engine.resolve(function), when, key, "replace", level)
 
     def call(
         self,
         function: Callable[P, R] | str,
         when: datetime | None = None,
         key: str | None = None,
+        *,
+        priority: Priority = Priority.NORMAL,
     ) -> Callable[..., TaskCall]:
         """A task call for ``add_many``/``replace_many``; touches nothing."""
         resolved, name = self.engine.resolve(function)
+        level = validate_priority(priority)
 
         def build(*args: Any, **kwargs: Any) -> TaskCall:
-            return TaskCall(resolved, when, key, args, kwargs, name)
+            return TaskCall(resolved, when, key, args, kwargs, name, level)
 
         return build
 
@@ -304,7 +331,9 @@ class Docket(ReleasedLayoutNames):
         count = 0
         engine = self.engine
         with engine.producer_span("docket.clear", engine.labels) as span:
-            for keys in self.partition_keys:
+            # Each level's stream of each partition (the first call of a partition
+            # clears its schedule too).
+            for keys in (lane for partition in self.partition_keys for lane in partition.lanes()):
                 while True:
                     batch = CLEAR_BATCH
                     cleared = int(

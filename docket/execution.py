@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args, get_origin,
 from uncalled_for import Dependency, get_signature
 
 from ._messages import PoisonMessage, open_payload, parse_fields
+from ._priority import Priority
 from ._redis import scripts
 from ._results import IN_STORE, LOST, ResultStoreError, result_key
 from ._text import as_text
@@ -24,6 +25,7 @@ from .annotations import Logged, logged_marker
 from .instrumentation import parse_trace_context
 
 if TYPE_CHECKING:
+    from ._redis.keys import Keys
     from .docket import Docket
 
 TaskFunction = Callable[..., Awaitable[Any] | Any]
@@ -91,6 +93,8 @@ class TaskCall:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
+    priority: int = Priority.NORMAL
+    """A ``Priority``; ``Docket.call(..., priority=...)`` checks it."""
 
 
 def timestamp(value: str | bytes | None) -> datetime | None:
@@ -283,6 +287,9 @@ class Execution:
         self.message_id = message_id
         # The partition whose stream the message came from (a partitioned docket).
         self.partition = 0
+        self.priority: Priority = Priority.NORMAL
+        """The run's level: the stream its message was read from (for a worker's runs),
+        else the ``prio`` of its record or message (NORMAL when it has none)."""
         self.state = state
         self.worker: str | None = None
         self.started_at: datetime | None = None
@@ -320,9 +327,18 @@ class Execution:
     @property
     def run_id(self) -> str:
         """The run's message id, made unique among one worker's runs: the streams of a
-        partitioned docket's partitions hand out the same ids."""
+        partitioned docket's partitions, and of its priority levels, hand out the same
+        ids (``<mid>``, ``<mid>@<partition>``, then ``~high`` or ``~low`` for those
+        levels' streams)."""
         mid = self.message_id or ""
-        return f"{mid}@{self.partition}" if self.partition else mid
+        if self.partition:
+            mid = f"{mid}@{self.partition}"
+        return mid + _RUN_LEVEL[self.priority] if self.priority else mid
+
+    @property
+    def lane(self) -> Keys:
+        """The keys of this run's partition, ``stream`` naming its level's stream."""
+        return self.docket.keys_for(self.key).lane(self.priority)
 
     def __repr__(self) -> str:
         return (
@@ -405,6 +421,7 @@ class Execution:
         mid = as_text(record.get(b"mid"))
         if mid and held == self.generation:
             self.message_id = mid
+        self.priority = priority_field(record)
         self.progress._load(record)
 
     async def sync(self) -> None:
@@ -436,7 +453,8 @@ class Execution:
             source = entry
         elif b"payload" not in record and mid:
             client = docket.engine.connection.client
-            entries = await client.xrange(docket.keys_for(key).stream, mid, mid)
+            lane = docket.keys_for(key).lane(priority_field(record))
+            entries = await client.xrange(lane.stream, mid, mid)
             if entries:
                 source = entries[0][1]
         args: tuple[Any, ...] = ()
@@ -544,7 +562,15 @@ class Execution:
         function = self.function if self.function is not None else placeholder_for(self)
         return self.docket.engine.prepare(
             mode,
-            TaskCall(function, self.when, self.key, self.args, self.kwargs, self.function_name),
+            TaskCall(
+                function,
+                self.when,
+                self.key,
+                self.args,
+                self.kwargs,
+                self.function_name,
+                self.priority,
+            ),
             attempt=self.attempt,
             expected_generation=expected_generation,
         )
@@ -586,7 +612,7 @@ class Execution:
 
     async def _mark(self, state: str, *, worker: str = "", error: str = "") -> Any:
         docket = self.docket
-        keys = docket.keys_for(self.key)
+        keys = self.lane
         ttl = docket.execution_ttl.total_seconds()
         from ._redis.keys import GROUP
 
@@ -839,10 +865,13 @@ def from_entry(
     message_id: str | None,
     redelivered: bool,
     partition: int = 0,
+    priority: int | None = None,
 ) -> Execution:
     """The execution one stream entry carries, run by ``function``. Raises
     ``PoisonMessage`` for an entry that is malformed, unsigned where signing is on, or
-    otherwise unsafe to open (what the worker dead-letters)."""
+    otherwise unsafe to open (what the worker dead-letters). ``priority`` is the level of
+    the stream the entry was read from, trusted over its ``prio`` field (None: the
+    field's)."""
     message = parse_fields(fields)
     if docket.partitions > 1 and docket.keys_for(message.key).partition != partition:
         # Settling it would touch another partition's stream: written by hand, or by a
@@ -875,7 +904,22 @@ def from_entry(
         state=ExecutionState.QUEUED,
     )
     execution.partition = partition
+    execution.priority = priority_field(fields) if priority is None else Priority(priority)
     return execution
+
+
+_RUN_LEVEL = {Priority.HIGH: "~high", Priority.LOW: "~low"}
+
+
+def priority_field(fields: Mapping[bytes, bytes]) -> Priority:
+    """The level a record's or message's ``prio`` says; NORMAL without one (what
+    releases before priorities wrote) or with one this release does not know."""
+    raw = fields.get(b"prio")
+    if raw == b"1":
+        return Priority.HIGH
+    if raw == b"-1":
+        return Priority.LOW
+    return Priority.NORMAL
 
 
 def placeholder_for(execution: Execution) -> TaskFunction:

@@ -248,7 +248,8 @@ async def _nothing_due(docket: Docket) -> bool:
         now = int(seconds) + int(micros) / 1_000_000
         async with redis.pipeline(transaction=False) as pipe:
             for keys in docket.partition_keys:
-                pipe.xlen(keys.stream)
+                for stream in keys.streams:
+                    pipe.xlen(stream)
                 pipe.zcount(keys.queue, "-inf", f"{now:.6f}")
             counts = await pipe.execute()
     return not any(int(count) for count in counts)

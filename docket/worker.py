@@ -141,7 +141,7 @@ class Worker:
         self._claims = Claims(self, state)
         self._leases = Leases(self, state, self._claims)
         self._readers: list[Reader] = []
-        self._watermarks: dict[int, str | None] = {}
+        self._watermarks: dict[int, list[str] | None] = {}
         """What each partition's last reader's watermark was, for the next (see
         Reader.watermark)."""
         self._reserved = 0
@@ -359,7 +359,6 @@ class Worker:
         slot_freed = self._slot_freed
         health = self._health
         claims = self._claims
-        keys = reader.keys
         while not self._stopping:
             if self._crashes:
                 crashes, self._crashes = self._crashes, []
@@ -375,11 +374,12 @@ class Worker:
                 wait = BLOCK_SECONDS if forever else check
                 health.read_since = time.monotonic()
                 with self._internal("docket.read"):
-                    claimed, unclaimed = await reader.read(count, wait)
+                    delivery = await reader.read(count, wait)
                 health.read_since = None
                 health.reads_ok = True
-                if claimed or unclaimed:
-                    await claims.start(claimed, unclaimed, keys)
+                if delivery:
+                    for lane, claimed, unclaimed in delivery:
+                        await claims.start(claimed, unclaimed, lane)
                     continue
                 if not forever:
                     with self._internal("docket.finished"):
@@ -406,7 +406,6 @@ class Worker:
         slot_freed = self._slot_freed
         health = self._health
         claims = self._claims
-        keys = reader.keys
         readers = len(self.docket.partition_keys)
         blocking = False
         while not self._stopping:
@@ -431,13 +430,13 @@ class Worker:
             try:
                 health.read_since = time.monotonic()
                 with self._internal("docket.read"):
-                    claimed, unclaimed = await reader.read(count, wait)
+                    delivery = await reader.read(count, wait)
                 health.read_since = None
                 health.reads_ok = True
-                found = bool(claimed or unclaimed)
-                if found:
-                    await claims.start(claimed, unclaimed, keys)
-                elif blocking and not forever:
+                found = bool(delivery)
+                for lane, claimed, unclaimed in delivery:
+                    await claims.start(claimed, unclaimed, lane)
+                if not found and blocking and not forever:
                     with self._internal("docket.finished"):
                         if await self._finished():
                             return
@@ -483,8 +482,9 @@ class Worker:
 
     async def _ensure_group(self) -> None:
         for keys in self.docket.partition_keys:
-            ensure = scripts.EnsureGroup(stream=keys.stream, group=GROUP)
-            await self.docket.engine.scripts.send(ensure)
+            for stream in keys.streams:
+                ensure = scripts.EnsureGroup(stream=stream, group=GROUP)
+                await self.docket.engine.scripts.send(ensure)
 
     async def _finished(self) -> bool:
         if self._active or self._settler.busy:
@@ -494,7 +494,8 @@ class Worker:
         async with client.pipeline(transaction=False) as pipe:
             for keys in docket.partition_keys:
                 pipe.zcard(keys.queue)
-                pipe.xlen(keys.stream)
+                for stream in keys.streams:
+                    pipe.xlen(stream)
             # Runs parked behind a concurrency limit are neither scheduled nor queued.
             pipe.scard(docket.keys.concurrency_registry)
             counts = await pipe.execute()

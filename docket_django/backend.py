@@ -31,6 +31,7 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 from django.utils.module_loading import import_string
 
+from docket import Priority
 from docket.integration import uuid7_str
 
 from .conf import DEFAULT_ALIAS, aliases, docket_settings
@@ -39,11 +40,21 @@ from .runner import RUNNER_NAME, record_key, result_from_record, to_iso, utc_now
 from .transactions import run_on_commit_or_now
 
 
+def docket_priority(priority: int) -> Priority:
+    """The docket level of a ``django.tasks`` priority (-100..100, 0 the default): 1..100
+    HIGH, 0 NORMAL, -100..-1 LOW (docs/priorities.md)."""
+    if priority > 0:
+        return Priority.HIGH
+    if priority < 0:
+        return Priority.LOW
+    return Priority.NORMAL
+
+
 class DocketBackend(BaseTaskBackend):
     supports_defer = True
     supports_async_task = True
     supports_get_result = True
-    supports_priority = False  # honest: docket runs by time, not by priority
+    supports_priority = True  # django's -100..100 onto docket's levels: docket_priority
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
@@ -114,7 +125,9 @@ class DocketBackend(BaseTaskBackend):
                 json.dumps(record),
                 ex=max(int(config.result_ttl.total_seconds()), 1),
             )
-        await docket.add(RUNNER_NAME, when=task.run_after, key=result.id)(result.id, self.alias)
+        await docket.add(
+            RUNNER_NAME, when=task.run_after, key=result.id, priority=docket_priority(task.priority)
+        )(result.id, self.alias)
 
     def enqueue[**P, R](
         self, task: Task[P, R], args: Sequence[Any], kwargs: Mapping[str, Any]

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from starlette.requests import HTTPConnection
 
-from docket import Docket, TaskHandle, Worker
+from docket import Docket, Priority, TaskHandle, Worker
 from docket import WorkerOptions as CoreWorkerOptions
 from docket.execution import TaskCall
 from docket.integration import OPTION_NAMES
@@ -111,16 +111,34 @@ class AppDocket(Docket):
     ``call`` attach the allowlisted snapshot of the current request to tasks made with
     ``@docket_starlette.task``."""
 
-    def add(self, function: Any, when: Any = None, key: str | None = None) -> Any:
-        handle = super().add(function, when, key)
-        return _StampingHandle(self, handle.fn, handle.task_name, when, key, "add")
+    def add(
+        self,
+        function: Any,
+        when: Any = None,
+        key: str | None = None,
+        *,
+        priority: Priority = Priority.NORMAL,
+    ) -> Any:
+        handle = super().add(function, when, key, priority=priority)
+        return _StampingHandle(self, handle.fn, handle.task_name, when, key, "add", handle.priority)
 
-    def replace(self, function: Any, when: Any, key: str) -> Any:
-        handle = super().replace(function, when, key)
-        return _StampingHandle(self, handle.fn, handle.task_name, when, key, "replace")
+    def replace(
+        self, function: Any, when: Any, key: str, *, priority: Priority = Priority.NORMAL
+    ) -> Any:
+        handle = super().replace(function, when, key, priority=priority)
+        return _StampingHandle(
+            self, handle.fn, handle.task_name, when, key, "replace", handle.priority
+        )
 
-    def call(self, function: Any, when: Any = None, key: str | None = None) -> Any:
-        build = super().call(function, when, key)
+    def call(
+        self,
+        function: Any,
+        when: Any = None,
+        key: str | None = None,
+        *,
+        priority: Priority = Priority.NORMAL,
+    ) -> Any:
+        build = super().call(function, when, key, priority=priority)
 
         def stamped(*args: Any, **kwargs: Any) -> TaskCall:
             call = build(*args, **kwargs)

@@ -498,19 +498,23 @@ LATE_LEASE_MS = 200
 
 
 async def _claim_delivered_as(scene: Scene, worker: str) -> list[Any]:
+    """take.lua's claim of what a blocking read delivered (scan, no read of its own)."""
     keys = scene.docket.keys
-    _, entries = await scene.docket.engine.scripts.send(
-        scripts.ClaimDelivered(
-            stream=keys.stream,
+    _, _, _, entries = await scene.docket.engine.scripts.send(
+        scripts.Take(
             group=GROUP,
             worker=worker,
-            watermark="0-0",
             count=10,
+            read=0,
             events_prefix=keys.events_prefix,
             record_prefix=keys.record_prefix,
+            levels=[
+                scripts.TakeLevel(stream=stream, watermark="0-0", scan=1, reserve=0)
+                for stream in keys.streams
+            ],
         )
     )
-    return [started for _, _, started in entries]
+    return [started for _, _, _, started in entries]
 
 
 async def _reclaim_as(scene: Scene, worker: str) -> list[Any]:

@@ -78,6 +78,8 @@ async def move_due(docket: Docket, limit: int) -> tuple[int, float]:
         scripts.MoveDue(
             queue=keys.queue,
             stream=keys.stream,
+            high_stream=keys.level_stream(1),
+            low_stream=keys.level_stream(-1),
             record_prefix=keys.record_prefix,
             limit=limit,
             events_prefix=keys.events_prefix,
@@ -355,7 +357,7 @@ async def test_scheduler_moves_a_due_backlog_over_1000_in_bounded_batches(
             while True:
                 command = (await monitor.next_command())["command"].split(" ")
                 if command[:2] == ["EVALSHA", move_sha] and command[3] == docket.keys.queue:
-                    limits.append(int(command[6]))
+                    limits.append(int(command[8]))
 
     watcher = asyncio.create_task(watch())
     try:

@@ -67,6 +67,10 @@ class _Under:
     def __set_name__(self, owner: type[Keys], name: str) -> None:
         self.attribute = name
 
+    def value(self, keys: Keys) -> str:
+        prefix = "{" + keys.name + "}" if self.channel else keys.prefix
+        return f"{prefix}:{self.suffix}"
+
     @overload
     def __get__(self, keys: None, owner: type[Keys]) -> Self: ...
     @overload
@@ -74,8 +78,7 @@ class _Under:
     def __get__(self, keys: Keys | None, owner: type[Keys]) -> str | Self:
         if keys is None:
             return self
-        prefix = "{" + keys.name + "}" if self.channel else keys.prefix
-        value = f"{prefix}:{self.suffix}"
+        value = self.value(keys)
         # Keys is frozen, so its own __setattr__ refuses; the name never changes anyway.
         keys.__dict__[self.attribute] = value
         return value
@@ -107,17 +110,33 @@ def partition_tag(name: str, partition: int, partitions: int) -> str:
     raise AssertionError("unreachable")
 
 
+class _LevelStream(_Under):
+    """The stream of a lane's level: ``{name}:stream`` for NORMAL (the released name),
+    ``{name}:stream:high`` and ``{name}:stream:low`` for the others."""
+
+    def value(self, keys: Keys) -> str:
+        return super().value(keys) + LEVEL_SUFFIXES[keys.level]
+
+
+LEVELS = (1, 0, -1)
+"""The priority levels (``docket.Priority`` values), in the order a worker reads them."""
+LEVEL_SUFFIXES = {1: ":high", 0: "", -1: ":low"}
+
+
 @dataclass(frozen=True)
 class Keys:
     name: str
     partition: int = 0
     partitions: int = 1
+    level: int = 0
+    """The priority level whose stream ``stream`` names (a lane; see ``lane``): every
+    other key is the partition's, whatever the level."""
 
     @property
     def prefix(self) -> str:
         return partition_tag(self.name, self.partition, self.partitions)
 
-    stream = _Under("stream")
+    stream = _LevelStream("stream")
     queue = _Under("queue")
     generation = _Under("generation")
     dead_letters = _Under("dead-letters")
@@ -142,6 +161,24 @@ class Keys:
     # For others' data: a docket's own keys never start with this, so nothing it does
     # (clear(), expiry, the test suite's leak checks) touches what lives under it.
     external_prefix = _Under("ext:")
+
+    def lane(self, level: int) -> Keys:
+        """These keys with ``stream`` naming the stream of priority ``level``."""
+        if level == self.level:
+            return self
+        return _lane(self.name, self.partition, self.partitions, level)
+
+    def lanes(self) -> tuple[Keys, ...]:
+        """One lane per level, in the order a worker reads them (HIGH first)."""
+        return tuple(self.lane(level) for level in LEVELS)
+
+    def level_stream(self, level: int) -> str:
+        return self.lane(level).stream
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """Every level's stream of this partition, HIGH first."""
+        return tuple(lane.stream for lane in self.lanes())
 
     def record(self, key: str) -> str:
         return self.record_prefix + key
@@ -169,13 +206,20 @@ class Keys:
     def permanent(self) -> set[str]:
         """Keys that legitimately outlive every task (what a leak check may ignore)."""
         return {
-            self.stream,
+            *self.streams,
             self.generation,
             self.dead_letters,
             self.workers,
             self.strikes,
             self.partition_count,
         }
+
+
+@cache
+def _lane(name: str, partition: int, partitions: int, level: int) -> Keys:
+    if level not in LEVEL_SUFFIXES:
+        raise ValueError(f"No priority level {level!r}: the levels are {LEVELS}")
+    return Keys(name, partition, partitions, level)
 
 
 MAX_PARTITIONS = 1024

@@ -327,6 +327,8 @@ class Schedule(Call, script="schedule"):
     queue: Key
     record: Key
     generation_counter: Key
+    high_stream: Key
+    low_stream: Key
     mode: str
     key: str
     function: str
@@ -340,11 +342,14 @@ class Schedule(Call, script="schedule"):
     wake_channel: str
     serializer: str
     generated_key: str
+    priority: int
 
 
 class MoveDue(Call, script="move_due"):
     queue: Key
     stream: Key
+    high_stream: Key
+    low_stream: Key
     record_prefix: str
     limit: int
     events_prefix: str
@@ -367,14 +372,21 @@ class Claim(Call, script="claim"):
     messages: Sequence[ClaimMessage]
 
 
-class ClaimDelivered(Call, script="claim_delivered"):
+class TakeLevel(Group):
     stream: Key
+    watermark: str
+    scan: int
+    reserve: int
+
+
+class Take(Call, script="take"):
     group: str
     worker: str
-    watermark: str
     count: int
+    read: int
     events_prefix: str
     record_prefix: str
+    levels: Sequence[TakeLevel]
 
 
 class SettleRun(Group):
@@ -450,6 +462,8 @@ class DeadLetterRequeue(Call, script="dead_letter_requeue"):
     stream: Key
     dead_letters: Key
     generation_counter: Key
+    high_stream: Key
+    low_stream: Key
     record_prefix: str
     events_prefix: str
     entries: Sequence[RequeueEntry]
@@ -459,6 +473,8 @@ class Cancel(Call, script="cancel"):
     stream: Key
     queue: Key
     record: Key
+    high_stream: Key
+    low_stream: Key
     key: str
     ttl: float
     events_prefix: str
@@ -564,7 +580,6 @@ class ConcurrencyAcquire(Call, script="concurrency_acquire"):
     record: Key
     registry: Key
     limits: Key
-    where: Key
     group: str
     worker: str
     key: str
@@ -574,7 +589,6 @@ class ConcurrencyAcquire(Call, script="concurrency_acquire"):
     deliveries: int
     generation: int
     events_prefix: str
-    partition: str
 
 
 class ConcurrencyRelease(Call, script="concurrency_release"):
@@ -583,7 +597,8 @@ class ConcurrencyRelease(Call, script="concurrency_release"):
     stream: Key
     registry: Key
     limits: Key
-    where: Key
+    high_stream: Key
+    low_stream: Key
     key: str
     lease: float
     record_prefix: str
@@ -626,6 +641,8 @@ class ConcurrencyFree(Call, script="concurrency_free"):
 class ConcurrencyWake(Call, script="concurrency_wake"):
     stream: Key
     record: Key
+    high_stream: Key
+    low_stream: Key
     key: str
     holders: str
     events_prefix: str

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from .._priority import Priority
 from ..docket import DocketSnapshot
 from ..execution import Execution, ExecutionState
 from .display import STATE_STYLES, local_time, relative_time
@@ -86,6 +87,14 @@ def task_stats(snapshot: DocketSnapshot) -> dict[str, TaskStats]:
     return stats
 
 
+def _state(execution: Execution, state: str, style: str) -> Text:
+    """The State column: the state, marked with the task's level unless NORMAL."""
+    text = Text(state, style=style)
+    if execution.priority is not Priority.NORMAL:
+        text.append(f" ({execution.priority.name.lower()})", style="bold")
+    return text
+
+
 def _snapshot_table(docket_name: str, snapshot: DocketSnapshot) -> Table:
     now = snapshot.taken
     table = Table(
@@ -109,7 +118,7 @@ def _snapshot_table(docket_name: str, snapshot: DocketSnapshot) -> Table:
             relative_time(now, execution.when),
             Text(execution.function_name),
             Text(execution.key),
-            Text("running", style="blue"),
+            _state(execution, "running", "blue"),
             Text(execution.worker or ""),
             relative_time(now, execution.started_at),
         )
@@ -119,7 +128,7 @@ def _snapshot_table(docket_name: str, snapshot: DocketSnapshot) -> Table:
             relative_time(now, execution.when),
             Text(execution.function_name),
             Text(execution.key),
-            Text(state, style=STATE_STYLES.get(execution.state, "")),
+            _state(execution, state, STATE_STYLES.get(execution.state, "")),
             "",
             "",
         )

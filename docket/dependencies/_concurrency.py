@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, overload
 
 from redis.exceptions import RedisError
 
+from .._priority import Priority
 from .._redis import scripts
 from .._text import as_text
 from ._base import AdmissionBlocked, Dependency, current_docket, current_execution, current_worker
@@ -171,9 +172,12 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
                 docket, worker, execution, holders, self.max_concurrent, lease
             )
         else:
+            limit_keys = _limit_keys(docket, holders)
+            # The run's message is on its level's stream.
+            limit_keys["stream"] = execution.lane.stream
             outcome = await docket.engine.scripts.send(
                 scripts.ConcurrencyAcquire(
-                    **_limit_keys(docket, holders),
+                    **limit_keys,
                     record=docket.keys.record(execution.key),
                     group=GROUP,
                     worker=worker.name,
@@ -183,7 +187,6 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
                     mid=execution.message_id or "",
                     deliveries=execution.deliveries,
                     generation=execution.generation,
-                    partition="",
                 )
             )
         _ensure_maintained(docket, worker)
@@ -241,7 +244,6 @@ class _LimitKeys(TypedDict):
     stream: str
     registry: str
     limits: str
-    where: str
     events_prefix: str
 
 
@@ -253,7 +255,6 @@ def _limit_keys(docket: Docket, holders: str) -> _LimitKeys:
         stream=control.stream,
         registry=control.concurrency_registry,
         limits=control.concurrency_limits,
-        where=f"{holders}:where",
         events_prefix=control.events_prefix,
     )
 
@@ -266,6 +267,9 @@ async def _release(docket: Docket, worker: Worker, holders: str, task_key: str) 
             await docket.engine.scripts.send(
                 scripts.ConcurrencyRelease(
                     **_limit_keys(docket, holders),
+                    # A woken waiter goes back to its level's stream.
+                    high_stream=docket.keys.level_stream(Priority.HIGH),
+                    low_stream=docket.keys.level_stream(Priority.LOW),
                     key=task_key,
                     lease=worker.redelivery_timeout.total_seconds(),
                     record_prefix=docket.keys.record_prefix,
@@ -307,7 +311,8 @@ async def _take_partitioned(
     )
     if int(took) == 1:
         return 1
-    keys = docket.partition_keys[execution.partition]
+    # The run's own partition, ``stream`` naming its level's.
+    keys = execution.lane
     return int(
         await docket.engine.scripts.send(
             scripts.ConcurrencyPark(
@@ -355,6 +360,8 @@ async def _free_partitioned(docket: Docket, worker: Worker, holders: str, task_k
                 scripts.ConcurrencyWake(
                     stream=keys.stream,
                     record=keys.record(key),
+                    high_stream=keys.level_stream(Priority.HIGH),
+                    low_stream=keys.level_stream(Priority.LOW),
                     key=key,
                     holders=holders,
                     events_prefix=keys.events_prefix,

@@ -26,7 +26,7 @@ from django.tasks.exceptions import InvalidTask
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 
-from docket import ExecutionState
+from docket import ExecutionState, Priority
 from docket_django.conf import WorkerSettings
 from docket_django.portal import get_portal
 from docket_django.worker import WorkerRun
@@ -122,12 +122,34 @@ async def test_backend_async_api(docket_setting: dict[str, Any]) -> None:
     assert fetched.status == TaskResultStatus.READY and fetched.args == [1, 2]
 
 
+@pytest.mark.parametrize(
+    ("django_priority", "level"),
+    [(100, "HIGH"), (1, "HIGH"), (0, "NORMAL"), (-1, "LOW"), (-100, "LOW")],
+)
+def test_django_priorities_map_onto_dockets_levels(
+    docket_setting: dict[str, Any], django_priority: int, level: str
+) -> None:
+    from django.tasks import task_backends
+    from djtestapp import jobs
+
+    assert task_backends["default"].supports_priority
+    result = jobs.add.using(priority=django_priority).enqueue(1, 2)
+
+    async def stored() -> Priority:
+        docket = await get_portal().docket("default")
+        execution = await docket.get_execution(result.id)
+        assert execution is not None
+        return execution.priority
+
+    assert get_portal().run(stored()) is Priority[level]
+
+
 def test_backend_rejects_invalid_tasks(docket_setting: dict[str, Any]) -> None:
     from django.tasks import task
     from djtestapp import jobs
 
     with pytest.raises(InvalidTask):
-        jobs.add.using(priority=5)
+        jobs.add.using(priority=101)  # out of django's own range
     with pytest.raises(InvalidTask):
         jobs.add.using(queue_name="nope")
 

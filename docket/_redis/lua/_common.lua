@@ -16,6 +16,13 @@ local function publish_state(channel_prefix, key, state, extra)
   redis.call('PUBLISH', channel_prefix .. key, cjson.encode(event))
 end
 
+-- The stream of priority level prio ('1' HIGH, '-1' LOW, anything else, a missing field
+-- included, NORMAL) among one partition's streams {high, normal, low}.
+local function level_stream(high, normal, low, prio)
+  if prio == '1' then return high elseif prio == '-1' then return low end
+  return normal
+end
+
 -- A message done with: out of the group's pending list and off the stream.
 local function drop_message(stream, group, mid)
   redis.call('XACK', stream, group, mid)

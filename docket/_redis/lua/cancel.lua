@@ -1,15 +1,18 @@
 -- Cancel one task: withdraw a scheduled or queued copy, and tell the workers to stop a
 -- running one (best effort: its asyncio task is cancelled).
--- KEYS: stream, queue, record
+-- KEYS: stream, queue, record, high_stream, low_stream
 -- ARGV: key, ttl, events_prefix, cancel_channel, expected_generation, spared_generation
 --   ttl: seconds the cancelled record is kept
 --   expected_generation: cancel only the run of this generation ('' = any)
 --   spared_generation: never cancel the run of this generation ('' = none)
+--   stream, high_stream, low_stream: the partition's streams; the record's 'prio' says
+--     which holds a queued copy
 -- Returns the state the task was in ('' when unknown or already final).
-local stream, queue, record = KEYS[1], KEYS[2], KEYS[3]
+local queue, record = KEYS[2], KEYS[3]
 local key, ttl = ARGV[1], tonumber(ARGV[2])
-local r = redis.call('HMGET', record, 'state', 'mid', 'gen')
+local r = redis.call('HMGET', record, 'state', 'mid', 'gen', 'prio')
 local state, mid, gen = r[1], r[2], r[3]
+local stream = level_stream(KEYS[4], KEYS[1], KEYS[5], r[4])
 if state ~= 'scheduled' and state ~= 'queued' and state ~= 'running' then
   return ''
 end

@@ -2,18 +2,17 @@
 -- Parking moves the message's fields into the task's record, adds the key to the FIFO of
 -- waiters and acks the stream message, all at once: a blocked run holds no worker slot
 -- and no stream message, and a release that happens at any moment still finds it.
--- KEYS: holders, waiters, stream, record, registry, limits, where
+-- An unpartitioned docket's (a partitioned one takes a slot in two steps,
+-- concurrency_take and concurrency_park.lua, since its runs live in other partitions).
+-- KEYS: holders, waiters, stream, record, registry, limits
 -- ARGV: group, worker, key, max_concurrent, lease, mid, deliveries, generation,
---       events_prefix, partition
+--       events_prefix
 --   holders, waiters: the limit's zsets of slot holders and of parked runs
 --   registry, limits: the set of limits in use and the hash of their sizes
---   where, partition: a partitioned docket's parked runs live in their own partition
---     (partition: its hash tag, '' unpartitioned); where maps each to its tag, for
---     concurrency_release.lua to find it
 --   lease: seconds a slot is held without renewal
 -- Returns 1 (slot held), 0 (parked) or -1 (this worker no longer owns the message)
-local holders, waiters, stream, record, registry, limits, where =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local holders, waiters, stream, record, registry, limits =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local group, worker, key = ARGV[1], ARGV[2], ARGV[3]
 local max, lease, mid = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local now = server_now()
@@ -53,9 +52,6 @@ if redis.call('HGET', record, 'gen') == ARGV[8] then
   redis.call('HDEL', record, 'mid', 'worker', 'started')
   -- A woken waiter goes to the back of the line only if it was never in it.
   redis.call('ZADD', waiters, 'NX', fmt_time(now), key)
-  if ARGV[10] ~= '' then
-    redis.call('HSET', where, key, ARGV[10])
-  end
   redis.call('SADD', registry, holders)
   publish_state(ARGV[9], key, 'scheduled', {})
 end

@@ -2,7 +2,8 @@
 -- so a worker claims them like any newly added task) and remove them from the dead-letter
 -- stream. A message whose task key has a scheduled, queued or running task right now is
 -- left where it is: requeueing it would run a stale copy beside (or instead of) that one.
--- KEYS: stream, dead_letters, generation_counter, entries[record]
+-- A message goes back to the stream of its level (its 'prio' field; NORMAL without one).
+-- KEYS: stream, dead_letters, generation_counter, high_stream, low_stream, entries[record]
 -- ARGV: record_prefix, events_prefix, entries[id]
 --   entries: each dead letter's id and the record of its task key
 -- Returns per entry {status, detail}: {'requeued', new stream id}, {'missing', ''},
@@ -43,10 +44,13 @@ local function requeue(id, record)
     table.insert(fields, name)
     table.insert(fields, values[name])
   end
-  local mid = redis.call('XADD', stream, '*', unpack(fields))
+  local prio = values['prio']
+  if prio ~= '1' and prio ~= '-1' then prio = '0' end
+  local mid = redis.call('XADD', level_stream(KEYS[4], stream, KEYS[5], prio), '*',
+    unpack(fields))
   redis.call('DEL', record)
   redis.call('HSET', record, 'state', 'queued', 'gen', gen, 'function', fn, 'mid', mid,
-    'created', now, 'trace', values['trace'] or '')
+    'created', now, 'trace', values['trace'] or '', 'prio', prio)
   -- Only well-formed numbers reach the record, which readers parse.
   local when, attempt = values['when'], values['attempt']
   if when and string.match(when, '^%d+%.?%d*$') then redis.call('HSET', record, 'when', when) end
@@ -59,6 +63,6 @@ local function requeue(id, record)
 end
 
 for i = 3, #ARGV do
-  table.insert(out, requeue(ARGV[i], KEYS[i + 1]))
+  table.insert(out, requeue(ARGV[i], KEYS[i + 3]))
 end
 return out

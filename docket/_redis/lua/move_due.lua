@@ -1,6 +1,7 @@
 -- Move due tasks from the schedule to the stream, at most LIMIT per call, by the Redis
 -- server's clock (never a worker's).
--- KEYS: queue, stream
+-- Each goes to the stream of its level (the record's 'prio'; NORMAL when it has none).
+-- KEYS: queue, stream, high_stream, low_stream
 -- ARGV: record_prefix, limit, events_prefix
 -- Returns {moved, seconds until the next due task or -1 when none}
 local queue, stream = KEYS[1], KEYS[2]
@@ -10,12 +11,13 @@ local moved = 0
 for _, key in ipairs(due) do
   local record = ARGV[1] .. key
   local r = redis.call('HMGET', record, 'state', 'gen', 'function', 'when', 'attempt',
-    'payload', 'sig', 'trace', 'ser')
+    'payload', 'sig', 'trace', 'ser', 'prio')
   redis.call('ZREM', queue, key)
   if r[1] == 'scheduled' then
-    local mid = redis.call('XADD', stream, '*',
+    local prio = r[10] or '0'
+    local mid = redis.call('XADD', level_stream(KEYS[3], stream, KEYS[4], prio), '*',
       'key', key, 'gen', r[2], 'function', r[3], 'when', r[4], 'attempt', r[5],
-      'payload', r[6], 'sig', r[7], 'trace', r[8], 'ser', r[9])
+      'payload', r[6], 'sig', r[7], 'trace', r[8], 'ser', r[9], 'prio', prio)
     redis.call('HSET', record, 'state', 'queued', 'mid', mid)
     redis.call('HDEL', record, 'payload', 'sig', 'ser')
     publish_state(ARGV[3], key, 'queued', {when = r[4]})

@@ -1,18 +1,22 @@
 -- Add, replace or reschedule one task in a single atomic step.
--- KEYS: stream, queue, record, generation_counter
+-- KEYS: stream, queue, record, generation_counter, high_stream, low_stream
 -- ARGV: mode, key, function, when, payload, signature, attempt, trace,
---       expected_generation, events_prefix, wake_channel, serializer, generated_key
+--       expected_generation, events_prefix, wake_channel, serializer, generated_key,
+--       priority
 --   mode: add | replace | reschedule
 --   when: epoch seconds, as text
 --   expected_generation: the generation a reschedule must still find
 --   generated_key: '1' when the caller generated the key for this call (an add
 --     without a key), else ''
+--   stream, high_stream, low_stream: the partition's NORMAL, HIGH and LOW streams
+--   priority: the level ('1', '0' or '-1'), kept as 'prio' in the message and record
 local stream, queue, record, gen_counter = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local mode, key, fn = ARGV[1], ARGV[2], ARGV[3]
 local when = tonumber(ARGV[4])
 
-local current = redis.call('HMGET', record, 'state', 'gen', 'mid')
+local current = redis.call('HMGET', record, 'state', 'gen', 'mid', 'prio')
 local state, cur_gen, cur_mid = current[1], current[2], current[3]
+local prio = ARGV[14]
 
 -- A key generated for this very call that already has a record was written by this call:
 -- its first attempt went through, and it was sent again after a dropped connection.
@@ -34,7 +38,7 @@ end
 if state == 'scheduled' then
   redis.call('ZREM', queue, key)
 elseif state == 'queued' and cur_mid then
-  redis.call('XDEL', stream, cur_mid)
+  redis.call('XDEL', level_stream(KEYS[5], stream, KEYS[6], current[4]), cur_mid)
 end
 
 local gen = redis.call('INCR', gen_counter)
@@ -42,12 +46,12 @@ local now = server_now()
 redis.call('DEL', record)
 
 if when <= now then
-  local mid = redis.call('XADD', stream, '*',
+  local mid = redis.call('XADD', level_stream(KEYS[5], stream, KEYS[6], prio), '*',
     'key', key, 'gen', gen, 'function', fn, 'when', ARGV[4], 'attempt', ARGV[7],
-    'payload', ARGV[5], 'sig', ARGV[6], 'trace', ARGV[8], 'ser', ARGV[12])
+    'payload', ARGV[5], 'sig', ARGV[6], 'trace', ARGV[8], 'ser', ARGV[12], 'prio', prio)
   redis.call('HSET', record, 'state', 'queued', 'gen', gen, 'function', fn,
     'when', ARGV[4], 'attempt', ARGV[7], 'trace', ARGV[8], 'mid', mid,
-    'created', fmt_time(now))
+    'created', fmt_time(now), 'prio', prio)
   publish_state(ARGV[10], key, 'queued', {when = ARGV[4]})
   return {'scheduled', tostring(gen), mid}
 end
@@ -57,7 +61,7 @@ local earliest = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
 redis.call('ZADD', queue, ARGV[4], key)
 redis.call('HSET', record, 'state', 'scheduled', 'gen', gen, 'function', fn,
   'when', ARGV[4], 'attempt', ARGV[7], 'trace', ARGV[8], 'payload', ARGV[5],
-  'sig', ARGV[6], 'ser', ARGV[12], 'created', fmt_time(now))
+  'sig', ARGV[6], 'ser', ARGV[12], 'created', fmt_time(now), 'prio', prio)
 -- Wake sleeping schedulers only when this task is due before anything they know of.
 if earliest[2] == nil or when < tonumber(earliest[2]) then
   redis.call('PUBLISH', ARGV[11], ARGV[4])
