@@ -133,8 +133,11 @@ class Filler:
                 self.raised.append(error)
                 self.refused.append(key)
                 return error
-            # Room for one more (the workers free some as they go): it was added.
+            # Room for one more (the workers free some as they go): it was added. Fill
+            # up again, so the next try meets a full Redis even on a loaded machine,
+            # where the workers drain more between two single adds.
             self.producer.added[key] = when
+            await self.fill()
         return None
 
 
