@@ -66,6 +66,10 @@ class Reader(ABC):
         # The id CLIENT UNBLOCK needs to end a blocking read; None until one blocks.
         self._client_id: int | None = None
         self._unblocking = False
+        # Set once the worker stops: no blocking read is sent after it, and one in
+        # flight is ended (see unblock).
+        self._stopped = False
+        self._blocking = False
 
     @abstractmethod
     async def read(self, count: int, block: float) -> Delivery:
@@ -86,17 +90,25 @@ class Reader(ABC):
         self._client_id = None
 
     def unblock(self) -> None:
-        """End the read under way, so a stopping worker need not wait out its block."""
+        """End the read under way, and send no blocking read after it, so a stopping
+        worker need not wait out its block (nor take work it would then start)."""
+        self._stopped = True
         if self._client_id is not None and not self._unblocking:
             self._unblocking = True
             asyncio.get_running_loop().create_task(self._unblock(self._client_id))
 
     async def _unblock(self, client_id: int) -> None:
         # Ends a blocking XREADGROUP early, as if it had timed out, so no delivered message
-        # is dropped. Best effort: a least-privilege ACL may forbid CLIENT; then the read
-        # simply runs out its block time.
+        # is dropped. A read sent but not yet blocking when CLIENT UNBLOCK arrives is not
+        # ended by it, so it is sent again while a read is in flight (for up to a second).
+        # Best effort: a least-privilege ACL may forbid CLIENT; then the read simply runs
+        # out its block time.
+        client = self._docket.engine.connection.client
         try:
-            await self._docket.engine.connection.client.client_unblock(client_id)
+            for _ in range(100):
+                if not self._blocking or await client.client_unblock(client_id):
+                    break
+                await asyncio.sleep(0.01)
         except (RedisError, OSError):
             pass
         finally:
@@ -247,12 +259,16 @@ class WireReader(Reader):
         take = self._take(count, read=True)
         keys, args = take.flatten()
         delivery = self._taken(await wire.evalsha(take.sha, take.source, keys, args), True)
-        if delivery or block <= 0:
+        if delivery or block <= 0 or self._stopped:
             return delivery
         claim = self._take(count, read=False)
-        _, reply = await self._docket.engine.scripts.send_after(
-            wire, self._blocking_read(block), claim
-        )
+        self._blocking = True
+        try:
+            _, reply = await self._docket.engine.scripts.send_after(
+                wire, self._blocking_read(block), claim
+            )
+        finally:
+            self._blocking = False
         return self._taken(reply, False)
 
     async def _last_delivered(self, stream: str) -> str:
@@ -308,12 +324,16 @@ class RedisPyReader(Reader):
             # supply of work (a Perpetual with no interval) would keep the read loop from
             # ever giving the event loop back.
             await asyncio.sleep(0)
-        if delivery or block <= 0 or self._memory:
+        if delivery or block <= 0 or self._memory or self._stopped:
             return delivery
         if self._client_id is None and self._unblockable:
             self._client_id = int(await client.client_id())
         command = self._blocking_read(block)
-        await client.execute_command(*command)
+        self._blocking = True
+        try:
+            await client.execute_command(*command)
+        finally:
+            self._blocking = False
         return self._taken(await send(self._take(count, read=False)), False)
 
     async def _last_delivered(self, stream: str) -> str:

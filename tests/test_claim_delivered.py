@@ -265,3 +265,22 @@ async def test_a_worker_whose_stream_vanished_before_its_first_read_recovers(
     warned = [r for r in caplog.records if "consumer group is gone" in r.getMessage()]
     assert len(warned) == 1 and warned[0].levelname == "WARNING"
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_reader_told_to_stop_sends_no_blocking_read(
+    redis_url: str, docket_name: str
+) -> None:
+    """A worker that stops while its reader is between the non-blocking take and the
+    blocking read must not then block (and take work it would start while stopping)."""
+    from docket._worker_reading import open_reader
+
+    async with Docket(name=docket_name, url=redis_url) as docket:
+        reader = open_reader(docket, "stopping-worker", None, docket.keys)
+        try:
+            assert await reader.read(10, 0.0) == []  # a first read: the client id is known
+            reader.unblock()
+            started = asyncio.get_running_loop().time()
+            assert await asyncio.wait_for(reader.read(10, 2.0), 1.0) == []
+            assert asyncio.get_running_loop().time() - started < 0.5
+        finally:
+            await reader.aclose()
