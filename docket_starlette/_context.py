@@ -12,6 +12,7 @@ request id is restored as a context variable and a log field.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -21,6 +22,9 @@ from urllib.parse import urlencode
 
 from starlette.authentication import BaseUser
 from starlette.requests import HTTPConnection
+
+VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+"""What a request id taken from a header must look like (anything else is not one)."""
 
 SNAPSHOT_KWARG = "_docket_request"
 """The keyword argument the request snapshot travels in (never shown in log lines)."""
@@ -100,6 +104,8 @@ class RequestCapture:
     """What of the enqueuing request a task may see (an allowlist).
 
     ``headers``: header names (case-insensitive) copied into the synthetic request.
+    ``request_id_header``: the request id's header, copied too, and the run's request id
+    when no ``RequestContextMiddleware`` set one (None: neither).
     ``path_params`` / ``query_params``: copied when True. ``client``: the client
     address. ``principal``: a function of the request returning something picklable
     (and JSON-compatible, for JSON dockets) that identifies the user; None captures
@@ -108,6 +114,7 @@ class RequestCapture:
     """
 
     headers: Sequence[str] = ("accept-language",)
+    request_id_header: str | None = "x-request-id"
     path_params: bool = True
     query_params: bool = True
     client: bool = True
@@ -117,6 +124,13 @@ class RequestCapture:
 
     def snapshot(self, connection: HTTPConnection) -> RequestSnapshot:
         wanted = {name.lower() for name in self.headers}
+        request_id = current_request_id.get()
+        if self.request_id_header:
+            header = self.request_id_header.lower()
+            wanted.add(header)
+            incoming = connection.headers.get(header)
+            if request_id is None and incoming and VALID_REQUEST_ID.match(incoming):
+                request_id = incoming
         scope = connection.scope
         snapshot: RequestSnapshot = {
             "v": 1,
@@ -127,7 +141,7 @@ class RequestCapture:
             "headers": [
                 [name, value] for name, value in connection.headers.items() if name in wanted
             ],
-            "request_id": current_request_id.get(),
+            "request_id": request_id,
         }
         if self.path_params:
             snapshot["path_params"] = dict(scope.get("path_params") or {})

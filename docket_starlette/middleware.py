@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from opentelemetry import baggage, context, propagate, trace
@@ -10,11 +9,15 @@ from opentelemetry.trace import SpanKind
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._context import current_request_id, new_request_id, set_current_connection
+from ._context import (
+    VALID_REQUEST_ID,
+    current_request_id,
+    new_request_id,
+    set_current_connection,
+)
 from ._run import BAGGAGE_KEY
 
 _tracer = trace.get_tracer("docket_starlette")
-_VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 class RequestContextMiddleware:
@@ -53,7 +56,7 @@ class RequestContextMiddleware:
             return
         connection = HTTPConnection(scope)
         incoming = connection.headers.get(self.header)
-        request_id = incoming if incoming and _VALID_ID.match(incoming) else self.generate()
+        request_id = incoming if incoming and VALID_REQUEST_ID.match(incoming) else self.generate()
 
         carrier = {
             k: v for k, v in connection.headers.items() if k in ("traceparent", "tracestate")

@@ -313,3 +313,45 @@ def test_positional_arguments_after_a_request_parameter() -> None:
         client.portal.call(lambda: client.app.state.docket.add(positional)(n=4))
         run_tasks(client)
     assert (3, "db:real") in events and (4, "db:real") in events
+
+
+@ds.task
+async def note_request_id(request: Request) -> None:
+    events.append((request.headers.get("x-request-id"), ds.current_request_id.get()))
+
+
+def _app_without_middleware(capture: ds.RequestCapture) -> FastAPI:
+    app = FastAPI(
+        lifespan=ds.docket_lifespan(
+            url=f"memory://{uuid.uuid4()}", tasks=[note_request_id], capture=capture
+        )
+    )
+
+    @app.post("/note")
+    async def enqueue(docket: DocketDep) -> None:
+        await docket.add(note_request_id)()
+
+    return app
+
+
+def test_the_request_id_header_is_captured_without_the_middleware() -> None:
+    with TestClient(_app_without_middleware(ds.RequestCapture())) as client:
+        client.post("/note", headers={"x-request-id": "plain-7"})
+        client.post("/note", headers={"x-request-id": "not an id!"})
+        run_tasks(client)
+    assert sorted(events, key=str) == sorted(
+        [("plain-7", "plain-7"), ("not an id!", None)], key=str
+    )
+
+
+def test_the_request_id_header_is_configurable_and_can_be_left_out() -> None:
+    capture = ds.RequestCapture(request_id_header="x-correlation-id")
+    with TestClient(_app_without_middleware(capture)) as client:
+        client.post("/note", headers={"x-correlation-id": "c-1", "x-request-id": "r-1"})
+        run_tasks(client)
+    assert events == [(None, "c-1")]
+    events.clear()
+    with TestClient(_app_without_middleware(ds.RequestCapture(request_id_header=None))) as client:
+        client.post("/note", headers={"x-request-id": "r-2"})
+        run_tasks(client)
+    assert events == [(None, None)]
