@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 
+from ._call_errors import explain
 from ._worker_settling import Settlement
 from .dependencies import AdmissionBlocked, TaskOutcome, resolved_dependencies
 from .dependencies._base import format_duration
@@ -236,14 +237,21 @@ class Runner:
                                 log_context,
                             )
                         kwargs = {**execution.kwargs, **resolution.arguments}
-                        if resolution.runtime is not None:
-                            result = await resolution.runtime.run(
-                                execution, function, execution.args, kwargs
-                            )
-                        else:
-                            result = function(*execution.args, **kwargs)
-                            if inspect.isawaitable(result):
-                                result = await result
+                        try:
+                            if resolution.runtime is not None:
+                                result = await resolution.runtime.run(
+                                    execution, function, execution.args, kwargs
+                                )
+                            else:
+                                result = function(*execution.args, **kwargs)
+                                if inspect.isawaitable(result):
+                                    result = await result
+                        except TypeError as wrong:
+                            name = execution.function_name
+                            explained = explain(name, function, execution.args, kwargs, wrong)
+                            if explained is wrong:
+                                raise
+                            raise explained from wrong
                 except asyncio.CancelledError:
                     current = asyncio.current_task()
                     by_body = current is not None and current.cancelling() == 0

@@ -212,6 +212,27 @@ def task[F: Callable[..., Any]](
     return decorate
 
 
+def needs_bridge(function: Any) -> bool:
+    """Whether ``function`` declares what only the bridge resolves (a FastAPI dependency,
+    a ``Request``) or refuses (a body, a ``WebSocket``...): a plain task registered on an
+    app's docket is bridged as ``@task`` would bridge it."""
+    if getattr(function, BRIDGED_ATTRIBUTE, False) or not callable(function):
+        return False
+    try:
+        signature = inspect.signature(function)
+        hints = get_type_hints(function, include_extras=True)
+    except Exception:
+        return False
+    for parameter in signature.parameters.values():
+        base, metadata = _split_annotated(hints.get(parameter.name, parameter.annotation))
+        markers = list(metadata)
+        if parameter.default is not inspect.Parameter.empty:
+            markers.append(parameter.default)
+        if _impossible_reason(base, markers) or _is_request_parameter(base, markers):
+            return True
+    return False
+
+
 def bridge(function: Callable[..., Any], *, name: str | None = None) -> Callable[..., Any]:
     """The function behind ``@task``: returns the wrapper docket runs."""
     if getattr(function, BRIDGED_ATTRIBUTE, False):

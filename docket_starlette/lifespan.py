@@ -10,7 +10,7 @@ import multiprocessing
 import os
 import sys
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
@@ -35,6 +35,7 @@ from ._context import (
     unbind,
 )
 from ._run import request_worker
+from .bridge import bridge, needs_bridge
 
 logger = logging.getLogger("docket_starlette")
 
@@ -107,9 +108,33 @@ class _StampingHandle(TaskHandle[Any, Any]):
 
 
 class AppDocket(Docket):
-    """The docket ``docket_lifespan`` opens: a ``Docket`` whose ``add``, ``replace`` and
-    ``call`` attach the allowlisted snapshot of the current request to tasks made with
-    ``@docket_starlette.task``."""
+    """The docket ``docket_lifespan`` opens: a ``Docket`` whose tasks may declare the
+    app's FastAPI dependencies, decorated with ``@docket_starlette.task`` or not (a plain
+    task that declares them is bridged when it is registered, with the same checks), and
+    whose ``add``, ``replace`` and ``call`` attach the allowlisted snapshot of the
+    current request to them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Each plain function and the bridged task made of it, so adding it again finds
+        # the task registered already.
+        self._bridged: dict[Any, Any] = {}
+        super().__init__(*args, **kwargs)
+
+    def _as_task(self, function: Any) -> Any:
+        if isinstance(function, TaskHandle):
+            function = function.fn
+        if isinstance(function, str):
+            return function
+        bridged = self._bridged.get(function)
+        if bridged is None and needs_bridge(function):
+            bridged = self._bridged[function] = bridge(function)
+        return function if bridged is None else bridged
+
+    def register(self, function: Any, names: Sequence[str] | None = None) -> None:
+        task = self._as_task(function)
+        if names is None and self.tasks.get(getattr(task, "__name__", "")) is task:
+            return
+        super().register(task, names)
 
     def add(
         self,
@@ -119,13 +144,13 @@ class AppDocket(Docket):
         *,
         priority: Priority = Priority.NORMAL,
     ) -> Any:
-        handle = super().add(function, when, key, priority=priority)
+        handle = super().add(self._as_task(function), when, key, priority=priority)
         return _StampingHandle(self, handle.fn, handle.task_name, when, key, "add", handle.priority)
 
     def replace(
         self, function: Any, when: Any, key: str, *, priority: Priority = Priority.NORMAL
     ) -> Any:
-        handle = super().replace(function, when, key, priority=priority)
+        handle = super().replace(self._as_task(function), when, key, priority=priority)
         return _StampingHandle(
             self, handle.fn, handle.task_name, when, key, "replace", handle.priority
         )
@@ -138,7 +163,7 @@ class AppDocket(Docket):
         *,
         priority: Priority = Priority.NORMAL,
     ) -> Any:
-        build = super().call(function, when, key, priority=priority)
+        build = super().call(self._as_task(function), when, key, priority=priority)
 
         def stamped(*args: Any, **kwargs: Any) -> TaskCall:
             call = build(*args, **kwargs)
