@@ -27,7 +27,7 @@ def _outside_link(
     text, target = match.group("text"), match.group("target")
     if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith(("#", "/")):
         return match.group(0)
-    path_part = target.split("#", 1)[0]
+    path_part, hash_sign, fragment = target.partition("#")
     resolved = (page_dir / path_part).resolve()
     if resolved == docs_dir or docs_dir in resolved.parents:
         return match.group(0)  # a page of the site: mkdocs validates it
@@ -42,7 +42,8 @@ def _outside_link(
     shown = relative.as_posix() + ("/" if resolved.is_dir() else "")
     if repo_url:
         kind = "tree" if resolved.is_dir() else "blob"
-        return f"[{text}]({repo_url.rstrip('/')}/{kind}/HEAD/{relative.as_posix()})"
+        url = f"{repo_url.rstrip('/')}/{kind}/HEAD/{relative.as_posix()}{hash_sign}{fragment}"
+        return f"[{text}]({url})"
     if text.startswith("`"):
         return text  # the text already is the path
     return f"{text} (`{shown}` in the repository)"
