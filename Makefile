@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= auto
 
-.PHONY: help demo test chaos lint typecheck clean bench bench-full
+.PHONY: help demo test chaos lint typecheck clean bench bench-full docs
 
 help:
 	@echo "make demo   run examples/quickstart.py on the in-process memory:// docket (no Redis needed)"
@@ -16,6 +16,8 @@ help:
 	@echo "            killed connections, a frozen worker, clock skew, bad stream entries, tasks due at once,"
 	@echo "            Redis out of memory, a 1,000,000-task soak); prints figures"
 	@echo "make lint   ruff check, ruff format --check and mypy --strict (make test runs it first)"
+	@echo "make docs   build the documentation site (docs/ and the API reference) into site/, strict:"
+	@echo "            a broken link or a page missing from the nav fails it (make test builds it too)"
 	@echo "make bench  side-by-side benchmark against pydocket and the peers, Sentinel and Cluster rows too (quick, ~8 min;"
 	@echo "            'make bench-full' or 'make bench BENCH_MODE=full' for the published table:"
 	@echo "            3 interleaved rounds, 30-40 minutes on 2 cores)"
@@ -42,15 +44,16 @@ $(STAMP): pyproject.toml
 	fi; \
 	echo "==> installing pydocket with its extras into $(VENV)"; \
 	$(PY) -m pip install --quiet --upgrade pip 2>&1 | grep -v 'is ignored: it is neither' || true; \
-	$(PY) -m pip install --quiet -e '.[dev,django,starlette,fastapi,metrics]' 2> $(VENV)/pip.log || \
+	$(PY) -m pip install --quiet -e '.[dev,django,starlette,fastapi,metrics,docs]' 2> $(VENV)/pip.log || \
 	  { grep -v 'is ignored: it is neither' $(VENV)/pip.log >&2; echo "error: installing the project failed (log above)" >&2; exit 1; }; \
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/quickstart.py
 
-# The lint runs first: it takes seconds, and CI holds the line on it as on the tests.
-test: lint
+# The lint and the docs build run first: they take seconds, and CI holds the line on them
+# as on the tests.
+test: lint docs
 	@command -v redis-server >/dev/null || { echo "error: redis-server is not on PATH; the suite starts its own private Redis processes with it." >&2; exit 1; }
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
 
@@ -62,13 +65,20 @@ chaos: $(STAMP)
 	@command -v redis-server >/dev/null || { echo "error: redis-server is not on PATH; the chaos suite starts its own private Redis processes with it." >&2; exit 1; }
 	$(PY) -m pytest -m chaos --chaos-size=full -p no:randomly -q
 
-LINTED := docket docket_django docket_starlette tests examples benchmarks
+LINTED := docket docket_django docket_starlette tests examples benchmarks docs_hooks.py
 
 lint: $(STAMP)
 	@echo "==> ruff check, ruff format --check, mypy --strict (docket, docket_django, docket_starlette)"
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/mypy
+
+# mkdocs-material with mkdocstrings (the docs extra); mkdocs.yml sets strict mode, so any
+# warning (a broken link or anchor, a page not in the nav, a reference mkdocstrings cannot
+# resolve) fails the build.
+docs: $(STAMP)
+	@echo "==> mkdocs build --strict (site/)"
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -93,4 +103,4 @@ bench-full: $(BENCH_STAMP)
 	$(PY) benchmarks/bench.py --mode full
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache benchmarks/.venvs
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache benchmarks/.venvs site
