@@ -236,3 +236,19 @@ def test_metrics_are_labelled_with_the_name(subprocess_env: dict[str, str]) -> N
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_docket_command_strikes_by_module_path(subprocess_env: dict[str, str]) -> None:
+    from djtestapp import jobs
+
+    struck = _manage(subprocess_env, "docket", "strike", ADD)
+    assert struck.returncode == 0, struck.stderr
+    result = jobs.add.enqueue(1, 1)
+    run_worker_until_finished()
+    assert jobs.add.get_result(result.id).started_at is None
+    restored = _manage(subprocess_env, "docket", "restore", ADD)
+    assert restored.returncode == 0, restored.stderr
+    again = jobs.add.enqueue(2, 2)
+    run_worker_until_finished()
+    assert jobs.add.get_result(again.id).return_value == 4
