@@ -10,9 +10,11 @@
 
 A queue whose name is a ``DOCKET`` alias runs on that docket; others run on
 ``OPTIONS["DOCKET"]`` (or ``OPTIONS["QUEUE_DOCKETS"][queue]``). Each enqueue writes a
-small JSON result record (kept for the docket's ``RESULT_TTL``) and adds one generic
-docket task, ``django_task``, keyed by the result id: arguments never go through pickle
-on this path. Workers import the task by its module path, run it like a request (see
+small JSON result record (kept for the docket's ``RESULT_TTL``) and adds a docket
+task named after the Django task's module path (``shop.jobs.write_receipt``), keyed by
+the result id, so logs, metrics, strikes and snapshots tell tasks apart (earlier
+releases named every run ``django_task``, which workers still run): arguments never go
+through pickle on this path. Workers import the task by its module path, run it like a request (see
 ``docket_django.runtime``), send ``task_started``/``task_finished`` and update the
 record, which ``get_result`` reads back.
 """
@@ -36,7 +38,7 @@ from docket.integration import uuid7_str
 
 from .conf import DEFAULT_ALIAS, aliases, docket_settings
 from .portal import get_portal
-from .runner import RUNNER_NAME, record_key, result_from_record, to_iso, utc_now
+from .runner import record_key, result_from_record, run_django_task, task_name, to_iso, utc_now
 from .transactions import run_on_commit_or_now
 
 
@@ -70,6 +72,10 @@ class DocketBackend(BaseTaskBackend):
         if queue_name in aliases():
             return queue_name
         return self.docket_alias
+
+    def docket_aliases(self) -> list[str]:
+        """Every ``DOCKET`` alias this backend can route a task to."""
+        return self._candidate_aliases()
 
     def _candidate_aliases(self) -> list[str]:
         found = [self.docket_alias, *self.queue_dockets.values()]
@@ -125,8 +131,11 @@ class DocketBackend(BaseTaskBackend):
                 json.dumps(record),
                 ex=max(int(config.result_ttl.total_seconds()), 1),
             )
+        name = task_name(task)
+        if dict.get(docket.tasks, name) is not run_django_task:
+            docket.register(run_django_task, names=[name])
         await docket.add(
-            RUNNER_NAME, when=task.run_after, key=result.id, priority=docket_priority(task.priority)
+            name, when=task.run_after, key=result.id, priority=docket_priority(task.priority)
         )(result.id, self.alias)
 
     def enqueue[**P, R](

@@ -2,7 +2,9 @@
 
 Importing a module runs its ``@docket_django.task`` decorators, which register the
 tasks. A module may also list plain functions in ``docket_tasks = [...]`` (and, for
-another alias, ``docket_tasks_by_docket = {"reports": [...]}``).
+another alias, ``docket_tasks_by_docket = {"reports": [...]}``). The ``django.tasks``
+tasks (``@django.tasks.task``) a module defines are remembered too, so that workers
+register each under its own name, its module path.
 """
 
 from __future__ import annotations
@@ -12,11 +14,18 @@ from importlib.util import find_spec
 from types import ModuleType
 
 from django.apps import apps
+from django.tasks import Task
 
 from .conf import task_module_names
-from .registry import register_many
+from .registry import register_django_task, register_many
 
 discovered: list[str] = []
+
+
+def _register_django_tasks(module: ModuleType) -> None:
+    for value in list(vars(module).values()):
+        if isinstance(value, Task):
+            register_django_task(value)
 
 
 def _register_lists(module: ModuleType) -> None:
@@ -42,6 +51,7 @@ def autodiscover() -> list[str]:
             except ModuleNotFoundError:
                 continue
             module = importlib.import_module(dotted)
+            _register_django_tasks(module)
             _register_lists(module)
             found.append(dotted)
     discovered[:] = found

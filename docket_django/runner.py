@@ -1,8 +1,10 @@
 """The docket task behind every ``django.tasks`` enqueue, as a worker runs it.
 
-``DocketBackend`` (``docket_django.backend``) writes a JSON result record and adds one
-``django_task`` run keyed by the result id; ``run_django_task`` reads the record,
-imports the task by its module path, runs it like a request (see
+``DocketBackend`` (``docket_django.backend``) writes a JSON result record and adds a
+docket run keyed by the result id, named after the Django task's module path
+(``shop.jobs.write_receipt``); ``run_django_task`` is registered under each such name
+(and under ``django_task``, the one name earlier releases used for all of them). It
+reads the record, imports the task by its module path, runs it like a request (see
 ``docket_django.runtime``) with Django's task signals, and writes the outcome back.
 It sits below the backend and the registry, which both need it.
 """
@@ -32,6 +34,25 @@ from .runtime import run_scoped
 logger = logging.getLogger("docket_django.backend")
 
 RUNNER_NAME = "django_task"
+"""The name every ``django.tasks`` run had before each got its own: still registered,
+so runs queued by an earlier release are not lost."""
+
+
+def task_name(task: Task[..., Any]) -> str:
+    """The docket task name a ``django.tasks`` task runs under: its module path."""
+    return task.module_path
+
+
+def runs_on_docket(task: object) -> bool:
+    """Whether ``task`` is a ``django.tasks`` task whose backend is a ``DocketBackend``
+    (told by its ``docket_aliases``: the backend module sits above this one)."""
+    if not isinstance(task, Task):
+        return False
+    try:
+        backend = task_backends[task.backend]
+    except Exception:  # an unknown or broken backend alias: not ours to run
+        return False
+    return callable(getattr(backend, "docket_aliases", None))
 
 
 def record_key(docket: Docket, result_id: str) -> str:

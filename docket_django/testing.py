@@ -38,7 +38,7 @@ from docket import Execution, testing
 from .conf import raw_setting
 from .portal import get_portal
 from .registry import DeclaredTask
-from .runner import RUNNER_NAME
+from .runner import task_name
 from .runtime import inline_mode
 
 
@@ -143,7 +143,7 @@ def _name(function: Any) -> Any:
     if isinstance(function, DeclaredTask):
         return function.name
     if isinstance(function, Task):
-        return RUNNER_NAME
+        return task_name(function)
     return function
 
 

@@ -13,6 +13,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.staticfiles",  # the admin's CSS and JS (served by runserver in DEBUG)
     "docket_django",
     "shop",
 ]
@@ -40,8 +41,11 @@ TEMPLATES = [
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
+STATIC_URL = "static/"
 
 # docket: one docket; DOCKET_URL in the environment overrides the URL.
-DOCKET = {"URL": "redis://localhost:6379/0", "NAME": "shop"}
+# TASK_MODULES: workers import shop/tasks.py and shop/jobs.py at startup, so they
+# register shop.jobs.write_receipt under its own name from the start.
+DOCKET = {"URL": "redis://localhost:6379/0", "NAME": "shop", "TASK_MODULES": ["tasks", "jobs"]}
 # django.tasks: @django.tasks.task functions run on the same docket workers.
 TASKS = {"default": {"BACKEND": "docket_django.backend.DocketBackend"}}

@@ -72,6 +72,24 @@ body["attempts"] = result.attempts
 print("RESULT" + json.dumps(body))
 """
 
+ADMIN_STATIC = """
+import json
+from django.contrib.staticfiles import finders
+from django.test import Client
+
+client = Client()
+login = client.get("/admin/login/")
+assert login.status_code == 200, login.status_code
+css = client.get("/static/admin/css/base.css")
+body = {
+    "links_css": 'href="/static/admin/css/base.css"' in login.content.decode(),
+    "found": bool(finders.find("admin/css/base.css")),
+    "served": css.status_code,
+    "css": "body" in b"".join(css.streaming_content).decode(),
+}
+print("RESULT" + json.dumps(body))
+"""
+
 
 def _run(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
@@ -119,6 +137,9 @@ def test_example_project(tmp_path: Path, redis_url: str) -> None:
     worker = _run(project, env, "docket_worker", "--until-finished")
     assert "started on docket 'shop'" in worker.stderr, worker.stderr
     assert "confirm_order" in worker.stderr and "cleanup_abandoned_orders" not in worker.stderr
+    # the django.tasks task runs (and logs) under its own name, not a generic one
+    assert "shop.jobs.write_receipt" in worker.stderr, worker.stderr
+    assert "django_task" not in worker.stderr, worker.stderr
 
     # 4. the effect in the database, and the django.tasks result
     with sqlite3.connect(database) as db:
@@ -133,4 +154,12 @@ def test_example_project(tmp_path: Path, redis_url: str) -> None:
         "receipt_task": "SUCCESSFUL",
         "return_value": f"Receipt for order {order}: one kettle",
         "attempts": 1,
+    }
+
+    # 5. the admin has its CSS: staticfiles finds and (DEBUG) serves what it links to
+    assert _shell(project, env, ADMIN_STATIC) == {
+        "links_css": True,
+        "found": True,
+        "served": 200,
+        "css": True,
     }

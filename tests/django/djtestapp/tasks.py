@@ -2,6 +2,8 @@
 
 from datetime import timedelta
 
+from django.tasks import task as django_task
+
 import docket_django
 from docket import Progress
 
@@ -43,3 +45,9 @@ def listed_task(x: int) -> int:
 
 
 docket_tasks = [listed_task]
+
+
+# A django.tasks task in an autodiscovered module: workers register it by name at startup.
+@django_task
+def write_receipt(order_id: int) -> str:
+    return f"receipt {order_id}"
