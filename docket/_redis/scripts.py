@@ -638,6 +638,15 @@ class ConcurrencyFree(Call, script="concurrency_free"):
     lease: float
 
 
+class ConcurrencyWoken(Call, script="concurrency_woken"):
+    holders: Key
+    waiters: Key
+    registry: Key
+    limits: Key
+    waking: Key
+    key: str
+
+
 class ConcurrencyWake(Call, script="concurrency_wake"):
     stream: Key
     record: Key

@@ -338,7 +338,6 @@ async def _free_partitioned(docket: Docket, worker: Worker, holders: str, task_k
     control = docket.keys
     waking = f"{holders}:waking"
     lease = worker.redelivery_timeout.total_seconds()
-    client = docket.engine.connection.client
     woken = 0
     giving_back = [task_key]
     while giving_back:
@@ -367,7 +366,16 @@ async def _free_partitioned(docket: Docket, worker: Worker, holders: str, task_k
                     events_prefix=keys.events_prefix,
                 )
             )
-            await client.zrem(waking, key)
+            await docket.engine.scripts.send(
+                scripts.ConcurrencyWoken(
+                    holders=holders,
+                    waiters=f"{holders}:waiters",
+                    registry=control.concurrency_registry,
+                    limits=control.concurrency_limits,
+                    waking=waking,
+                    key=key,
+                )
+            )
             if int(alive):
                 woken += 1
             else:
