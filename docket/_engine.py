@@ -11,6 +11,7 @@ model.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -175,6 +176,8 @@ class Engine:
             function_name=task.name,
         )
         execution.priority = validate_priority(task.priority)
+        execution.metadata = dict(task.metadata)
+        meta = _dump_metadata(execution) if execution.metadata else b""
         if docket.strike_list and docket.strike_list.is_stricken(
             execution.function_name, execution.arguments_by_name()
         ):
@@ -195,6 +198,7 @@ class Engine:
                 execution.key,
                 docket.serializer.name,
                 payload,
+                meta,
             )
             if docket.signing_key
             else ""
@@ -225,6 +229,7 @@ class Engine:
             # A generated key lets the script recognise this call sent twice.
             generated_key="1" if key is None else "",
             priority=int(execution.priority),
+            meta=meta,
         )
         return execution, call
 
@@ -294,6 +299,7 @@ class Engine:
                 execution.kwargs if kwargs is None else kwargs,
                 execution.function_name,
                 execution.priority,
+                execution.metadata,
             ),
             attempt=attempt if attempt is not None else execution.attempt,
             expected_generation=str(execution.generation),
@@ -367,6 +373,7 @@ class Engine:
             dict(call.kwargs),
             call.name or name,
             call.priority,
+            dict(call.metadata),
         )
         return self.prepare(mode, resolved)
 
@@ -431,3 +438,14 @@ class Engine:
                 raise TypeError(f"The result of task {key!r} cannot be stored: {error}") from error
             raw = serializer.dumps(RuntimeError(f"{type(value).__name__}: {value}"))
         return serialization.seal_result(self.docket.signing_key, key, raw)
+
+
+def _dump_metadata(execution: Execution) -> bytes:
+    try:
+        text = json.dumps(execution.metadata, separators=(",", ":"), sort_keys=True)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"The metadata of task {execution.function_name!r} (key {execution.key!r}) "
+            f"must be JSON-compatible: {error}"
+        ) from error
+    return text.encode()

@@ -7,6 +7,7 @@ worker (or a snapshot) down.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -37,6 +38,8 @@ class MessageFields(NamedTuple):
     payload: bytes
     signature: str
     trace: bytes | None
+    meta: bytes = b""
+    """The run's integration metadata as sent (JSON text; empty for none)."""
 
 
 def _text_field(fields: dict[bytes, bytes], name: bytes) -> str:
@@ -86,6 +89,7 @@ def parse_fields(fields: dict[bytes, bytes]) -> MessageFields:
         fields[b"payload"],
         signature,
         fields.get(b"trace"),
+        fields.get(b"meta") or b"",
     )
 
 
@@ -96,6 +100,7 @@ def open_payload(
     serializer_name: str,
     payload: bytes,
     signature: str,
+    meta: bytes = b"",
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Verify, then deserialize. The order matters: nothing is unpickled before the
     serializer is one this docket accepts and the signature (if required) matches."""
@@ -114,10 +119,23 @@ def open_payload(
         if not signature:
             raise PoisonMessage("unsigned payload (this docket requires signatures)")
         if not serialization.verify_payload(
-            signing_key, function_name, key, serializer.name, payload, signature
+            signing_key, function_name, key, serializer.name, payload, signature, meta
         ):
             raise PoisonMessage("payload signature does not match (tampered or wrong key)")
     try:
         return serialization.load_call(serializer, payload)
     except serialization.PayloadError as error:
         raise PoisonMessage(str(error)) from None
+
+
+def open_metadata(meta: bytes) -> dict[str, Any]:
+    """A message's metadata (checked with its payload's signature): a JSON object."""
+    if not meta:
+        return {}
+    try:
+        value = json.loads(meta)
+    except (ValueError, UnicodeDecodeError):
+        raise PoisonMessage(f"field 'meta' is not JSON: {meta[:40]!r}") from None
+    if not isinstance(value, dict):
+        raise PoisonMessage("field 'meta' is not a JSON object")
+    return value

@@ -42,10 +42,25 @@ class TaskHandle(Generic[P, R]):
         self.__doc__ = getattr(function, "__doc__", None)
         self.__wrapped__ = function
 
+    def call_metadata(self) -> dict[str, Any]:
+        """The ``Execution.metadata`` each call of this handle adds its run with: none
+        here; an integration's handle (``docket_starlette``'s, say) returns what it
+        carries."""
+        return {}
+
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Execution:
         return await self.docket.engine.schedule(
             self._mode,
-            TaskCall(self.fn, self._when, self._key, args, kwargs, self.task_name, self.priority),
+            TaskCall(
+                self.fn,
+                self._when,
+                self._key,
+                args,
+                kwargs,
+                self.task_name,
+                self.priority,
+                self.call_metadata(),
+            ),
         )
 
     async def schedule(
@@ -63,6 +78,7 @@ class TaskHandle(Generic[P, R]):
             kwargs,
             self.task_name,
             self.priority,
+            self.call_metadata(),
         )
         return await self.docket.engine.schedule(self._mode, task)
 

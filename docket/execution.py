@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, get_args, get_origin,
 
 from uncalled_for import Dependency, get_signature
 
-from ._messages import PoisonMessage, open_payload, parse_fields
+from ._messages import PoisonMessage, open_metadata, open_payload, parse_fields
 from ._priority import Priority
 from ._redis import scripts
 from ._results import IN_STORE, LOST, ResultStoreError, result_key
@@ -95,6 +95,8 @@ class TaskCall:
     name: str | None = None
     priority: int = Priority.NORMAL
     """A ``Priority``; ``Docket.call(..., priority=...)`` checks it."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """The run's integration metadata (see ``Execution.metadata``)."""
 
 
 def timestamp(value: str | bytes | None) -> datetime | None:
@@ -287,6 +289,13 @@ class Execution:
         self.message_id = message_id
         # The partition whose stream the message came from (a partitioned docket).
         self.partition = 0
+        self.metadata: dict[str, Any] = {}
+        """Data an integration carries with this run (and its retries and successors),
+        beside its arguments rather than among them: plain JSON-compatible values under
+        keys the integration names for itself (``docket_starlette`` keeps the enqueuing
+        request's snapshot under ``"docket_starlette.request"``). Set it on the
+        ``TaskCall`` an add is made of; signed with the payload when the docket signs. It
+        never reaches the task function's arguments or the log lines' call reprs."""
         self.priority: Priority = Priority.NORMAL
         """The run's level: the stream its message was read from (for a worker's runs),
         else the ``prio`` of its record or message (NORMAL when it has none)."""
@@ -459,9 +468,11 @@ class Execution:
                 source = entries[0][1]
         args: tuple[Any, ...] = ()
         kwargs: dict[str, Any] = {}
+        metadata: dict[str, Any] = {}
         if source.get(b"payload"):
             # Verified exactly as a worker would before anything is deserialized; an
             # entry that fails is shown without its arguments.
+            meta = source.get(b"meta") or b""
             with suppress(PoisonMessage):
                 args, kwargs = open_payload(
                     docket,
@@ -470,7 +481,9 @@ class Execution:
                     as_text(source.get(b"ser")) or "pickle",
                     source[b"payload"],
                     as_text(source.get(b"sig")) or "",
+                    meta,
                 )
+                metadata = open_metadata(meta)
         execution = cls(
             docket,
             docket.tasks.get(name),
@@ -481,6 +494,7 @@ class Execution:
             function_name=name,
             trace_context=parse_trace_context(record.get(b"trace")),
         )
+        execution.metadata = metadata
         if execution.function is None:
             execution._function = placeholder_for(execution)
         execution._load_record(record)
@@ -570,6 +584,7 @@ class Execution:
                 self.kwargs,
                 self.function_name,
                 self.priority,
+                self.metadata,
             ),
             attempt=self.attempt,
             expected_generation=expected_generation,
@@ -887,7 +902,9 @@ def from_entry(
         message.serializer,
         message.payload,
         message.signature,
+        message.meta,
     )
+    metadata = open_metadata(message.meta)
     execution = Execution(
         docket,
         function,
@@ -905,6 +922,7 @@ def from_entry(
     )
     execution.partition = partition
     execution.priority = priority_field(fields) if priority is None else Priority(priority)
+    execution.metadata = metadata
     return execution
 
 

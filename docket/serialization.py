@@ -125,24 +125,41 @@ def load_call(serializer: Serializer, data: bytes) -> tuple[tuple[Any, ...], dic
     return tuple(value[0]), value[1]
 
 
-def _signed_bytes(function: str, key: str, serializer: str, payload: bytes) -> bytes:
-    # Length-prefixed so no two different (function, key) pairs sign the same bytes.
+def _signed_bytes(
+    function: str, key: str, serializer: str, payload: bytes, meta: bytes = b""
+) -> bytes:
+    # Length-prefixed so no two different (function, key) pairs sign the same bytes. A
+    # run's metadata is signed after the payload, length-prefixed too; without any, the
+    # bytes (and so the signatures) are those of releases before metadata.
     head = f"{len(function)}:{function}|{len(key)}:{key}|{serializer}|".encode()
-    return head + payload
+    if not meta:
+        return head + payload
+    return head + f"{len(payload)}:".encode() + payload + b"|meta|" + meta
 
 
 def sign_payload(
-    signing_key: bytes, function: str, key: str, serializer: str, payload: bytes
+    signing_key: bytes,
+    function: str,
+    key: str,
+    serializer: str,
+    payload: bytes,
+    meta: bytes = b"",
 ) -> str:
     return hmac.new(
-        signing_key, _signed_bytes(function, key, serializer, payload), hashlib.sha256
+        signing_key, _signed_bytes(function, key, serializer, payload, meta), hashlib.sha256
     ).hexdigest()
 
 
 def verify_payload(
-    signing_key: bytes, function: str, key: str, serializer: str, payload: bytes, signature: str
+    signing_key: bytes,
+    function: str,
+    key: str,
+    serializer: str,
+    payload: bytes,
+    signature: str,
+    meta: bytes = b"",
 ) -> bool:
-    expected = sign_payload(signing_key, function, key, serializer, payload)
+    expected = sign_payload(signing_key, function, key, serializer, payload, meta)
     return hmac.compare_digest(expected, signature)
 
 

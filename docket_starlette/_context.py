@@ -3,7 +3,8 @@
 On the web side, the current request (set by ``RequestContextMiddleware``, by
 ``get_docket(request)`` and by ``DocketDep``) is kept in a context variable; when a task
 is added through the app's docket, an allowlisted *snapshot* of it is taken
-(``RequestCapture`` says what) and travels with the task as a hidden keyword argument.
+(``RequestCapture`` says what) and travels with the task as execution metadata
+(``Execution.metadata["docket_starlette.request"]``), never among its arguments.
 
 On the worker side, the snapshot rebuilds a synthetic ``Request`` for the run, and the
 request id is restored as a context variable and a log field.
@@ -26,8 +27,12 @@ from starlette.requests import HTTPConnection
 VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 """What a request id taken from a header must look like (anything else is not one)."""
 
+SNAPSHOT_METADATA = "docket_starlette.request"
+"""The ``Execution.metadata`` key the request snapshot travels under."""
+
 SNAPSHOT_KWARG = "_docket_request"
-"""The keyword argument the request snapshot travels in (never shown in log lines)."""
+"""The keyword argument the snapshot travelled in before it was execution metadata: runs
+queued by earlier releases still carry it, and bridged tasks still take it."""
 
 BRIDGED_ATTRIBUTE = "__docket_starlette_task__"
 """Set on functions made by ``@docket_starlette.task``; they accept the snapshot."""

@@ -20,6 +20,7 @@ from docket.dependencies import (
 
 from ._context import (
     SNAPSHOT_KWARG,
+    SNAPSHOT_METADATA,
     RequestSnapshot,
     binding_for,
     build_scope,
@@ -37,7 +38,9 @@ def run_snapshot() -> RequestSnapshot | None:
     execution = current_execution.get(None)
     if execution is None:
         return None
-    value = execution.kwargs.get(SNAPSHOT_KWARG)
+    value = execution.metadata.get(SNAPSHOT_METADATA)
+    if value is None:  # a run queued by an earlier release
+        value = execution.kwargs.get(SNAPSHOT_KWARG)
     return value if isinstance(value, dict) else None
 
 

@@ -23,7 +23,7 @@ from docket.integration import OPTION_NAMES
 
 from ._context import (
     BRIDGED_ATTRIBUTE,
-    SNAPSHOT_KWARG,
+    SNAPSHOT_METADATA,
     AppBinding,
     RequestCapture,
     bind,
@@ -89,22 +89,20 @@ class WorkerOptions(CoreWorkerOptions):
 # -- the app's docket: stamps the enqueuing request on bridged tasks ---------------------
 
 
-def _stamp(docket: Docket, function: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    if not getattr(function, BRIDGED_ATTRIBUTE, False) or SNAPSHOT_KWARG in kwargs:
-        return kwargs
+def _stamp(docket: Docket, function: Any) -> dict[str, Any]:
+    """The metadata a bridged task is added with: the current request's snapshot."""
+    if not getattr(function, BRIDGED_ATTRIBUTE, False):
+        return {}
     connection = get_current_connection()
     binding = binding_for(docket)
     if connection is None or binding is None:
-        return kwargs
-    return {**kwargs, SNAPSHOT_KWARG: binding.capture.snapshot(connection)}
+        return {}
+    return {SNAPSHOT_METADATA: binding.capture.snapshot(connection)}
 
 
 class _StampingHandle(TaskHandle[Any, Any]):
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return await super().__call__(*args, **_stamp(self.docket, self.fn, kwargs))
-
-    async def schedule(self, *args: Any, **kwargs: Any) -> Any:
-        return await super().schedule(*args, **_stamp(self.docket, self.fn, kwargs))
+    def call_metadata(self) -> dict[str, Any]:
+        return _stamp(self.docket, self.fn)
 
 
 class AppDocket(Docket):
@@ -167,7 +165,7 @@ class AppDocket(Docket):
 
         def stamped(*args: Any, **kwargs: Any) -> TaskCall:
             call = build(*args, **kwargs)
-            call.kwargs = _stamp(self, call.function, dict(call.kwargs))
+            call.metadata = {**call.metadata, **_stamp(self, call.function)}
             return call
 
         return stamped

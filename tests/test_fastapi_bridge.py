@@ -355,3 +355,32 @@ def test_the_request_id_header_is_configurable_and_can_be_left_out() -> None:
         client.post("/note", headers={"x-request-id": "r-2"})
         run_tasks(client)
     assert events == [(None, None)]
+
+
+def test_the_snapshot_travels_as_metadata_never_among_the_arguments(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="docket")
+    app = make_app()
+    with TestClient(app) as client:
+        client.post("/items/book", headers={"accept-language": "fr", "x-request-id": "m-1"})
+        docket = app.state.docket
+        [queued] = client.portal.call(docket.snapshot).future
+        assert "_docket_request" not in queued.kwargs
+        assert queued.metadata["docket_starlette.request"]["request_id"] == "m-1"
+        run_tasks(client)
+    [run] = [e for e in events if isinstance(e, dict)]
+    assert (run["header"], run["request_id"]) == ("fr", "m-1")
+    assert "_docket_request" not in caplog.text
+    assert "docket_starlette.request" not in caplog.text
+
+
+def test_a_run_queued_with_the_earlier_snapshot_keyword_still_sees_its_request() -> None:
+    app = make_app()
+    snapshot = {"v": 1, "headers": [["accept-language", "nl"]], "request_id": "old-1"}
+    with TestClient(app) as client:
+        docket = app.state.docket
+        client.portal.call(lambda: docket.add(record)(9, _docket_request=snapshot))
+        run_tasks(client)
+    [run] = [e for e in events if isinstance(e, dict)]
+    assert (run["value"], run["header"], run["request_id"]) == (9, "nl", "old-1")

@@ -343,6 +343,7 @@ class Schedule(Call, script="schedule"):
     serializer: str
     generated_key: str
     priority: int
+    meta: bytes
 
 
 class MoveDue(Call, script="move_due"):

@@ -26,7 +26,7 @@ local copy = {'state', 'scheduled', 'parked', holders}
 for j = 1, #fields, 2 do
   local name = fields[j]
   if name == 'payload' or name == 'sig' or name == 'ser' or name == 'trace'
-      or name == 'attempt' or name == 'when' or name == 'function' then
+      or name == 'attempt' or name == 'when' or name == 'function' or name == 'meta' then
     table.insert(copy, name)
     table.insert(copy, fields[j + 1])
   end

@@ -23,15 +23,16 @@ while redis.call('ZCARD', holders) < max do
   local key = first[1]
   local record, high, stream, low = ARGV[3] .. key, KEYS[6], KEYS[3], KEYS[7]
   local r = redis.call('HMGET', record, 'state', 'parked', 'gen', 'function', 'when',
-    'attempt', 'payload', 'sig', 'trace', 'ser', 'prio')
+    'attempt', 'payload', 'sig', 'trace', 'ser', 'prio', 'meta')
   -- A waiter cancelled or replaced since it parked is simply forgotten.
   if r[1] == 'scheduled' and r[2] == holders then
     local prio = r[11] or '0'
     local mid = redis.call('XADD', level_stream(high, stream, low, prio), '*',
       'key', key, 'gen', r[3], 'function', r[4], 'when', r[5], 'attempt', r[6],
-      'payload', r[7], 'sig', r[8], 'trace', r[9], 'ser', r[10], 'prio', prio)
+      'payload', r[7], 'sig', r[8], 'trace', r[9], 'ser', r[10], 'prio', prio,
+      'meta', r[12] or '')
     redis.call('HSET', record, 'state', 'queued', 'mid', mid)
-    redis.call('HDEL', record, 'payload', 'sig', 'ser', 'parked')
+    redis.call('HDEL', record, 'payload', 'sig', 'ser', 'parked', 'meta')
     redis.call('ZADD', holders, fmt_time(now + tonumber(ARGV[2])), key)
     publish_state(ARGV[4], key, 'queued', {when = r[5]})
     woken = woken + 1

@@ -12,14 +12,15 @@
 local record = KEYS[2]
 local key, holders = ARGV[1], ARGV[2]
 local r = redis.call('HMGET', record, 'state', 'parked', 'gen', 'function', 'when',
-  'attempt', 'payload', 'sig', 'trace', 'ser', 'prio')
+  'attempt', 'payload', 'sig', 'trace', 'ser', 'prio', 'meta')
 if r[1] == 'scheduled' and r[2] == holders then
   local prio = r[11] or '0'
   local mid = redis.call('XADD', level_stream(KEYS[3], KEYS[1], KEYS[4], prio), '*',
     'key', key, 'gen', r[3], 'function', r[4], 'when', r[5], 'attempt', r[6],
-    'payload', r[7], 'sig', r[8], 'trace', r[9], 'ser', r[10], 'prio', prio)
+    'payload', r[7], 'sig', r[8], 'trace', r[9], 'ser', r[10], 'prio', prio,
+      'meta', r[12] or '')
   redis.call('HSET', record, 'state', 'queued', 'mid', mid)
-  redis.call('HDEL', record, 'payload', 'sig', 'ser', 'parked')
+  redis.call('HDEL', record, 'payload', 'sig', 'ser', 'parked', 'meta')
   publish_state(ARGV[3], key, 'queued', {when = r[5]})
   return 1
 end

@@ -11,15 +11,16 @@ local moved = 0
 for _, key in ipairs(due) do
   local record = ARGV[1] .. key
   local r = redis.call('HMGET', record, 'state', 'gen', 'function', 'when', 'attempt',
-    'payload', 'sig', 'trace', 'ser', 'prio')
+    'payload', 'sig', 'trace', 'ser', 'prio', 'meta')
   redis.call('ZREM', queue, key)
   if r[1] == 'scheduled' then
     local prio = r[10] or '0'
     local mid = redis.call('XADD', level_stream(KEYS[3], stream, KEYS[4], prio), '*',
       'key', key, 'gen', r[2], 'function', r[3], 'when', r[4], 'attempt', r[5],
-      'payload', r[6], 'sig', r[7], 'trace', r[8], 'ser', r[9], 'prio', prio)
+      'payload', r[6], 'sig', r[7], 'trace', r[8], 'ser', r[9], 'prio', prio,
+      'meta', r[11] or '')
     redis.call('HSET', record, 'state', 'queued', 'mid', mid)
-    redis.call('HDEL', record, 'payload', 'sig', 'ser')
+    redis.call('HDEL', record, 'payload', 'sig', 'ser', 'meta')
     publish_state(ARGV[3], key, 'queued', {when = r[4]})
     moved = moved + 1
   end

@@ -2,7 +2,7 @@
 -- KEYS: stream, queue, record, generation_counter, high_stream, low_stream
 -- ARGV: mode, key, function, when, payload, signature, attempt, trace,
 --       expected_generation, events_prefix, wake_channel, serializer, generated_key,
---       priority
+--       priority, meta
 --   mode: add | replace | reschedule
 --   when: epoch seconds, as text
 --   expected_generation: the generation a reschedule must still find
@@ -10,6 +10,8 @@
 --     without a key), else ''
 --   stream, high_stream, low_stream: the partition's NORMAL, HIGH and LOW streams
 --   priority: the level ('1', '0' or '-1'), kept as 'prio' in the message and record
+--   meta: the run's integration metadata (JSON text, '' for none), kept as 'meta' in the
+--     message (in the record while scheduled, as the payload is)
 local stream, queue, record, gen_counter = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local mode, key, fn = ARGV[1], ARGV[2], ARGV[3]
 local when = tonumber(ARGV[4])
@@ -48,7 +50,8 @@ redis.call('DEL', record)
 if when <= now then
   local mid = redis.call('XADD', level_stream(KEYS[5], stream, KEYS[6], prio), '*',
     'key', key, 'gen', gen, 'function', fn, 'when', ARGV[4], 'attempt', ARGV[7],
-    'payload', ARGV[5], 'sig', ARGV[6], 'trace', ARGV[8], 'ser', ARGV[12], 'prio', prio)
+    'payload', ARGV[5], 'sig', ARGV[6], 'trace', ARGV[8], 'ser', ARGV[12], 'prio', prio,
+    'meta', ARGV[15])
   redis.call('HSET', record, 'state', 'queued', 'gen', gen, 'function', fn,
     'when', ARGV[4], 'attempt', ARGV[7], 'trace', ARGV[8], 'mid', mid,
     'created', fmt_time(now), 'prio', prio)
@@ -61,7 +64,7 @@ local earliest = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
 redis.call('ZADD', queue, ARGV[4], key)
 redis.call('HSET', record, 'state', 'scheduled', 'gen', gen, 'function', fn,
   'when', ARGV[4], 'attempt', ARGV[7], 'trace', ARGV[8], 'payload', ARGV[5],
-  'sig', ARGV[6], 'ser', ARGV[12], 'created', fmt_time(now), 'prio', prio)
+  'sig', ARGV[6], 'ser', ARGV[12], 'created', fmt_time(now), 'prio', prio, 'meta', ARGV[15])
 -- Wake sleeping schedulers only when this task is due before anything they know of.
 if earliest[2] == nil or when < tonumber(earliest[2]) then
   redis.call('PUBLISH', ARGV[11], ARGV[4])
