@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, get_type_hints
 
 
-class TaskCallError(TypeError):
-    """A task's arguments do not fit its parameters."""
+class TaskCallError(Exception):
+    """A task's arguments do not fit its parameters: said with the task's name and the
+    parameters', instead of Python's bare ``TypeError``."""
 
 
 def explain(
@@ -24,7 +25,7 @@ def explain(
     args: Sequence[Any],
     kwargs: Mapping[str, Any],
     error: TypeError,
-) -> TypeError:
+) -> Exception:
     """``error``, or a ``TaskCallError`` naming what does not fit when the call's
     arguments do not bind to ``function``'s signature."""
     try:

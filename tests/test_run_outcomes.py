@@ -306,3 +306,26 @@ async def test_get_result_on_a_fire_and_forget_docket_waits_out_its_timeout(
         # a limit runs it out.
         with pytest.raises(TimeoutError):
             await execution.get_result(timeout=timedelta(milliseconds=100))
+
+
+async def test_a_task_called_without_a_required_argument_fails_naming_it(
+    docket: Docket, url: str
+) -> None:
+    async def needs(n: int, m: int) -> None: ...
+
+    def raises_its_own(n: int) -> None:
+        raise TypeError("the body's own TypeError")
+
+    missing = await docket.add(needs)(1)
+    own = await docket.add(raises_its_own)(1)
+    async with fast_worker(docket) as worker:
+        await worker.run_until_finished()
+    await missing.sync()
+    await own.sync()
+    assert missing.state is ExecutionState.FAILED
+    assert missing.error is not None
+    assert "Task 'needs' was run without a value for its parameter(s) 'm'" in missing.error
+    assert "web app" not in missing.error
+    # A TypeError the body raises is the body's, left as it is.
+    assert own.error is not None and "the body's own TypeError" in own.error
+    assert "was run without" not in own.error
