@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from ._signals import shutdown_signals
 from ._worker_options import WorkerOptions
-from .docket import Docket
+from .docket import DEFAULT_EXECUTION_TTL, Docket
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -34,6 +35,7 @@ async def run_worker(
     metrics_port: int | None,
     tasks: Sequence[str],
     partitions: int | None = None,
+    execution_ttl: timedelta | None = None,
 ) -> None:
     """Run one worker of ``docket_name`` at ``url`` until SIGTERM/SIGINT (or, with
     ``until_finished``, until nothing is left to do).
@@ -53,6 +55,7 @@ async def run_worker(
             url=url,
             enable_internal_instrumentation=options.enable_internal_instrumentation,
             partitions=partitions,
+            execution_ttl=DEFAULT_EXECUTION_TTL if execution_ttl is None else execution_ttl,
         ) as docket:
             for collection in tasks:
                 docket.register_collection(collection)

@@ -48,6 +48,8 @@ logger = logging.getLogger("docket")
 P = ParamSpec("P")
 R = TypeVar("R")
 
+DEFAULT_EXECUTION_TTL = timedelta(minutes=15)
+
 CLEAR_BATCH = 1000
 """How many scheduled (and how many queued) tasks one call of the clear script cancels."""
 
@@ -61,7 +63,7 @@ class Docket(ReleasedLayoutNames):
         url: str | None = None,
         heartbeat_interval: timedelta = timedelta(seconds=2),
         missed_heartbeats: int = 5,
-        execution_ttl: timedelta = timedelta(minutes=15),
+        execution_ttl: timedelta = DEFAULT_EXECUTION_TTL,
         result_storage: AsyncKeyValue | None = None,
         enable_internal_instrumentation: bool = False,
         credential_provider: Any = None,

@@ -569,6 +569,7 @@ class Worker:
         message_batch: int = 1000,
         dependencies: Mapping[str, Any] | Sequence[Any] | str | None = None,
         partitions: int | None = None,
+        execution_ttl: timedelta | None = None,
         **options: Any,
     ) -> None:
         """Run a worker the way the CLI does (the arguments keep the released order;
@@ -583,7 +584,8 @@ class Worker:
         ``metrics`` extra) when it cannot. Embedded in another framework, use
         ``run_forever()`` inside ``async with Worker(...)`` instead: it installs no
         signal handlers. ``partitions`` is the docket's partition count (by default
-        ``DOCKET_PARTITIONS``, else 1).
+        ``DOCKET_PARTITIONS``, else 1); ``execution_ttl`` the docket's (by default 15
+        minutes): how long finished runs' records are kept.
         """
         from ._worker_run import run_worker
 
@@ -601,6 +603,7 @@ class Worker:
             metrics_port=metrics_port,
             tasks=tasks,
             partitions=partitions,
+            execution_ttl=execution_ttl,
         )
 
     def is_healthy(self) -> bool:

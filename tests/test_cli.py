@@ -1137,3 +1137,25 @@ def test_durations_pass_timedeltas_through_and_format_defaults() -> None:
     assert format_duration_option(timedelta(hours=2)) == "2h"
     assert format_duration_option(timedelta(seconds=90)) == "90s"
     assert format_duration_option(timedelta(0)) == "0s"
+
+
+async def test_the_worker_keeps_finished_records_as_long_as_execution_ttl_says(
+    redis_url: str, docket_name: str
+) -> None:
+    async with Docket(name=docket_name, url=redis_url) as docket:
+        kept = await docket.add(trace, key="kept-briefly")("hello")
+        result = await cli(
+            "worker", "--until-finished", "--execution-ttl", "0", *target(redis_url, docket_name)
+        )
+        assert result.code == 0, result
+        # 0 keeps nothing: the record went with the run's end.
+        assert await docket.get_execution(kept.key) is None
+        await docket.add(trace, key="kept-default")("hello")
+        result = await cli("worker", "--until-finished", *target(redis_url, docket_name))
+        assert result.code == 0, result
+        stored = await docket.get_execution("kept-default")
+        assert stored is not None and stored.state is ExecutionState.COMPLETED
+    bad = await cli("worker", "--execution-ttl", "soon", *target(redis_url, docket_name))
+    assert bad.code == 2 and "--execution-ttl" in bad.stderr, bad
+    under_app = await cli("worker", "--app", "x:app", "--execution-ttl", "1m")
+    assert_one_line_error(under_app, "--execution-ttl is the app's docket's own setting")

@@ -170,6 +170,20 @@ PartitionsOption = Annotated[
 ]
 
 
+ExecutionTtlOption = Annotated[
+    timedelta | None,
+    typer.Option(
+        "--execution-ttl",
+        parser=lambda text: _duration_parameter(text),
+        help="How long finished runs' records (and results) are kept, as the producers' "
+        "Docket(execution_ttl=...) says; 0 keeps nothing (default 15m)",
+        envvar="DOCKET_EXECUTION_TTL",
+        show_envvar=True,
+        metavar="DURATION",
+    ),
+]
+
+
 def _duration_parameter(text: str | timedelta) -> timedelta:
     # A ValueError from a parser reaches the user as just the bad value under some typer
     # versions; BadParameter keeps the explanation.

@@ -27,6 +27,7 @@ from .options import (
     EXIT_INTERRUPTED,
     CliError,
     DocketOption,
+    ExecutionTtlOption,
     PartitionsOption,
     WorkerUrlOption,
     duration_option,
@@ -157,6 +158,7 @@ def worker(**values: Any) -> None:
     logging.logAsyncioTasks = False  # type: ignore[attr-defined, unused-ignore]
     # Passed on only when given: tools that replace Worker see the released arguments.
     partitions: int | None = values.pop("partitions")
+    execution_ttl: timedelta | None = values.pop("execution_ttl")
     try:
         _check_collections(docket_, url, tasks, partitions)
         _check_imports(values)
@@ -165,6 +167,13 @@ def worker(**values: Any) -> None:
     logger.info("Connecting to docket %r at %s", docket_, safe_url(url))
     if partitions is not None:
         values["partitions"] = partitions
+    if execution_ttl is not None:
+        if app is not None:
+            fail(
+                "--execution-ttl is the app's docket's own setting under --app (set it in "
+                "docket_lifespan(docket_options={'execution_ttl': ...}))"
+            )
+        values["execution_ttl"] = execution_ttl
     if app is not None:
         _run_in_app(app, docket_, values)
         return
@@ -226,6 +235,7 @@ _LEADING = [
     _parameter("docket_", DocketOption, DEFAULT_DOCKET),
     _parameter("url", WorkerUrlOption, DEFAULT_URL),
     _parameter("partitions", PartitionsOption, None),
+    _parameter("execution_ttl", ExecutionTtlOption, None),
 ]
 _TRAILING = [
     _parameter(
