@@ -8,11 +8,11 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._signals import shutdown_signals
 from ._worker_options import WorkerOptions
-from .docket import DEFAULT_EXECUTION_TTL, Docket
+from .docket import Docket
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -43,6 +43,10 @@ async def run_worker(
     The first signal stops claiming and lets in-flight tasks finish; a second one
     cancels them (they are redelivered after ``redelivery_timeout``) and exits at once.
     """
+    # Passed only when given, so the Docket's own default (or a subclass's) applies.
+    docket_options: dict[str, Any] = {}
+    if execution_ttl is not None:
+        docket_options["execution_ttl"] = execution_ttl
     metrics = None
     if metrics_port is not None:
         from .metrics_server import serve_metrics
@@ -55,7 +59,7 @@ async def run_worker(
             url=url,
             enable_internal_instrumentation=options.enable_internal_instrumentation,
             partitions=partitions,
-            execution_ttl=DEFAULT_EXECUTION_TTL if execution_ttl is None else execution_ttl,
+            **docket_options,
         ) as docket:
             for collection in tasks:
                 docket.register_collection(collection)

@@ -1,13 +1,14 @@
 """``python -m chaos_worker worker ...``: the ``docket worker`` command, with the docket's
 ``execution_ttl`` taken from ``$DOCKET_CHAOS_EXECUTION_TTL`` (seconds).
 
-``docket worker`` has no option for ``execution_ttl`` and its ``Docket`` reads none from
-the environment, so a command-line worker keeps every record and result for the default
-15 minutes, whatever the producer's docket was given (the worker's own docket sets the
-TTL when it settles a run). The soak and out-of-memory scenarios need finished records to
-go within seconds, so the harness starts its workers through this module: the very same
-command line and worker, run by ``docket.cli.main``, whose one difference is the
-``Docket`` that ``docket._worker_run`` opens, a subclass with that default.
+A command-line worker keeps every record and result for its own docket's
+``execution_ttl`` (the worker's docket sets the TTL when it settles a run), 15 minutes
+unless ``docket worker --execution-ttl`` says otherwise; this module predates that
+option and sets the same default through the environment instead. The soak and
+out-of-memory scenarios need finished records to go within seconds, so the harness
+starts its workers through this module: the very same command line and worker, run by
+``docket.cli.main``, whose one difference is the ``Docket`` that ``docket._worker_run``
+opens, a subclass with that default.
 """
 
 from __future__ import annotations
