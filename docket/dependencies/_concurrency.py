@@ -235,26 +235,39 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
                     await task
 
 
-class _LimitKeys(TypedDict):
-    """What taking a slot and releasing one are both told: the limit's holders and
-    waiters, and the docket's keys that a slot changing hands reaches."""
+class _LimitState(TypedDict):
+    """A limit's own keys, all in the control partition (what a partitioned docket's
+    limit steps are told)."""
 
     holders: str
     waiters: str
-    stream: str
     registry: str
     limits: str
+
+
+def _limit_state(docket: Docket, holders: str) -> _LimitState:
+    control = docket.keys
+    return _LimitState(
+        holders=holders,
+        waiters=f"{holders}:waiters",
+        registry=control.concurrency_registry,
+        limits=control.concurrency_limits,
+    )
+
+
+class _LimitKeys(_LimitState):
+    """What an unpartitioned docket's taking a slot and releasing one are both told: the
+    limit's own keys, and the docket's keys that a slot changing hands reaches."""
+
+    stream: str
     events_prefix: str
 
 
 def _limit_keys(docket: Docket, holders: str) -> _LimitKeys:
     control = docket.keys
     return _LimitKeys(
-        holders=holders,
-        waiters=f"{holders}:waiters",
+        **_limit_state(docket, holders),
         stream=control.stream,
-        registry=control.concurrency_registry,
-        limits=control.concurrency_limits,
         events_prefix=control.events_prefix,
     )
 
@@ -297,13 +310,9 @@ async def _take_partitioned(
     lease: float,
 ) -> int:
     """Take a slot, or park the run: 1 held, 0 parked, -1 the message is not ours."""
-    control = docket.keys
     took = await docket.engine.scripts.send(
         scripts.ConcurrencyTake(
-            holders=holders,
-            waiters=f"{holders}:waiters",
-            registry=control.concurrency_registry,
-            limits=control.concurrency_limits,
+            **_limit_state(docket, holders),
             key=execution.key,
             max_concurrent=max_concurrent,
             lease=lease,
@@ -335,7 +344,6 @@ async def _free_partitioned(docket: Docket, worker: Worker, holders: str, task_k
     """Give ``task_key``'s slot back ('' to only sweep) and wake the runs the freed slots
     went to, each in its own partition; a run that is gone gives its slot back in turn.
     Returns how many were woken."""
-    control = docket.keys
     waking = f"{holders}:waking"
     lease = worker.redelivery_timeout.total_seconds()
     woken = 0
@@ -343,10 +351,7 @@ async def _free_partitioned(docket: Docket, worker: Worker, holders: str, task_k
     while giving_back:
         runs = await docket.engine.scripts.send(
             scripts.ConcurrencyFree(
-                holders=holders,
-                waiters=f"{holders}:waiters",
-                registry=control.concurrency_registry,
-                limits=control.concurrency_limits,
+                **_limit_state(docket, holders),
                 waking=waking,
                 key=giving_back.pop(),
                 lease=lease,
@@ -368,10 +373,7 @@ async def _free_partitioned(docket: Docket, worker: Worker, holders: str, task_k
             )
             await docket.engine.scripts.send(
                 scripts.ConcurrencyWoken(
-                    holders=holders,
-                    waiters=f"{holders}:waiters",
-                    registry=control.concurrency_registry,
-                    limits=control.concurrency_limits,
+                    **_limit_state(docket, holders),
                     waking=waking,
                     key=key,
                 )

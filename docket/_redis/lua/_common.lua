@@ -23,6 +23,30 @@ local function level_stream(high, normal, low, prio)
   return normal
 end
 
+-- Park a run behind a concurrency limit: copy what rebuilding its message needs from its
+-- stream entry into its record, marked parked on `holders`, while the record still
+-- belongs to the message's `generation`. Returns whether it did; the caller drops the
+-- message either way.
+local function park_record(stream, record, mid, holders, generation)
+  local entries = redis.call('XRANGE', stream, mid, mid)
+  local fields = entries[1] and entries[1][2] or {}
+  local copy = {'state', 'scheduled', 'parked', holders}
+  for j = 1, #fields, 2 do
+    local name = fields[j]
+    if name == 'payload' or name == 'sig' or name == 'ser' or name == 'trace'
+        or name == 'attempt' or name == 'when' or name == 'function' or name == 'meta' then
+      table.insert(copy, name)
+      table.insert(copy, fields[j + 1])
+    end
+  end
+  if redis.call('HGET', record, 'gen') ~= generation then
+    return false
+  end
+  redis.call('HSET', record, unpack(copy))
+  redis.call('HDEL', record, 'mid', 'worker', 'started')
+  return true
+end
+
 -- A message done with: out of the group's pending list and off the stream.
 local function drop_message(stream, group, mid)
   redis.call('XACK', stream, group, mid)

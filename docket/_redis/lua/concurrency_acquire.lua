@@ -36,20 +36,7 @@ if redis.call('ZCARD', holders) < max and redis.call('ZCARD', waiters) == 0 then
   return 1
 end
 
-local entries = redis.call('XRANGE', stream, mid, mid)
-local fields = entries[1] and entries[1][2] or {}
-local copy = {'state', 'scheduled', 'parked', holders}
-for j = 1, #fields, 2 do
-  local name = fields[j]
-  if name == 'payload' or name == 'sig' or name == 'ser' or name == 'trace'
-      or name == 'attempt' or name == 'when' or name == 'function' or name == 'meta' then
-    table.insert(copy, name)
-    table.insert(copy, fields[j + 1])
-  end
-end
-if redis.call('HGET', record, 'gen') == ARGV[8] then
-  redis.call('HSET', record, unpack(copy))
-  redis.call('HDEL', record, 'mid', 'worker', 'started')
+if park_record(stream, record, mid, holders, ARGV[8]) then
   -- A woken waiter goes to the back of the line only if it was never in it.
   redis.call('ZADD', waiters, 'NX', fmt_time(now), key)
   redis.call('SADD', registry, holders)

@@ -20,20 +20,7 @@ if redis.call('HGET', record, 'wake') == holders then
   redis.call('HDEL', record, 'wake')
   return 1
 end
-local entries = redis.call('XRANGE', stream, mid, mid)
-local fields = entries[1] and entries[1][2] or {}
-local copy = {'state', 'scheduled', 'parked', holders}
-for j = 1, #fields, 2 do
-  local name = fields[j]
-  if name == 'payload' or name == 'sig' or name == 'ser' or name == 'trace'
-      or name == 'attempt' or name == 'when' or name == 'function' or name == 'meta' then
-    table.insert(copy, name)
-    table.insert(copy, fields[j + 1])
-  end
-end
-if redis.call('HGET', record, 'gen') == ARGV[6] then
-  redis.call('HSET', record, unpack(copy))
-  redis.call('HDEL', record, 'mid', 'worker', 'started')
+if park_record(stream, record, mid, holders, ARGV[6]) then
   publish_state(ARGV[8], key, 'scheduled', {})
 end
 drop_message(stream, group, mid)
