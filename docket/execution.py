@@ -379,6 +379,25 @@ class Execution:
             shown.append(f"{name}={marker.format(value) if marker else '...'}")
         return f"{self.function_name}({', '.join(shown)}){{{self.key}}}"
 
+    def logged_arguments(self) -> list[tuple[str, str | None]]:
+        """Each argument by its parameter name (``#<index>`` for a positional one beyond
+        the signature) with its ``Logged`` form, or None for one not marked ``Logged``,
+        whose value is not to be shown (a dashboard's task page lists these)."""
+        if self.function is None:
+            names: tuple[str, ...] = ()
+            logged: dict[str, Logged] = {}
+        else:
+            names, logged = _logged_parameters(self.function)
+        shown: list[tuple[str, str | None]] = []
+        for index, value in enumerate(self.args):
+            name = names[index] if index < len(names) else f"#{index}"
+            marker = logged.get(name)
+            shown.append((name, marker.format(value) if marker else None))
+        for name, value in self.kwargs.items():
+            marker = logged.get(name)
+            shown.append((name, marker.format(value) if marker else None))
+        return shown
+
     def get_argument(self, parameter: str) -> Any:
         """The value the task was called with for ``parameter``."""
         if parameter in self.kwargs:

@@ -12,6 +12,7 @@ from ._imports import ImportPathError, import_object
 from ._redis.client import SUPPORTED_SCHEMES
 from ._redis.keys import validate_name, validate_partitions
 from ._signals import SignalsSeen, shutdown_signals
+from ._typed_values import parse_typed_value
 from ._uuid7 import uuid7_str
 from ._worker_options import OPTION_NAMES, OptionSpec, option_specs
 from ._worker_run import run_with_healthcheck
@@ -24,6 +25,7 @@ __all__ = [
     "SignalsSeen",
     "import_object",
     "option_specs",
+    "parse_typed_value",
     "run_with_healthcheck",
     "shutdown_signals",
     "uuid7_str",

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from docket._strike_codec import decode_condition, encode_condition
-from docket.cli._values import parse_typed_value
+from docket.integration import parse_typed_value
 from docket.strikes import Operator, StrikeCondition
 
 

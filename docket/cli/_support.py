@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .._imports import import_object
-from ._values import parse_typed_value
+from .._typed_values import parse_typed_value
 from .durations import parse_duration
 from .options import check_url
 
