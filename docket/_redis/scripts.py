@@ -459,14 +459,15 @@ class RequeueEntry(Group):
     id: str
 
 
-class DeadLetterRequeue(Call, script="dead_letter_requeue"):
+class Requeue(Call, script="requeue"):
     stream: Key
-    dead_letters: Key
+    origin: Key
     generation_counter: Key
     high_stream: Key
     low_stream: Key
     record_prefix: str
     events_prefix: str
+    attempt: str
     entries: Sequence[RequeueEntry]
 
 
