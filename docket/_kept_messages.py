@@ -40,6 +40,7 @@ __all__ = [
     "purge_entries",
     "requeue_entries",
     "text",
+    "whole",
 ]
 
 _ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}(@[0-9]{1,4})?")
@@ -100,6 +101,14 @@ def original_fields(raw: dict[bytes, bytes]) -> dict[str, bytes]:
     }
 
 
+def whole(value: bytes | None) -> int:
+    """A count a script wrote, 0 when it is not one."""
+    try:
+        return int(value or b"0")
+    except ValueError:
+        return 0
+
+
 def moment(value: bytes | None) -> datetime | None:
     """A time a script wrote (epoch seconds as text), None when it is not one."""
     try:
@@ -127,7 +136,8 @@ class Kept(Protocol):
     def key(self) -> str | None: ...
     @property
     def function(self) -> str | None: ...
-    def problem(self) -> str | None: ...
+    @property
+    def fields(self) -> dict[str, bytes]: ...
 
 
 @dataclass(frozen=True)
@@ -194,7 +204,7 @@ async def requeue_entries(
         if isinstance(entry, str):
             pending.append(RequeueResult(entry, "missing", f"no such {what}"))
             continue
-        problem = entry.problem()
+        problem = problem_of(entry.fields)
         if problem is not None:
             pending.append(RequeueResult(entry.id, "invalid", problem, entry.function, entry.key))
             continue
@@ -255,10 +265,14 @@ def _result(entry: Kept, status: str, detail: str, what: str) -> RequeueResult:
 
 
 async def purge_entries(
-    docket: Docket, source: Source, ids: Sequence[str], *, all_entries: bool, kind: str
+    docket: Docket, source: Source, ids: Iterable[str], *, all_entries: bool, kind: str, what: str
 ) -> int:
     """Delete the entries ``ids`` of ``source`` (or every one, with ``all_entries``);
-    returns how many were deleted."""
+    returns how many were deleted. ``kind`` names their ids (``dead-letter id``), ``what``
+    the entries (``dead letters``)."""
+    ids = list(ids)
+    if all_entries == bool(ids):
+        raise ValueError(f"Pass the ids of the {what} to purge, or all_entries=True")
     check_ids(ids, kind)
     purged = 0
     async with docket.redis() as redis:

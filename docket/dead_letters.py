@@ -35,6 +35,7 @@ from ._kept_messages import (
     purge_entries,
     requeue_entries,
     text,
+    whole,
 )
 from ._text import as_text
 
@@ -90,14 +91,10 @@ class DeadLetter:
     def from_entry(
         cls, entry_id: bytes | str, raw: dict[bytes, bytes], partition: int = 0
     ) -> DeadLetter:
-        try:
-            deliveries = int(raw.get(b"deliveries", b"0"))
-        except ValueError:
-            deliveries = 0
         return cls(
             id=entry_ref(partition, entry_id),
             reason=text(raw.get(b"reason")),
-            deliveries=deliveries,
+            deliveries=whole(raw.get(b"deliveries")),
             stream_id=text(raw.get(b"stream_id")),
             worker=text(raw.get(b"worker")),
             dead_lettered_at=moment(raw.get(b"dead_lettered_at")),
@@ -182,7 +179,6 @@ async def requeue(
 async def purge(docket: Docket, ids: Iterable[str] = (), *, all_entries: bool = False) -> int:
     """Delete the dead letters ``ids`` (or every one, with ``all_entries``); returns how
     many were deleted."""
-    ids = list(ids)
-    if all_entries == bool(ids):
-        raise ValueError("Pass the ids of the dead letters to purge, or all_entries=True")
-    return await purge_entries(docket, _source, ids, all_entries=all_entries, kind=_KIND)
+    return await purge_entries(
+        docket, _source, ids, all_entries=all_entries, kind=_KIND, what="dead letters"
+    )
