@@ -57,6 +57,9 @@ _TRUNCATED = "…(truncated)\n"
 def formatted_traceback(error: BaseException) -> str:
     """``error``'s traceback as text, its last ``TRACEBACK_KEPT`` characters when longer."""
     text = "".join(traceback.format_exception(error))
+    # A path or source line read with surrogateescape (a non-UTF-8 file name) could not
+    # be sent to Redis as UTF-8, and the settle call would fail.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if len(text) > TRACEBACK_KEPT:
         return _TRUNCATED + text[-TRACEBACK_KEPT:]
     return text

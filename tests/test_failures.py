@@ -302,6 +302,21 @@ async def test_a_long_traceback_keeps_its_end(url: str, docket: Docket, worker: 
     assert stored is not None and stored.traceback == failure.traceback
 
 
+async def test_a_traceback_that_is_not_utf8_still_settles(
+    url: str, docket: Docket, worker: Worker
+) -> None:
+    async def undecodable() -> None:
+        error = ValueError("plain message")
+        # What a file name read with surrogateescape looks like in a traceback.
+        error.add_note("reading /srv/caf\udce9.csv")
+        raise error
+
+    await run(docket, worker, undecodable, "undecodable")
+    [failure] = await list_failures(docket)
+    assert failure.error == "ValueError: plain message"
+    assert failure.traceback.endswith("reading /srv/caf\\udce9.csv\n")
+
+
 async def test_a_docket_without_records_keeps_no_failures(url: str, docket_name: str) -> None:
     async with Docket(name=docket_name, url=url, execution_ttl=timedelta(0)) as docket:
         async with Worker(docket, minimum_check_interval=timedelta(milliseconds=5)) as worker:
