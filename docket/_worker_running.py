@@ -8,6 +8,7 @@ import inspect
 import logging
 import sys
 import time
+import traceback
 from contextlib import nullcontext, suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,22 @@ if TYPE_CHECKING:
 logger = logging.getLogger("docket.worker")
 
 ADMISSION_RETRY_DELAY = timedelta(milliseconds=100)
+
+TRACEBACK_KEPT = 16_000
+"""How many characters of a failed run's traceback are kept: the last ones, where the
+frame that raised and the exception are."""
+_TRUNCATED = "…(truncated)\n"
+
+
+def formatted_traceback(error: BaseException) -> str:
+    """``error``'s traceback as text, its last ``TRACEBACK_KEPT`` characters when longer."""
+    text = "".join(traceback.format_exception(error))
+    # A path or source line read with surrogateescape (a non-UTF-8 file name) could not
+    # be sent to Redis as UTF-8, and the settle call would fail.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > TRACEBACK_KEPT:
+        return _TRUNCATED + text[-TRACEBACK_KEPT:]
+    return text
 
 
 def _log_info(message: str, args: tuple[Any, ...], extra: dict[str, Any]) -> None:
@@ -366,12 +383,15 @@ class Runner:
             try:
                 data = self.docket.engine.dump_result(execution.key, result)
             except TypeError as error:
-                return Settlement(execution, "failed", str(error))
+                return Settlement(execution, "failed", str(error), b"", formatted_traceback(error))
         return Settlement(execution, "completed", "", data)
 
     def _failed(self, execution: Execution, error: BaseException) -> Settlement:
         data = b""
+        # Without records (execution_ttl 0) nothing would keep the traceback.
+        text = ""
         if self.docket.execution_ttl > timedelta(0):
             with suppress(Exception):
                 data = self.docket.engine.dump_result(execution.key, error)
-        return Settlement(execution, "failed", f"{type(error).__name__}: {error}", data)
+            text = formatted_traceback(error)
+        return Settlement(execution, "failed", f"{type(error).__name__}: {error}", data, text)

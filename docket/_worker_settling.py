@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
+from . import failures
 from ._redis import scripts
 from ._redis.keys import GROUP, Keys
 from ._worker_loops import Tasks
@@ -28,6 +29,8 @@ class Settlement:
     state: str  # completed | failed | cancelled | ack
     error: str = ""
     result: bytes = b""
+    traceback: str = ""
+    """A failed run's formatted traceback (kept in its record and the failures stream)."""
 
 
 def by_lane[T: (Settlement, Execution)](
@@ -169,11 +172,13 @@ class Settler:
         docket = worker.docket
         return scripts.Settle(
             stream=keys.stream,
+            failures=keys.failures,
             group=GROUP,
             worker=worker.name,
             ttl=docket.execution_ttl.total_seconds(),
             events_prefix=keys.events_prefix,
             record_prefix=keys.record_prefix,
+            failures_kept=failures.FAILURES_KEPT,
             runs=[
                 scripts.SettleRun(
                     record=keys.record(item.execution.key),
@@ -184,6 +189,7 @@ class Settler:
                     state=item.state,
                     error=item.error,
                     result=item.result,
+                    traceback=item.traceback,
                 )
                 for item in batch
             ],

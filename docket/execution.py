@@ -304,6 +304,12 @@ class Execution:
         self.started_at: datetime | None = None
         self.completed_at: datetime | None = None
         self.error: str | None = None
+        self.traceback: str | None = None
+        """The formatted traceback of the exception a failed run raised, as the worker
+        wrote it (its last 16,000 characters, after a ``…(truncated)`` line, when longer),
+        kept in the record for ``execution_ttl``; None for any other outcome, for a run
+        retried or marked failed by hand, and with ``execution_ttl=0``. Tracebacks do not
+        pickle, so the exception in the result has none."""
         self.result_key: str | None = None
         self._result_lost = False
         self.disposition = disposition
@@ -441,6 +447,7 @@ class Execution:
         self.started_at = timestamp(record.get(b"started"))
         self.completed_at = timestamp(record.get(b"completed"))
         self.error = as_text(record.get(b"error")) or None
+        self.traceback = as_text(record.get(b"traceback")) or None
         stored = record.get(b"result")
         # The key's outcome is whichever run holds it now (a replacement's, after a
         # replace), as released.
@@ -640,6 +647,7 @@ class Execution:
     def _finished(self, state: ExecutionState, error: str | None, result_key: str | None) -> None:
         self.state = state
         self.error = error
+        self.traceback = None
         self.result_key = result_key
         self.completed_at = datetime.now(UTC)
         self.progress.current, self.progress.message = None, None

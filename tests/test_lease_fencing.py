@@ -328,15 +328,18 @@ class Scene:
             state=state,
             error="stale error" if state == "failed" else "",
             result=b"stale result",
+            traceback="stale traceback" if state == "failed" else "",
         )
         result = await self.docket.engine.scripts.send(
             scripts.Settle(
                 stream=keys.stream,
+                failures=keys.failures,
                 group=GROUP,
                 worker=worker,
                 ttl=self.docket.execution_ttl.total_seconds(),
                 events_prefix=keys.events_prefix,
                 record_prefix=keys.record_prefix,
+                failures_kept=1000,
                 runs=[run],
             )
         )
@@ -368,6 +371,8 @@ class Scene:
             await self.redis.hgetall(self.record),
             await self.redis.get(self.result),
             _ttl_state(await self.redis.pttl(self.record)),
+            # A refused or repeated failed settle logs no failure either.
+            await self.redis.xlen(self.docket.keys.failures),
         )
 
 

@@ -96,7 +96,8 @@ def test_a_repeated_group_must_name_the_same_fields() -> None:
 
 def test_a_header_that_drifted_from_its_call_is_refused() -> None:
     source = script_source("settle").replace(
-        "-- KEYS: stream, runs[record, result_key]", "-- KEYS: stream, runs[record, result]"
+        "-- KEYS: stream, failures, runs[record, result_key]",
+        "-- KEYS: stream, failures, runs[record, result]",
     )
     assert source != script_source("settle")
     with pytest.raises(ScriptSignatureError) as refused:
@@ -141,23 +142,26 @@ def test_a_call_lays_out_keys_and_arguments_as_the_script_reads_them() -> None:
             state="completed",
             error="",
             result=b"",
+            traceback="",
         )
 
     call = Settle(
         stream="stream",
+        failures="failures",
         group="group",
         worker="worker",
         ttl=60.0,
         events_prefix="events:",
         record_prefix="runs:",
+        failures_kept=1000,
         runs=[run(1), run(2)],
     )
     keys, args = call.flatten()
-    assert keys == ["stream", "record1", "result1", "record2", "result2"]
+    assert keys == ["stream", "failures", "record1", "result1", "record2", "result2"]
     assert args == [
-        *("group", "worker", 60.0, "events:", "runs:"),
-        *("1-0", 1, 1, "completed", "", b""),
-        *("2-0", 2, 1, "completed", "", b""),
+        *("group", "worker", 60.0, "events:", "runs:", 1000),
+        *("1-0", 1, 1, "completed", "", b"", ""),
+        *("2-0", 2, 1, "completed", "", b"", ""),
     ]
     heartbeat = scripts.Heartbeat(
         workers="w", worker_tasks="t", worker="me", window=2.0, task_names=["a", "b"]

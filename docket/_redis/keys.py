@@ -140,6 +140,8 @@ class Keys:
     queue = _Under("queue")
     generation = _Under("generation")
     dead_letters = _Under("dead-letters")
+    failures = _Under("failures")
+    """The recent failures: runs that ended failed, with their messages (``docket.failures``)."""
     workers = _Under("workers")
     strikes = _Under("strikes")
     record_prefix = _Under("task:")
@@ -209,6 +211,7 @@ class Keys:
             *self.streams,
             self.generation,
             self.dead_letters,
+            self.failures,
             self.workers,
             self.strikes,
             self.partition_count,

@@ -5,9 +5,9 @@ Each script lives in ``lua/<name>.lua``; ``lua/_common.lua`` is prepended to all
 helpers like the server clock are written once. A script's header names its keys and its
 arguments, in order::
 
-    -- KEYS: stream, runs[record, result_key]
-    -- ARGV: group, worker, ttl, events_prefix, record_prefix,
-    --       runs[mid, generation, deliveries, state, error, result]
+    -- KEYS: stream, failures, runs[record, result_key]
+    -- ARGV: group, worker, ttl, events_prefix, record_prefix, failures_kept,
+    --       runs[mid, generation, deliveries, state, error, result, traceback]
 
 A plain name is one slot. ``runs[...]`` is a group repeated once per item after the plain
 slots, each item filling the names in the brackets; a group named in both lines is one
@@ -399,15 +399,18 @@ class SettleRun(Group):
     state: str
     error: str
     result: str | bytes
+    traceback: str
 
 
 class Settle(Call, script="settle"):
     stream: Key
+    failures: Key
     group: str
     worker: str
     ttl: float
     events_prefix: str
     record_prefix: str
+    failures_kept: int
     runs: Sequence[SettleRun]
 
 
@@ -459,14 +462,15 @@ class RequeueEntry(Group):
     id: str
 
 
-class DeadLetterRequeue(Call, script="dead_letter_requeue"):
+class Requeue(Call, script="requeue"):
     stream: Key
-    dead_letters: Key
+    origin: Key
     generation_counter: Key
     high_stream: Key
     low_stream: Key
     record_prefix: str
     events_prefix: str
+    attempt: str
     entries: Sequence[RequeueEntry]
 
 

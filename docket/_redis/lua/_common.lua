@@ -56,12 +56,20 @@ end
 -- Record a run's final state: the state, its time and error, and its result ('' none;
 -- 's' or 'x' kept in or lost by the docket's result_storage; else the sealed bytes,
 -- kept beside the record); progress and the message id go, as they belong to a run in
--- flight. The record expires after ttl seconds (is dropped at once with ttl 0). Then
--- the final state is published, with the error only when there is one.
-local function finish_run(record, result_key, channel_prefix, key, state, err, result, ttl, now)
+-- flight. A failed run keeps its traceback (tb, '' for none); any other end drops one an
+-- earlier failure of the record left. The record expires after ttl seconds (is dropped
+-- at once with ttl 0). Then the final state is published, with the error only when
+-- there is one.
+local function finish_run(record, result_key, channel_prefix, key, state, err, result, ttl, now,
+    tb)
   if ttl > 0 then
-    redis.call('HSET', record, 'state', state, 'completed', now, 'error', err)
-    redis.call('HDEL', record, 'mid', 'pcur', 'ptot', 'pmsg', 'pupd')
+    if state == 'failed' and tb ~= '' then
+      redis.call('HSET', record, 'state', state, 'completed', now, 'error', err, 'traceback', tb)
+      redis.call('HDEL', record, 'mid', 'pcur', 'ptot', 'pmsg', 'pupd')
+    else
+      redis.call('HSET', record, 'state', state, 'completed', now, 'error', err)
+      redis.call('HDEL', record, 'mid', 'pcur', 'ptot', 'pmsg', 'pupd', 'traceback')
+    end
     if result == 's' or result == 'x' then
       redis.call('HSET', record, 'result', result)
     elseif result ~= '' then
@@ -77,6 +85,15 @@ local function finish_run(record, result_key, channel_prefix, key, state, err, r
   publish_state(channel_prefix, key, state, extra)
 end
 
+-- Append a message's raw fields to `into` as 'field:<name>' pairs: how the dead-letter
+-- and failures streams keep a message, so that it can be requeued.
+local function keep_fields(into, fields)
+  for j = 1, #fields, 2 do
+    table.insert(into, 'field:' .. fields[j])
+    table.insert(into, fields[j + 1])
+  end
+end
+
 -- Move one stream message to the dead-letter stream with its raw fields (as
 -- 'field:<name>'), the reason, its delivery count and the worker, then ack and delete it.
 -- The run's record, while it still belongs to the message's generation, ends failed
@@ -87,10 +104,9 @@ local function dead_letter_message(ctx, mid, fields, reason, deliveries)
   local now = ctx.now
   local dl = {'reason', reason, 'deliveries', deliveries, 'stream_id', mid,
     'worker', ctx.worker, 'dead_lettered_at', now}
+  keep_fields(dl, fields)
   local key, gen
   for j = 1, #fields, 2 do
-    table.insert(dl, 'field:' .. fields[j])
-    table.insert(dl, fields[j + 1])
     if fields[j] == 'key' then key = fields[j + 1] end
     if fields[j] == 'gen' then gen = fields[j + 1] end
   end

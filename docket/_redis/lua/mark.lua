@@ -25,7 +25,7 @@ if state == 'running' then
   end
   redis.call('HSET', record, 'state', 'running', 'gen', gen, 'worker', worker,
     'started', now, 'pcur', 0, 'ptot', 100)
-  redis.call('HDEL', record, 'pmsg', 'pupd', 'completed', 'error', 'result')
+  redis.call('HDEL', record, 'pmsg', 'pupd', 'completed', 'error', 'result', 'traceback')
   -- A record only progress wrote expires; a running one lasts until it ends.
   redis.call('PERSIST', record)
   publish_state(prefix, key, 'running', {worker = worker, started_at = now})
@@ -38,5 +38,5 @@ if ttl > 0 then
   -- A record this call creates (a run marked by hand) belongs to this run's generation.
   redis.call('HSET', record, 'gen', gen)
 end
-finish_run(record, result_key, prefix, key, state, ARGV[4], ARGV[5], ttl, now)
+finish_run(record, result_key, prefix, key, state, ARGV[4], ARGV[5], ttl, now, '')
 return 1

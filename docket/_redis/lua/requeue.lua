@@ -1,19 +1,23 @@
--- Put dead-lettered messages back on the task stream as fresh messages (a new generation,
--- so a worker claims them like any newly added task) and remove them from the dead-letter
--- stream. A message whose task key has a scheduled, queued or running task right now is
--- left where it is: requeueing it would run a stale copy beside (or instead of) that one.
--- A message goes back to the stream of its level (its 'prio' field; NORMAL without one).
--- KEYS: stream, dead_letters, generation_counter, high_stream, low_stream, entries[record]
--- ARGV: record_prefix, events_prefix, entries[id]
---   entries: each dead letter's id and the record of its task key
+-- Put messages kept in the dead-letter layout (the original message's raw fields as
+-- 'field:<name>': a dead letter, a recent failure) back on the task stream as fresh
+-- messages (a new generation, so a worker claims them like any newly added task) and
+-- remove them from the stream that kept them. A message whose task key has a scheduled,
+-- queued or running task right now is left where it is: requeueing it would run a stale
+-- copy beside (or instead of) that one. A message goes back to the stream of its level
+-- (its 'prio' field; NORMAL without one).
+-- KEYS: stream, origin, generation_counter, high_stream, low_stream, entries[record]
+-- ARGV: record_prefix, events_prefix, attempt, entries[id]
+--   origin: the stream the entries are on (the dead letters, the failures)
+--   attempt: the attempt the new runs start at ('' keeps each message's own)
+--   entries: each entry's id and the record of its task key
 -- Returns per entry {status, detail}: {'requeued', new stream id}, {'missing', ''},
 -- {'invalid', why} or {'active', state of the task now under that key}
-local stream, dead, gen_counter = KEYS[1], KEYS[2], KEYS[3]
+local stream, origin, gen_counter = KEYS[1], KEYS[2], KEYS[3]
 local now = fmt_time(server_now())
 local out = {}
 
 local function requeue(id, record)
-  local entry = redis.call('XRANGE', dead, id, id)[1]
+  local entry = redis.call('XRANGE', origin, id, id)[1]
   if entry == nil then return {'missing', ''} end
   local names, values = {}, {}
   local raw = entry[2]
@@ -39,6 +43,10 @@ local function requeue(id, record)
   local gen = tostring(redis.call('INCR', gen_counter))
   if values['gen'] == nil then table.insert(names, 'gen') end
   values['gen'] = gen
+  if ARGV[3] ~= '' then
+    if values['attempt'] == nil then table.insert(names, 'attempt') end
+    values['attempt'] = ARGV[3]
+  end
   local fields = {}
   for _, name in ipairs(names) do
     table.insert(fields, name)
@@ -57,12 +65,12 @@ local function requeue(id, record)
   if attempt and string.match(attempt, '^%d+$') then
     redis.call('HSET', record, 'attempt', attempt)
   end
-  redis.call('XDEL', dead, id)
+  redis.call('XDEL', origin, id)
   publish_state(ARGV[2], key, 'queued', {when = when})
   return {'requeued', mid}
 end
 
-for i = 3, #ARGV do
-  table.insert(out, requeue(ARGV[i], KEYS[i + 3]))
+for i = 4, #ARGV do
+  table.insert(out, requeue(ARGV[i], KEYS[i + 2]))
 end
 return out
