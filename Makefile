@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= auto
 
-.PHONY: help demo test chaos lint typecheck clean bench bench-full docs
+.PHONY: help demo test chaos lint typecheck clean bench bench-full docs screenshots
 
 help:
 	@echo "make demo   run examples/quickstart.py on the in-process memory:// docket (no Redis needed)"
@@ -18,6 +18,8 @@ help:
 	@echo "make lint   ruff check, ruff format --check and mypy --strict (make test runs it first)"
 	@echo "make docs   build the documentation site (docs/ and the API reference) into site/, strict:"
 	@echo "            a broken link or a page missing from the nav fails it (make test builds it too)"
+	@echo "make screenshots  run the dashboard's browser tests (Debian's chromium) and keep their"
+	@echo "            screenshots in docs/images (shown by docs/dashboard.md)"
 	@echo "make bench  side-by-side benchmark against pydocket and the peers, Sentinel and Cluster rows too (quick, ~8 min;"
 	@echo "            'make bench-full' or 'make bench BENCH_MODE=full' for the published table:"
 	@echo "            3 interleaved rounds, 30-40 minutes on 2 cores)"
@@ -65,10 +67,16 @@ chaos: $(STAMP)
 	@command -v redis-server >/dev/null || { echo "error: redis-server is not on PATH; the chaos suite starts its own private Redis processes with it." >&2; exit 1; }
 	$(PY) -m pytest -m chaos --chaos-size=full -p no:randomly -q
 
-LINTED := docket docket_django docket_starlette tests examples benchmarks docs_hooks.py
+# The dashboard's browser tests, writing their screenshots where docs/dashboard.md shows
+# them (a plain `make test` writes them to a temporary directory).
+screenshots: $(STAMP)
+	DOCKET_SCREENSHOTS=docs/images $(PY) -m pytest -q -p no:randomly \
+	  tests/test_dashboard_browser.py tests/django/test_django_dashboard_browser.py
+
+LINTED := docket docket_dashboard docket_django docket_starlette tests examples benchmarks docs_hooks.py
 
 lint: $(STAMP)
-	@echo "==> ruff check, ruff format --check, mypy --strict (docket, docket_django, docket_starlette)"
+	@echo "==> ruff check, ruff format --check, mypy --strict (docket, docket_dashboard, docket_django, docket_starlette)"
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/mypy

@@ -33,10 +33,15 @@ from .middleware import RequestContextMiddleware
 from .worker import run_with_app
 
 if TYPE_CHECKING:
+    from .dashboard_mount import Access, DashboardAuthError, dashboard
     from .fastapi import DocketDep
 
+_DASHBOARD = ("Access", "DashboardAuthError", "dashboard")
+
 __all__ = [
+    "Access",
     "AppDocket",
+    "DashboardAuthError",
     "DocketDep",
     "Principal",
     "RequestCapture",
@@ -50,6 +55,7 @@ __all__ = [
     "combine_lifespans",
     "current_request_id",
     "current_snapshot",
+    "dashboard",
     "docket_lifespan",
     "get_docket",
     "run_with_app",
@@ -64,4 +70,9 @@ def __getattr__(name: str) -> Any:
         from .fastapi import DocketDep
 
         return DocketDep
+    # The dashboard's templates load only in an app that mounts it.
+    if name in _DASHBOARD:
+        from . import dashboard_mount
+
+        return getattr(dashboard_mount, name)
     raise AttributeError(f"module 'docket_starlette' has no attribute {name!r}")

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("docket", "docket_django", "docket_starlette")
-ADAPTERS = ("docket_django", "docket_starlette")
+PACKAGES = ("docket", "docket_dashboard", "docket_django", "docket_starlette")
+ADAPTERS = ("docket_dashboard", "docket_django", "docket_starlette")
 
 
 def _modules(*packages: str) -> Iterator[tuple[str, ast.Module]]:

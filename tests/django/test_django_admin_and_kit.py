@@ -43,12 +43,33 @@ def test_dashboard_lists_tasks_and_is_linked(client: Any, docket_setting: dict[s
     client.force_login(_user("viewer", staff=True, perms=["view_dashboard"]))
     index = client.get("/admin/")
     assert URL in index.content.decode()
-    page = client.get(URL)
-    assert page.status_code == 200
-    html = page.content.decode()
-    assert "later-one" in html and key in html and "mark_done" in html
-    assert "No live workers" in html
-    assert 'name="action"' not in html  # no actions without manage permission
+    overview = client.get(URL)
+    assert overview.status_code == 200
+    html = overview.content.decode()
+    assert 'data-count="queued">1<' in html and 'data-count="scheduled">1<' in html
+    assert "No worker has sent a heartbeat lately" in html
+    assert "admin/css/base.css" in html  # inside the admin's own page
+    scheduled = client.get(URL + "scheduled").content.decode()
+    assert "later-one" in scheduled and "mark_done" in scheduled and "in 59 min" in scheduled
+    queued = client.get(URL + "queued").content.decode()
+    assert key in queued and "slow" in queued
+    for page in ("", "queued", "scheduled", "running", "failures", "dead-letters", "strikes"):
+        assert 'name="action"' not in client.get(URL + page).content.decode(), page
+    task = client.get(URL + "task", {"key": "later-one"}).content.decode()
+    assert "later-one" in task and "scheduled" in task
+
+
+@pytest.mark.django_db
+def test_dashboard_live_refresh_and_its_files(client: Any, docket_setting: dict[str, Any]) -> None:
+    from djtestapp.tasks import mark_done
+
+    mark_done.schedule(1, delay=timedelta(hours=1), key="in-a-fragment", on_commit=False)
+    client.force_login(_user("viewer", staff=True, perms=["view_dashboard"]))
+    part = client.get(URL + "scheduled", headers={"X-Docket-Fragment": "1"}).content.decode()
+    assert "in-a-fragment" in part and "admin/css/base.css" not in part
+    script = client.get(URL + "static/dashboard.js")
+    assert script.status_code == 200 and script["Content-Type"].startswith("text/javascript")
+    assert client.get(URL + "no-such-page").status_code == 404
 
 
 @pytest.mark.django_db
@@ -86,6 +107,7 @@ def test_dashboard_running_with_progress_and_workers(
         html = client.get(URL).content.decode()
         assert key in html and "/10" in html  # progress current/total
         assert worker.name in html
+        assert "<progress" in client.get(URL + "running").content.decode()
     finally:
 
         async def finish() -> None:
@@ -100,16 +122,36 @@ def test_dashboard_actions_need_permission(client: Any, docket_setting: dict[str
     from djtestapp.tasks import mark_done
 
     key = mark_done.schedule(1, delay=timedelta(hours=1), on_commit=False)
-    action = URL + "action/"
+    action = URL + "action"
     client.force_login(_user("viewer", staff=True, perms=["view_dashboard"]))
     assert client.post(action, {"action": "cancel", "key": key}).status_code == 403
     client.force_login(_user("manager", staff=True, perms=["view_dashboard", "manage_docket"]))
-    assert 'name="action"' in client.get(URL).content.decode()
-    assert client.post(action, {"action": "strike", "task": "mark_done"}).status_code == 302
-    assert "mark_done" in client.get(URL).content.decode().split('id="docket-strikes"')[1]
-    assert client.post(action, {"action": "restore", "task": "mark_done"}).status_code == 302
-    assert client.post(action, {"action": "cancel", "key": key}).status_code == 302
-    assert key not in client.get(URL).content.decode().split('id="docket-future"')[1]
+    assert 'name="action"' in client.get(URL + "scheduled").content.decode()
+    struck = client.post(action, {"action": "strike", "function": "mark_done", "next": URL})
+    assert struck.status_code == 303 and "done=Struck" in struck["Location"]
+    assert 'data-strike="mark_done"' in client.get(URL + "strikes").content.decode()
+    lifted = client.post(action, {"action": "lift", "strike": "mark_done"})
+    assert "done=Lifted" in lifted["Location"]
+    assert 'data-strike="mark_done"' not in client.get(URL + "strikes").content.decode()
+    cancelled = client.post(action, {"action": "cancel", "key": key, "next": URL + "scheduled"})
+    assert cancelled["Location"].startswith(URL + "scheduled?done=Cancelled")
+    assert key not in client.get(URL + "scheduled").content.decode()
+
+
+@pytest.mark.django_db
+def test_dashboard_actions_are_csrf_protected(docket_setting: dict[str, Any]) -> None:
+    from django.test import Client
+    from djtestapp.tasks import mark_done
+
+    key = mark_done.schedule(1, delay=timedelta(hours=1), on_commit=False)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(_user("manager", staff=True, perms=["view_dashboard", "manage_docket"]))
+    form = {"action": "cancel", "key": key}
+    assert client.post(URL + "action", form).status_code == 403
+    page = client.get(URL + "scheduled").content.decode()
+    token = page.split('name="csrfmiddlewaretoken" value="')[1].split('"')[0]
+    done = client.post(URL + "action", {**form, "csrfmiddlewaretoken": token})
+    assert done.status_code == 303
 
 
 # -- testing kit -------------------------------------------------------------------
