@@ -101,9 +101,7 @@ async def test_task_pages(url: str, docket: Docket, worker: Worker) -> None:
     assert await data.task_page(docket, "never-added") is None
 
 
-async def test_a_queued_tasks_page_shows_only_logged_arguments(
-    url: str, docket: Docket
-) -> None:
+async def test_a_queued_tasks_page_shows_only_logged_arguments(url: str, docket: Docket) -> None:
     await docket.add(add, key="later", when=datetime.now(UTC) + timedelta(hours=1))(7, 8)
     page = await data.task_page(docket, "later")
     assert page is not None
