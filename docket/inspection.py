@@ -230,12 +230,22 @@ async def _records(docket: Docket, keys: list[str]) -> list[dict[bytes, bytes]]:
 
 
 async def _entry_items(
-    docket: Docket, level: int, ids: list[str], fields_of: list[dict[bytes, bytes]]
+    docket: Docket,
+    level: int,
+    ids: list[str],
+    fields_of: list[dict[bytes, bytes]],
+    task: str | None,
 ) -> list[_Item]:
     """The items of stream entries ``ids`` (with their fields), their records read in
-    one pipelined round trip."""
+    one pipelined round trip: only those of ``task``'s entries when filtering, as the
+    others are passed over unread."""
     keys = [as_text(fields.get(b"key")) or "" for fields in fields_of]
-    records = await _records(docket, keys)
+    wanted = [
+        key if task is None or as_text(fields.get(b"function")) == task else ""
+        for key, fields in zip(keys, fields_of, strict=True)
+    ]
+    found = iter(await _records(docket, [key for key in wanted if key]))
+    records = [next(found) if key else {} for key in wanted]
     return [
         _Item(
             _entry_order(level, entry_id),
@@ -329,7 +339,7 @@ async def list_queued(
             async with docket.redis() as redis:
                 entries = await redis.xrange(stream, start, "+", count=n)
             ids = [as_text(entry_id) or "" for entry_id, _ in entries]
-            items = await _entry_items(docket, level, ids, [fields for _, fields in entries])
+            items = await _entry_items(docket, level, ids, [fields for _, fields in entries], task)
             return items, len(entries) < n
 
         return fetch
@@ -378,7 +388,7 @@ async def list_running(
                     found = await pipe.execute() if ids else []
             # A message deleted since (settled, cancelled) has no fields, and no record.
             fields_of = [entries[0][1] if entries else {} for entries in found]
-            return await _entry_items(docket, level, ids, fields_of), len(pending) < n
+            return await _entry_items(docket, level, ids, fields_of, task), len(pending) < n
 
         return fetch
 

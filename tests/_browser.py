@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Locator, Page
 
 CHROMIUM = os.environ.get("DOCKET_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 WINDOW = {"width": 1280, "height": 860}
@@ -136,6 +136,15 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 20) -> Non
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting until {what}")
         time.sleep(0.1)
+
+
+def click_and_see(page: Page, within: Locator, button: str, flash: str) -> None:
+    """Press ``button`` inside ``within`` (a row, a form) and wait for the page it leads
+    back to to say ``flash`` (what was done)."""
+    with page.expect_navigation():
+        within.locator("button", has_text=button).first.click()
+    said = page.locator(".dd-flash").inner_text()
+    assert flash in said, f"pressed {button!r}; the page said {said!r}"
 
 
 def watch_progress(page: Page, key: str) -> None:

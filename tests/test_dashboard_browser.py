@@ -7,7 +7,6 @@ a dead letter, retries a failure, adds and lifts a strike, and screenshots each 
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -17,7 +16,16 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import pytest
-from _browser import Screenshots, browser, page_of, run_aside, served, wait_until, watch_progress
+from _browser import (
+    Screenshots,
+    browser,
+    click_and_see,
+    page_of,
+    run_aside,
+    served,
+    wait_until,
+    watch_progress,
+)
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -164,9 +172,8 @@ def test_the_asgi_dashboard_in_chromium(shop: Shop, tmp_path: Path) -> None:
         row = page.locator("tr[data-key='invoice-later']")
         assert "in 29 min" in row.inner_text()
         shots.take(page, "dashboard-scheduled")
-        row.locator("button", has_text="Cancel").click()
-        page.wait_for_url(re.compile(r".*/ops/scheduled\?done=Cancelled.*"))
-        assert "Cancelled send_invoice 'invoice-later'" in page.locator(".dd-flash").inner_text()
+        click_and_see(page, row, "Cancel", "Cancelled send_invoice 'invoice-later'")
+        assert "/ops/scheduled?" in page.url
         assert page.locator("tr[data-key='invoice-later']").count() == 0
 
         # Requeue the dead letter: this app's worker knows send_invoice, so it runs.
@@ -174,9 +181,7 @@ def test_the_asgi_dashboard_in_chromium(shop: Shop, tmp_path: Path) -> None:
         letter = page.locator("tr[data-letter]").first
         assert "unknown task 'send_invoice'" in letter.inner_text()
         shots.take(page, "dashboard-dead-letters")
-        letter.locator("button", has_text="Requeue").click()
-        page.wait_for_url(re.compile(r".*done=Requeued.*"))
-        assert "Requeued 1 of 1" in page.locator(".dd-flash").inner_text()
+        click_and_see(page, letter, "Requeue", "Requeued 1 of 1")
         assert page.locator("tr[data-letter]").count() == 0
         page.goto(f"{base}/ops/task?key=invoice-42")
         wait_until(
@@ -199,21 +204,18 @@ def test_the_asgi_dashboard_in_chromium(shop: Shop, tmp_path: Path) -> None:
         assert "Traceback (most recent call last)" in page.locator(".dd-traceback").inner_text()
         assert "'card declined'" in page.locator(".dd-args").inner_text()
         shots.take(page, "dashboard-task")
-        page.locator("button", has_text="Retry").click()
-        page.wait_for_url(re.compile(r".*done=Retried.*"))
+        click_and_see(page, page.locator(".dd-failure"), "Retry", "Retried 1 of 1")
 
         # A strike added from the form, then lifted.
         page.goto(f"{base}/ops/strikes")
         page.fill(".dd-strike-form input[name=function]", "send_invoice")
         page.fill(".dd-strike-form input[name=parameter]", "customer")
         page.fill(".dd-strike-form input[name=value]", "str:Initech")
-        page.click(".dd-strike-form button[type=submit]")
-        page.wait_for_url(re.compile(r".*done=Struck.*"))
+        click_and_see(page, page.locator(".dd-strike-form"), "Strike", "Struck send_invoice")
         strike = page.locator("tr[data-strike]")
         assert "'Initech'" in strike.inner_text()
         shots.take(page, "dashboard-strikes")
-        strike.locator("button", has_text="Lift").click()
-        page.wait_for_url(re.compile(r".*done=Lifted.*"))
+        click_and_see(page, strike, "Lift", "Lifted")
         assert page.locator("tr[data-strike]").count() == 0
 
         # The overview last, when its chart has a few samples.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -76,45 +78,25 @@ def test_dashboard_live_refresh_and_its_files(client: Any, docket_setting: dict[
 def test_dashboard_running_with_progress_and_workers(
     client: Any, docket_setting: dict[str, Any]
 ) -> None:
-    import asyncio
-
+    from _portal_worker import portal_worker
     from djtestapp.tasks import slow
-
-    from docket import Worker
 
     client.force_login(_user("admin", staff=True, superuser=True))
     key = slow.schedule(1.0, on_commit=False)
 
-    async def start_worker() -> Any:
-        docket = await get_portal().docket("default")
-        worker = Worker(
-            docket,
-            schedule_automatic_tasks=False,
-            minimum_check_interval=timedelta(milliseconds=10),
-        )
-        await worker.__aenter__()
-        task = asyncio.create_task(worker.run_until_finished())
-        for _ in range(200):
-            snapshot = await docket.snapshot()
-            running = [e for e in snapshot.running if e.progress.current]
-            if running:
-                break
-            await asyncio.sleep(0.02)
-        return worker, task
+    async def progress_shown() -> bool:
+        snapshot = await (await get_portal().docket("default")).snapshot()
+        return any(e.progress.current for e in snapshot.running)
 
-    worker, task = get_portal().run(start_worker())
-    try:
+    with portal_worker() as worker:
+        deadline = time.monotonic() + 10
+        while not get_portal().run(progress_shown()):
+            assert time.monotonic() < deadline, "the task never reported progress"
+            time.sleep(0.02)
         html = client.get(URL).content.decode()
         assert key in html and "/10" in html  # progress current/total
         assert worker.name in html
         assert "<progress" in client.get(URL + "running").content.decode()
-    finally:
-
-        async def finish() -> None:
-            await task
-            await worker.__aexit__(None, None, None)
-
-        get_portal().run(finish())
 
 
 @pytest.mark.django_db
@@ -136,6 +118,20 @@ def test_dashboard_actions_need_permission(client: Any, docket_setting: dict[str
     cancelled = client.post(action, {"action": "cancel", "key": key, "next": URL + "scheduled"})
     assert cancelled["Location"].startswith(URL + "scheduled?done=Cancelled")
     assert key not in client.get(URL + "scheduled").content.decode()
+
+
+@pytest.mark.django_db
+def test_dashboard_says_when_redis_does_not_answer(client: Any, settings: Any) -> None:
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    settings.DOCKET = {"URL": f"redis://127.0.0.1:{port}/0", "NAME": "unreachable"}
+    client.force_login(_user("viewer", staff=True, perms=["view_dashboard"]))
+    page = client.get(URL + "queued")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Redis did not answer" in html and "errornote" in html
 
 
 @pytest.mark.django_db

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _browser import Screenshots, browser, page_of, watch_progress
+from _browser import Screenshots, browser, click_and_see, page_of, watch_progress
+from _portal_worker import portal_worker
 from django.contrib.auth.models import User
 
 from docket import Docket, Worker
-from docket_django.portal import get_portal
 
 URL = "/admin/docket_django/dashboard/"
 
@@ -56,42 +56,21 @@ def test_the_admin_dashboard_in_chromium(
         row = page.locator(f"tr[data-key='{later}']")
         assert "in 59 min" in row.inner_text()
         shots.take(page, "django-scheduled")
-        row.locator("button", has_text="Cancel").click()
-        page.wait_for_url(re.compile(r".*scheduled\?done=Cancelled.*"))
+        click_and_see(page, row, "Cancel", "Cancelled mark_done")
         assert page.locator(f"tr[data-key='{later}']").count() == 0
 
         key = slow.schedule(6.0, on_commit=False)
 
-        async def start_worker() -> Any:
-            docket = await get_portal().docket("default")
-            worker = Worker(
-                docket,
-                schedule_automatic_tasks=False,
-                minimum_check_interval=timedelta(milliseconds=10),
-            )
-            await worker.__aenter__()
-            return worker, asyncio.create_task(worker.run_until_finished())
-
-        worker, running = get_portal().run(start_worker())
-        try:
+        with portal_worker():
             page.goto(base + URL + "running")
             watch_progress(page, key)
             shots.take(page, "django-running")
-        finally:
-
-            async def finish() -> None:
-                await running
-                await worker.__aexit__(None, None, None)
-
-            get_portal().run(finish(), timeout=30)
 
         page.goto(base + URL + "dead-letters")
         letter = page.locator("tr[data-letter]").first
         assert "unknown task 'phantom'" in letter.inner_text()
         shots.take(page, "django-dead-letters")
-        letter.locator("button", has_text="Requeue").click()
-        page.wait_for_url(re.compile(r".*done=Requeued.*"))
-        assert "Requeued 1 of 1" in page.locator(".dd-flash").inner_text()
+        click_and_see(page, letter, "Requeue", "Requeued 1 of 1")
         page.goto(base + URL + "task?key=phantom-1")
         assert page.locator("h1 .dd-state").inner_text() == "queued"
 
