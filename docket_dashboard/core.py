@@ -106,9 +106,9 @@ def static_file(name: str) -> DashboardResponse:
 
 
 class Dashboard:
-    """One docket's dashboard. ``chrome`` says whether pages carry their own header and
-    navigation (the ASGI app) or sit inside a host page that has them (the Django
-    admin, which wraps ``body`` in its own layout)."""
+    """One docket's dashboard, its pages linked under ``links``. ``handle`` answers a
+    request; with ``standalone=False`` a page is rendered without its own ``<html>``
+    and header, for a host page to wrap (the Django admin wraps it in its layout)."""
 
     def __init__(self, docket: Docket, links: Links, *, title: str = "Docket") -> None:
         self.docket = docket

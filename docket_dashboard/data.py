@@ -6,11 +6,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from docket import Execution, ExecutionState, inspection
 from docket import dead_letters as letters
 from docket import failures as failure_log
+
+from .formatting import short
 
 if TYPE_CHECKING:
     from docket import Docket
@@ -149,8 +151,6 @@ async def task_page(docket: Docket, key: str) -> TaskPage | None:
         except Exception as error:  # a result this process cannot load is shown as such
             page.problem = f"{type(error).__name__}: {error}"
         else:
-            from .formatting import short
-
             page.result = short(value, 2000)
     if execution.state == ExecutionState.FAILED:
         page.failure = await latest_failure(docket, key, execution.function_name)
@@ -217,16 +217,3 @@ async def dead_letter_page(
 
 def strikes(docket: Docket) -> list[StrikeCondition]:
     return list(docket.strike_list.conditions)
-
-
-def strike_value(condition: StrikeCondition) -> str:
-    from .formatting import short
-
-    return short(condition.value)
-
-
-def as_dict(samples: list[DepthSample]) -> list[dict[str, Any]]:
-    return [
-        {"at": s.at.timestamp(), "scheduled": s.scheduled, "queued": s.queued, "running": s.running}
-        for s in samples
-    ]
