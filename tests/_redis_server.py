@@ -374,6 +374,14 @@ class RedisServer:
         Simple strings come back as ``str``, bulk strings as ``bytes``; an error
         reply raises. For test set-up and checks, not for the code under test.
         """
+        return self.execute_commands(args, timeout=timeout)[0]
+
+    def execute_commands(
+        self, *commands: tuple[str | bytes | int, ...], timeout: float = 5.0
+    ) -> list[Any]:
+        """Send ``commands`` one after another on one fresh connection; their replies.
+        One connection matters for WAIT, which waits for that connection's own writes
+        (on a connection that wrote nothing it returns at once)."""
         with (
             socket.create_connection((self.host, self.port), timeout=timeout) as conn,
             conn.makefile("rb") as stream,
@@ -381,8 +389,11 @@ class RedisServer:
             if self.password is not None:
                 conn.sendall(_encode_command(("AUTH", self.password)))
                 _read_reply(stream)
-            conn.sendall(_encode_command(args))
-            return _read_reply(stream)
+            replies = []
+            for command in commands:
+                conn.sendall(_encode_command(command))
+                replies.append(_read_reply(stream))
+            return replies
 
     def ping(self, timeout: float = 1.0) -> bool:
         try:

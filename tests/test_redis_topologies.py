@@ -110,10 +110,11 @@ async def test_failover_promotes_the_replica_and_the_cluster_answers_again(
     client = RedisCluster.from_url(cluster.seed_url)
     try:
         key = "topology:survives"
-        await client.set(key, "kept")
         owner = cluster.primary_for_slot(cluster.slot_of(key))
-        # Replication is asynchronous: make sure the replica has the key before the kill.
-        assert owner.execute_command("WAIT", 1, 2000) == 1
+        # Replication is asynchronous: make sure the replica has the key before the kill
+        # (WAIT counts the replicas that have its own connection's writes, so the write
+        # goes on that connection too).
+        assert owner.execute_commands(("SET", key, "kept"), ("WAIT", 1, 2000)) == ["OK", 1]
         (replica,) = cluster.replicas_of(owner)
 
         killed = await asyncio.to_thread(cluster.kill_primary, owner)
@@ -208,9 +209,12 @@ async def test_sentinel_failover_changes_the_primary(
     )
     client = sentinel.master_for("mymaster")
     try:
-        await client.set("k", "before")
         first = topology.current_primary_address()
-        assert topology.primary.execute_command("WAIT", 1, 2000) == 1
+        # On one connection: WAIT waits for that connection's own writes.
+        assert topology.primary.execute_commands(("SET", "k", "before"), ("WAIT", 1, 2000)) == [
+            "OK",
+            1,
+        ]
 
         await asyncio.to_thread(topology.kill_primary)
         second = await asyncio.to_thread(topology.wait_for_failover)
