@@ -5,6 +5,7 @@ it: the Django admin page and the ASGI app each turn their framework's request i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -98,11 +99,14 @@ def static_file(name: str) -> DashboardResponse:
     if name not in STATIC:
         return DashboardResponse(404, b"Not found", "text/plain; charset=utf-8")
     return DashboardResponse(
-        200,
-        (_HERE / "static" / name).read_bytes(),
-        STATIC[name],
-        {"cache-control": "public, max-age=300"},
+        200, _static_bytes(name), STATIC[name], {"cache-control": "public, max-age=300"}
     )
+
+
+@functools.cache
+def _static_bytes(name: str) -> bytes:
+    # Read once per process: every page load asks for both files.
+    return (_HERE / "static" / name).read_bytes()
 
 
 class Dashboard:

@@ -141,9 +141,11 @@ class TaskPage:
 
 
 async def task_page(docket: Docket, key: str) -> TaskPage | None:
-    execution = await docket.get_execution(key)
-    if execution is None:
+    async with docket.redis() as redis:
+        record = await redis.hgetall(docket.keys_for(key).record(key))
+    if not record:
         return None
+    execution = await Execution.from_record(docket, key, record)
     page = TaskPage(execution, execution.logged_arguments(), timeline(execution))
     if execution.state == ExecutionState.COMPLETED and execution.result_key is not None:
         try:
@@ -158,11 +160,8 @@ async def task_page(docket: Docket, key: str) -> TaskPage | None:
             # The run's message is gone, but the failures list kept its fields: the
             # arguments it failed with.
             message = {name.encode(): value for name, value in page.failure.fields.items()}
-            async with docket.redis() as redis:
-                record = await redis.hgetall(docket.keys_for(key).record(key))
-            if record:
-                rebuilt = await Execution.from_record(docket, key, record, message)
-                page.arguments = rebuilt.logged_arguments()
+            rebuilt = await Execution.from_record(docket, key, record, message)
+            page.arguments = rebuilt.logged_arguments()
     return page
 
 
